@@ -1,0 +1,306 @@
+"""Typed configs: YAML files validated against dataclasses, with dotted command-line overrides.
+
+A config file is plain YAML (read with ``yaml.safe_load``: nothing in it runs as code). Every key is
+checked against the schema below on load; an unknown key, a wrong type, a value outside a fixed set
+or a path that does not exist is one :class:`~suite.errors.ConfigError` naming the key, the file and
+what is allowed. Overrides use the same keys: ``synmed config show cfg.yaml data.image_size=128``.
+
+Each stage adds its own section dataclass here and one field to :class:`SuiteConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+from suite.data.ingest.options import IngestOptions
+from suite.errors import ConfigError
+
+T = TypeVar("T")
+
+# A field whose metadata has MUST_EXIST set names a path that has to exist when the config loads.
+MUST_EXIST = "must_exist"
+
+
+@dataclass(kw_only=True, slots=True)
+class RunConfig:
+    """Where a run writes, and the seed every stage derives its own from."""
+
+    name: str = "run"
+    out_dir: Path = Path("runs")
+    seed: int = 0
+
+
+@dataclass(kw_only=True, slots=True)
+class DataConfig(IngestOptions):
+    """Input data: a raw source to ingest, or shards that already exist.
+
+    ``source`` takes a path or ``demo:NAME`` (data shipped inside installed packages; see
+    ``synmed data demo``).
+    """
+
+    source: str | None = None
+    shards: Path | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class SuiteConfig:
+    """The root of every config file."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    schema: type[T] = SuiteConfig,  # type: ignore[assignment]
+) -> T:
+    """Read ``path`` (or start from defaults when None), apply overrides, validate, return ``schema``."""
+    source = "<defaults>"
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"config file {path} does not exist", "pass the path of a YAML file, e.g. configs/…"
+            )
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}", "fix the YAML syntax") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}",
+                f"allowed sections: {', '.join(_field_names(schema))}",
+            )
+        data = loaded
+    for item in overrides:
+        apply_override(data, item, schema)
+    return from_dict(schema, data, source=source)
+
+
+def apply_override(data: dict[str, Any], item: str, schema: type) -> None:
+    """Set ``a.b.c=value`` in ``data`` (value parsed as YAML), checking the key path against ``schema``."""
+    if "=" not in item:
+        raise ConfigError(
+            f"override {item!r} has no '='", "write overrides as dotted.key=value, e.g. data.image_size=128"
+        )
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    cls: Any = schema
+    for depth, part in enumerate(parts):
+        names = _field_names(cls) if dataclasses.is_dataclass(cls) else None
+        dotted = ".".join(parts[: depth + 1])
+        if names is not None and part not in names:
+            raise ConfigError(_unknown_key_message("<command line>", dotted, part, names))
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"<command line>: key {dotted!r} is not a section, cannot set {key}")
+        node = child
+        cls = _dataclass_in(get_type_hints(cls)[part]) if names is not None else None
+
+
+def from_dict(cls: type[T], data: Any, *, source: str, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, validating every key and value."""
+    where = prefix or "top level"
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: {where} must be a mapping, got {type(data).__name__} {data!r}",
+            f"allowed keys: {', '.join(_field_names(cls))}",
+        )
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(source, dotted, str(key), list(fields)))
+        kwargs[key] = _convert(hints[key], value, source=source, key=dotted)
+        if fields[key].metadata.get(MUST_EXIST) and kwargs[key] is not None:
+            _check_exists(kwargs[key], source, dotted)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """A config as plain YAML/JSON-able data (paths as strings, tuples as lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def dump_yaml(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None)
+
+
+def config_digest(obj: Any) -> str:
+    """sha256 of the canonical JSON of a config: stages record it to know when inputs changed."""
+    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _field_names(cls: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def _dataclass_in(tp: Any) -> Any:
+    """The dataclass inside ``tp`` (itself, or the non-None arm of an Optional), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arm in get_args(tp):
+        if dataclasses.is_dataclass(arm):
+            return arm
+    return None
+
+
+def _unknown_key_message(source: str, dotted: str, key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{source}: unknown key {dotted!r}{hint}; allowed keys here: {', '.join(allowed)}"
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(tp) if a is not ...)}]"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _fail(source: str, key: str, value: Any, tp: Any) -> ConfigError:
+    return ConfigError(
+        f"{source}: key {key!r} = {value!r} ({type(value).__name__}) has the wrong type",
+        f"expected {_type_name(tp)}",
+    )
+
+
+def _convert(tp: Any, value: Any, *, source: str, key: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, source=source, prefix=key)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value in allowed and not (isinstance(value, bool) and True in allowed):
+            return value
+        raise ConfigError(
+            f"{source}: key {key!r} = {value!r} is not allowed",
+            "allowed values: " + ", ".join(repr(a) for a in allowed),
+        )
+    if origin in (typing.Union, types.UnionType):
+        arms = get_args(tp)
+        if value is None:
+            if type(None) in arms:
+                return None
+            raise _fail(source, key, value, tp)
+        errors: list[ConfigError] = []
+        for arm in arms:
+            if arm is type(None):
+                continue
+            try:
+                return _convert(arm, value, source=source, key=key)
+            except ConfigError as err:
+                errors.append(err)
+        if len(errors) == 1:
+            raise errors[0]
+        raise _fail(source, key, value, tp)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise _fail(source, key, value, tp)
+        (item_tp,) = get_args(tp)
+        return [_convert(item_tp, v, source=source, key=f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise _fail(source, key, value, tp)
+        if len(args) == 2 and args[1] is ...:
+            return tuple(_convert(args[0], v, source=source, key=f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(
+                f"{source}: key {key!r} = {value!r} has {len(value)} items",
+                f"expected exactly {len(args)}: {_type_name(tp)}",
+            )
+        return tuple(_convert(a, v, source=source, key=f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        k_tp, v_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise _fail(source, key, value, tp)
+        return {
+            _convert(k_tp, k, source=source, key=key): _convert(v_tp, v, source=source, key=f"{key}.{k}")
+            for k, v in value.items()
+        }
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _fail(source, key, value, tp)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _fail(source, key, value, tp)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _fail(source, key, value, tp)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _fail(source, key, value, tp)
+    if tp is Path:
+        if isinstance(value, str | Path):
+            return Path(value).expanduser()
+        raise _fail(source, key, value, tp)
+    raise TypeError(f"config schema type {tp!r} at {key} is not supported")  # a bug in the schema
+
+
+def _check_exists(value: Any, source: str, key: str) -> None:
+    paths = value if isinstance(value, list | tuple) else [value]
+    for p in paths:
+        if isinstance(p, Path) and not p.exists():
+            raise ConfigError(
+                f"{source}: key {key!r}: path {str(p)!r} does not exist",
+                "fix the path (relative paths are taken from the directory you run synmed in)",
+            )

@@ -1,0 +1,48 @@
+"""Typed options of `synmed data ingest`, shared by every adapter and by the `data:` config section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+FormatName = Literal["auto", "folder", "nih", "covidx", "medmnist", "dicom", "nifti", "idx"]
+
+
+@dataclass(kw_only=True, slots=True)
+class IngestOptions:
+    """How a source is read and turned into uint8 shards.
+
+    Defaults keep images as they are; everything that changes pixels is opt-in and recorded in the
+    shard attributes.
+    """
+
+    format: FormatName = "auto"
+    # Output geometry. None keeps the source size, which then must be the same for every image.
+    image_size: int | None = None
+    # pad: keep the aspect ratio and pad (letterbox); crop: fill and center-crop; stretch: ignore it.
+    aspect: Literal["pad", "crop", "stretch"] = "pad"
+    channels: Literal[1, 3] = 1
+    # Intensity clipping for non-uint8 sources (DICOM, NIfTI, 16-bit PNG), then scaled to 0..255.
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    # Class order fixes label ids. None: the source's own order (sorted folder names, known lists).
+    class_names: list[str] | None = None
+    # train / val / test. Sources with official splits (MedMNIST, NIH lists, COVIDx, IDX) keep them
+    # and carve only what is missing (val) out of train.
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    shard_size: int = 2048
+    compression: Literal["lzf", "gzip", "none"] = "lzf"
+    limit: int | None = None  # read at most this many records (quick looks at huge sources)
+    # DICOM: "file" uses the file's VOI LUT / WindowCenter+WindowWidth when present, else percentiles.
+    dicom_window: Literal["file", "none"] = "file"
+    window_center: float | None = None  # both set: a manual window that overrides the file's
+    window_width: float | None = None
+    # NIfTI: masks are one integer label volume or several probability maps (one class each).
+    mask: list[Path] = field(default_factory=list, metadata={"must_exist": True})
+    mask_names: list[str] | None = None
+    mask_threshold: float = 0.5
+    axis: Literal[0, 1, 2] = 2
+    min_foreground: float = 0.05  # keep slices whose foreground fraction is at least this
+    # NIH ChestX-ray14 / COVIDx: where the image files are; None searches below the source folder.
+    images_dir: Path | None = field(default=None, metadata={"must_exist": True})

@@ -1,0 +1,50 @@
+"""Shared fixtures: real data locations, and the real SLURM / Ray that integration tests use.
+
+A test that needs SLURM takes the ``slurm`` fixture. Where no controller answers it is skipped with
+the reason, except under ``CI=true``, where a missing SLURM fails the test: CI brings one up
+(scripts/local-slurm.sh), so its absence there is a broken rig, not a reason to skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _need(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: the test rig must provide it; see scripts/local-slurm.sh)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm() -> dict[str, str]:
+    """A SLURM controller that answers, with its partition and node names."""
+    if shutil.which("sinfo") is None:
+        _need("SLURM is not installed (run `sudo scripts/local-slurm.sh up`)")
+    proc = subprocess.run(
+        ["sinfo", "-h", "-o", "%P %N %t"], capture_output=True, text=True, timeout=30
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        _need(f"no SLURM controller answers sinfo ({proc.stderr.strip() or 'no partitions'})")
+    partition, nodes, _state = proc.stdout.split()[:3]
+    return {"partition": partition.rstrip("*"), "nodes": nodes}
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray on 127.0.0.1 with 2 CPUs, shut down at the end of the session."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
