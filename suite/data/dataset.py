@@ -1,0 +1,229 @@
+"""A torch Dataset over a shard set, safe with DataLoader worker processes.
+
+The constructor reads only the manifest and the small per-row arrays (index, labels, split,
+cluster) to build the selection; image data is read on demand. HDF5 handles are opened lazily in
+the process that reads, and dropped when the dataset is pickled or the process forks, because an
+h5py handle shared across a fork returns garbage or crashes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from suite.data.shards import SCHEMA_VERSION, SPLITS, Manifest, read_manifest, sha256_file
+from suite.errors import ShardError
+
+Sample = dict[str, Any]
+Verify = Literal["sha256", "size", "none"]
+
+
+def verify_digests(directory: Path, manifest: Manifest, mode: Verify = "sha256") -> None:
+    """Check every shard file exists and matches the manifest (size only, or full sha256)."""
+    if mode == "none":
+        return
+    for rec in manifest.shards:
+        path = directory / rec.file
+        if not path.is_file():
+            raise ShardError(
+                f"{path} is listed in the manifest but missing", "re-create or re-sync the shard set"
+            )
+        if mode == "sha256" and sha256_file(path) != rec.sha256:
+            raise ShardError(
+                f"{path}: sha256 does not match the manifest (the file changed or is truncated)",
+                "re-create the shard, or re-copy the shard set",
+            )
+
+
+class ShardDataset(Dataset[Sample]):
+    """Rows of a shard set, optionally filtered, as dicts of tensors.
+
+    Each item is ``{"image": uint8 (C, H, W), "index": int, "label": int | float (K,), "mask":
+    uint8 (1, H, W)}`` (label and mask only when the set has them); ``transform`` receives and
+    returns that dict, so joint image+mask transforms see both.
+
+    Args:
+        directory: The shard set folder.
+        split: Keep one split ("train", "val", "test"); None keeps all rows.
+        classes: Keep rows of these classes (names or ids); multilabel rows with any of them.
+        index_range: Keep global indices in ``[start, stop)``.
+        clusters: Keep rows whose cluster id is in this list (needs a ``cluster`` dataset).
+        transform: Applied to each sample dict.
+        verify: "sha256" (default) hashes every shard once, here, before use; "size" only checks
+            they exist; "none" trusts the manifest.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        split: str | None = None,
+        classes: Sequence[str | int] | None = None,
+        index_range: tuple[int, int] | None = None,
+        clusters: Sequence[int] | None = None,
+        transform: Callable[[Sample], Sample] | None = None,
+        verify: Verify = "sha256",
+    ) -> None:
+        self.directory = Path(directory)
+        self.manifest = read_manifest(self.directory)
+        verify_digests(self.directory, self.manifest, verify)
+        self.transform = transform
+        self.class_names = self.manifest.class_names
+        self.label_kind: str = self.manifest.attrs.get("label_kind", "none")
+        class_ids = self._class_ids(classes) if classes is not None else None
+        if split is not None and split not in SPLITS:
+            raise ShardError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
+
+        shard_of: list[np.ndarray] = []
+        row_of: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        indices: list[np.ndarray] = []
+        self.has_masks = False
+        for number, rec in enumerate(self.manifest.shards):
+            with h5py.File(self.directory / rec.file, "r") as h5:
+                self._check_schema(h5, rec.file)
+                self.has_masks = "masks" in h5
+                keep = np.ones(rec.count, dtype=bool)
+                index = h5["index"][:]
+                if index_range is not None:
+                    keep &= (index >= index_range[0]) & (index < index_range[1])
+                if split is not None:
+                    if "split" not in h5:
+                        raise ShardError(
+                            f"{self.directory} has no split column, cannot select split {split!r}",
+                            "ingest with synmed data ingest (it assigns splits) or drop the split filter",
+                        )
+                    keep &= h5["split"][:] == SPLITS.index(split)
+                lab = h5["labels"][:] if "labels" in h5 else None
+                if class_ids is not None:
+                    if lab is None:
+                        raise ShardError(
+                            f"{self.directory} has no labels, cannot filter by class",
+                            "drop the class filter",
+                        )
+                    keep &= lab[:, class_ids].any(axis=1) if lab.ndim == 2 else np.isin(lab, class_ids)
+                if clusters is not None:
+                    if "cluster" not in h5:
+                        raise ShardError(
+                            f"{self.directory} has no cluster ids",
+                            "run `synmed cluster` on it first, or drop the cluster filter",
+                        )
+                    keep &= np.isin(h5["cluster"][:], np.asarray(clusters))
+            rows = np.flatnonzero(keep)
+            shard_of.append(np.full(len(rows), number, dtype=np.int32))
+            row_of.append(rows.astype(np.int64))
+            indices.append(index[rows])
+            if lab is not None:
+                labels.append(lab[rows])
+        self._shard_of = np.concatenate(shard_of) if shard_of else np.zeros(0, np.int32)
+        self._row_of = np.concatenate(row_of) if row_of else np.zeros(0, np.int64)
+        self.indices = np.concatenate(indices) if indices else np.zeros(0, np.int64)
+        self.labels: np.ndarray | None = np.concatenate(labels) if labels else None
+        self._files: dict[int, h5py.File] = {}
+        self._pid = os.getpid()
+
+    # -- selection helpers -------------------------------------------------------------------------
+
+    def _class_ids(self, classes: Sequence[str | int]) -> list[int]:
+        ids = []
+        for c in classes:
+            if isinstance(c, str) and c in self.class_names:
+                ids.append(self.class_names.index(c))
+            elif isinstance(c, int) and 0 <= c < len(self.class_names):
+                ids.append(c)
+            else:
+                raise ShardError(
+                    f"class {c!r} is not in {self.directory}",
+                    f"classes here: {', '.join(self.class_names) or '(unlabelled set)'}",
+                )
+        return ids
+
+    @staticmethod
+    def _check_schema(h5: h5py.File, name: str) -> None:
+        version = int(h5.attrs.get("schema_version", -1))
+        if version != SCHEMA_VERSION:
+            raise ShardError(
+                f"{name} has schema version {version}, expected {SCHEMA_VERSION}",
+                "re-create the shard set with this synmed",
+            )
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _file(self, number: int) -> h5py.File:
+        if os.getpid() != self._pid:  # forked into a worker: inherited handles are unusable
+            self._files = {}
+            self._pid = os.getpid()
+        handle = self._files.get(number)
+        if handle is None:
+            handle = h5py.File(self.directory / self.manifest.shards[number].file, "r")
+            self._files[number] = handle
+        return handle
+
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    def _sample(self, h5: h5py.File, row: int, position: int) -> Sample:
+        sample: Sample = {
+            "image": torch.from_numpy(h5["images"][row]),
+            "index": int(self.indices[position]),
+        }
+        if self.labels is not None:
+            label = self.labels[position]
+            sample["label"] = (
+                torch.from_numpy(label.astype(np.float32)) if label.ndim else int(label)
+            )
+        if self.has_masks:
+            sample["mask"] = torch.from_numpy(h5["masks"][row])
+        return self.transform(sample) if self.transform is not None else sample
+
+    def __getitem__(self, position: int) -> Sample:
+        if position < 0:
+            position += len(self)
+        number = int(self._shard_of[position])
+        return self._sample(self._file(number), int(self._row_of[position]), position)
+
+    def __getitems__(self, positions: list[int]) -> list[Sample]:
+        """Batched read (used by DataLoader's auto-batching): one pass per shard, in row order."""
+        out: list[Sample | None] = [None] * len(positions)
+        order = sorted(range(len(positions)), key=lambda i: (self._shard_of[positions[i]], self._row_of[positions[i]]))
+        for i in order:
+            out[i] = self[positions[i]]
+        return out  # type: ignore[return-value]
+
+    def read_column(self, key: str) -> np.ndarray | None:
+        """A per-row dataset (``split``, ``source``, ``group``, ``cluster``...) for the selected rows."""
+        parts = []
+        for number, rec in enumerate(self.manifest.shards):
+            rows = self._row_of[self._shard_of == number]
+            with h5py.File(self.directory / rec.file, "r") as h5:
+                if key not in h5:
+                    return None
+                values = h5[key][:]
+            parts.append(values[rows])
+        column = np.concatenate(parts) if parts else np.zeros(0)
+        if column.dtype == object:
+            column = np.array([v.decode() if isinstance(v, bytes) else v for v in column], dtype=object)
+        return column
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_files"] = {}  # never pickle open HDF5 handles into spawned workers
+        return state
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,261 @@
+"""The HDF5 shard store: file format, the one-file writer, and the manifest.
+
+A shard set is a folder::
+
+    manifest.json        written last, atomically; the only way a reader learns which shards exist
+    shard-00000.h5 ...   one writer per file; written as shard-00000.h5.tmp, fsync'd, then renamed
+
+Each shard holds ``images`` (N, C, H, W) uint8, chunked one image per chunk and compressed, and
+``index`` (N,) int64, the global sample index. Optional datasets: ``labels`` (N,) int64 (multiclass)
+or (N, K) uint8 (multilabel), ``masks`` (N, 1, H, W) uint8, ``split`` (N,) uint8 (0 train, 1 val,
+2 test), ``features`` (N, D) float32, ``cluster`` (N,) int32. File attributes carry the schema version
+and provenance; the manifest lists each shard with its count, sha256 and per-class counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from suite.errors import ShardError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val", "test")
+# dtype and rank (without N) of every dataset a shard may hold; None = any trailing shape.
+DATASETS: dict[str, tuple[str, int | None]] = {
+    "images": ("uint8", 3),
+    "index": ("int64", 0),
+    "labels": ("", None),  # int64 (N,) multiclass, uint8 (N, K) multilabel
+    "masks": ("uint8", 3),
+    "split": ("uint8", 0),
+    "features": ("float32", 1),
+    "cluster": ("int32", 0),
+    "source": ("", 0),  # the file (and frame or slice) a real image came from; UTF-8 strings
+    "group": ("", 0),  # patient or volume id that the split kept together
+}
+STRING_DATASETS = ("source", "group")
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}.h5"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@dataclass(slots=True)
+class ShardRecord:
+    """One shard as the manifest lists it."""
+
+    file: str
+    count: int
+    sha256: str
+    index_min: int
+    index_max: int
+    class_counts: list[int] = field(default_factory=list)
+    split_counts: dict[str, int] = field(default_factory=dict)
+
+
+def _class_counts(labels: np.ndarray | None, num_classes: int) -> list[int]:
+    if labels is None or num_classes == 0:
+        return []
+    if labels.ndim == 2:  # multilabel: positives per class
+        return [int(c) for c in labels.sum(axis=0)]
+    return [int(c) for c in np.bincount(labels, minlength=num_classes)[:num_classes]]
+
+
+def write_shard(
+    directory: Path,
+    number: int,
+    arrays: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+    *,
+    compression: str = "lzf",
+) -> ShardRecord:
+    """Write one shard file atomically and return its manifest record.
+
+    The file is written as ``shard-NNNNN.h5.tmp``, fsync'd and renamed, so a crash leaves either no
+    shard or a whole one; a stale ``.tmp`` from a killed writer is overwritten.
+
+    Args:
+        directory: The shard set folder (must exist).
+        number: The shard number; the file is ``shard-{number:05d}.h5``.
+        arrays: ``images`` and ``index`` at least, plus any optional dataset of :data:`DATASETS`.
+        attrs: Set-level attributes (class names, provenance); the schema version is added here.
+        compression: "lzf" (fast, the default), "gzip" (smaller) or "none".
+    """
+    _check_arrays(arrays)
+    images = arrays["images"]
+    n = len(images)
+    final = directory / shard_name(number)
+    tmp = final.with_name(final.name + ".tmp")
+    comp = None if compression == "none" else compression
+    with h5py.File(tmp, "w", libver="latest") as h5:
+        for key, value in arrays.items():
+            if key in STRING_DATASETS:
+                h5.create_dataset(key, data=np.asarray(value, dtype=object), dtype=h5py.string_dtype())
+                continue
+            value = np.ascontiguousarray(value)
+            chunks = (1, *value.shape[1:]) if key in ("images", "masks") else None
+            h5.create_dataset(
+                key,
+                data=value,
+                chunks=chunks,
+                compression=comp if key in ("images", "masks") else None,
+            )
+        h5.attrs["schema_version"] = SCHEMA_VERSION
+        h5.attrs["count"] = n
+        for key, value in attrs.items():
+            h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(directory)
+    class_names = attrs.get("class_names") or []
+    labels = arrays.get("labels")
+    split = arrays.get("split")
+    return ShardRecord(
+        file=final.name,
+        count=n,
+        sha256=sha256_file(final),
+        index_min=int(arrays["index"].min()) if n else 0,
+        index_max=int(arrays["index"].max()) if n else -1,
+        class_counts=_class_counts(labels, len(class_names)),
+        split_counts=(
+            {name: int((split == i).sum()) for i, name in enumerate(SPLITS)} if split is not None else {}
+        ),
+    )
+
+
+def _check_arrays(arrays: Mapping[str, np.ndarray]) -> None:
+    for key in ("images", "index"):
+        if key not in arrays:
+            raise ValueError(f"a shard needs the dataset {key!r}")
+    n = len(arrays["images"])
+    for key, value in arrays.items():
+        if key not in DATASETS:
+            raise ValueError(f"unknown shard dataset {key!r}; allowed: {', '.join(DATASETS)}")
+        dtype, rank = DATASETS[key]
+        if len(value) != n:
+            raise ValueError(f"shard dataset {key!r} has {len(value)} rows, images has {n}")
+        if dtype and value.dtype != np.dtype(dtype):
+            raise ValueError(f"shard dataset {key!r} must be {dtype}, got {value.dtype}")
+        if rank is not None and value.ndim != rank + 1:
+            raise ValueError(f"shard dataset {key!r} must have {rank + 1} dims, got {value.shape}")
+
+
+# --------------------------------------------------------------------------------------------------
+# manifest
+
+
+@dataclass(slots=True)
+class Manifest:
+    """The table of contents of a shard set; ``attrs`` holds set-level provenance."""
+
+    shards: list[ShardRecord]
+    attrs: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def count(self) -> int:
+        return sum(s.count for s in self.shards)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.attrs.get("class_names") or [])
+
+    def class_counts(self) -> list[int]:
+        totals = [0] * len(self.class_names)
+        for s in self.shards:
+            for i, c in enumerate(s.class_counts):
+                totals[i] += c
+        return totals
+
+    def split_counts(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for s in self.shards:
+            for k, v in s.split_counts.items():
+                totals[k] = totals.get(k, 0) + v
+        return totals
+
+    def to_json(self) -> str:
+        body = {
+            "schema_version": self.schema_version,
+            "count": self.count,
+            "class_counts": self.class_counts(),
+            "split_counts": self.split_counts(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "attrs": self.attrs,
+            "shards": [asdict(s) for s in self.shards],
+        }
+        return json.dumps(body, indent=1)
+
+
+def write_manifest(directory: Path, shards: list[ShardRecord], attrs: Mapping[str, Any]) -> Manifest:
+    """Write ``manifest.json`` last and atomically: from then on the set is complete and readable."""
+    manifest = Manifest(shards=sorted(shards, key=lambda s: s.file), attrs=dict(attrs))
+    atomic_write_text(directory / MANIFEST, manifest.to_json())
+    return manifest
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    """Read a shard set's manifest; a missing or malformed one is a :class:`ShardError`."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise ShardError(f"shard set {directory} does not exist", "pass a folder written by synmed")
+    if not path.is_file():
+        partial = sorted(p.name for p in directory.glob("shard-*.h5*"))
+        hint = (
+            f"it holds {len(partial)} shard file(s) but no manifest: an unfinished job; rerun it"
+            if partial
+            else "pass a folder written by `synmed data ingest` or `synmed sample`"
+        )
+        raise ShardError(f"{directory} is not a shard set: {MANIFEST} is missing", hint)
+    try:
+        body = json.loads(path.read_text())
+        version = int(body["schema_version"])
+        shards = [ShardRecord(**s) for s in body["shards"]]
+        attrs = dict(body.get("attrs") or {})
+    except (ValueError, KeyError, TypeError) as err:
+        raise ShardError(f"{path} is malformed ({err})", "re-create the shard set") from None
+    if version != SCHEMA_VERSION:
+        raise ShardError(
+            f"{path} has schema version {version}; this synmed reads version {SCHEMA_VERSION}",
+            "re-create the shard set with this version, or use the synmed that wrote it",
+        )
+    return Manifest(shards=shards, attrs=attrs, schema_version=version)
