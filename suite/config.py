@@ -245,8 +245,9 @@ def _convert(tp: Any, value: Any, *, source: str, key: str) -> Any:
                 return _convert(arm, value, source=source, key=key)
             except ConfigError as err:
                 errors.append(err)
-        if len(errors) == 1:
-            raise errors[0]
+        non_null = [a for a in arms if a is not type(None)]
+        if len(errors) == 1 and (get_origin(non_null[0]) or dataclasses.is_dataclass(non_null[0])):
+            raise errors[0]  # the arm's own message is more precise (allowed values, nested key)
         raise _fail(source, key, value, tp)
     if origin is list:
         if not isinstance(value, list | tuple):

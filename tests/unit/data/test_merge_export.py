@@ -1,0 +1,60 @@
+"""`synmed data merge` and `synmed data export`."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from suite.cli import main
+from suite.data.dataset import ShardDataset
+from suite.data.merge import merge_shard_sets
+from suite.data.verify import verify_shard_set
+from suite.errors import ShardError
+from tests.unit.data.helpers import make_shard_set, pattern
+
+
+def test_merge_joins_classes_and_reindexes(tmp_path: Path) -> None:
+    a = make_shard_set(tmp_path / "a", n=6, classes=("x", "y"))
+    b = make_shard_set(tmp_path / "b", n=5, classes=("y", "z"), source="synthetic")
+    n = merge_shard_sets([a, b], tmp_path / "m", shard_size=4)
+    assert n == 11
+    verify_shard_set(tmp_path / "m")
+    data = ShardDataset(tmp_path / "m")
+    assert data.class_names == ["x", "y", "z"]
+    assert list(data.indices) == list(range(11))
+    assert [data[i]["label"] for i in range(6, 11)] == [1, 2, 1, 2, 1]  # b's y,z remapped
+    np.testing.assert_array_equal(data[7]["image"].numpy(), pattern(1))
+    assert data.manifest.attrs["source"] == "mixed"
+    assert len(data.manifest.attrs["merged_from"]) == 2
+
+
+def test_merge_refuses_mismatched_sizes(tmp_path: Path) -> None:
+    a = make_shard_set(tmp_path / "a", n=3, size=16)
+    b = make_shard_set(tmp_path / "b", n=3, size=8)
+    with pytest.raises(ShardError, match="mismatched image sizes"):
+        merge_shard_sets([a, b], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_export_folder(tmp_path: Path) -> None:
+    make_shard_set(tmp_path / "s", n=6, masks=True)
+    assert main(["data", "export", str(tmp_path / "s"), "--to", str(tmp_path / "png"), "--split", "train"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "png" / "labels.csv")))
+    assert [r["index"] for r in rows] == ["0", "3"]
+    assert [r["label"] for r in rows] == ["a", "a"] and rows[1]["split"] == "train"
+    image = np.asarray(Image.open(tmp_path / "png" / rows[1]["file"]))
+    np.testing.assert_array_equal(image, pattern(3)[0])
+    assert (tmp_path / "png" / rows[1]["mask"]).is_file()
+
+
+def test_export_refuses_non_empty_target(tmp_path: Path, capsys) -> None:
+    make_shard_set(tmp_path / "s", n=2)
+    (tmp_path / "png").mkdir()
+    (tmp_path / "png" / "keep.txt").write_text("mine")
+    assert main(["data", "export", str(tmp_path / "s"), "--to", str(tmp_path / "png")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "png").iterdir()] == ["keep.txt"]
