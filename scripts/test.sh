@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: venv + install, the real local SLURM (as root, when none answers), then pytest.
+#
+#   bash scripts/test.sh [pytest args]
+#
+# As root it also installs the Debian packages the tests read real data from. A SLURM it brought up
+# is stopped again on exit; one that was already running is left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+started_slurm=0
+if [ "$(id -u)" = 0 ]; then
+    if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+        echo "test: installing Debian's dataset-fashion-mnist (real data for the IDX tests)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    fi
+    if ! timeout 10 sinfo -h >/dev/null 2>&1; then
+        echo "test: no SLURM controller answers; bringing up the local one (scripts/local-slurm.sh)"
+        bash scripts/local-slurm.sh up
+        started_slurm=1
+    fi
+else
+    echo "test: not root: SLURM and apt-based data are used only if already there (else those tests skip)"
+fi
+cleanup() { if [ "$started_slurm" = 1 ]; then bash scripts/local-slurm.sh down || true; fi; }
+trap cleanup EXIT
+
+set +e
+"${SYNMED_VENV:-.venv}/bin/python" -m pytest "$@"
+status=$?
+set -e
+[ "$status" = 5 ] && { echo "test: pytest collected no tests" >&2; status=1; }
+exit "$status"
