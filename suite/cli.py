@@ -29,13 +29,17 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     from suite.config import config_digest, dump_yaml, load_config
 
     cfg = load_config(args.config, args.overrides)
-    print(f"# resolved from {args.config}" + (f" with {' '.join(args.overrides)}" if args.overrides else ""))
+    print(
+        f"# resolved from {args.config}"
+        + (f" with {' '.join(args.overrides)}" if args.overrides else "")
+    )
     print(f"# digest {config_digest(cfg)}")
     print(dump_yaml(cfg), end="")
     return 0
 
 
 # -- data ------------------------------------------------------------------------------------------
+
 
 # IngestOptions fields that become `synmed data ingest --flag VALUE` options (values parsed as YAML).
 def _ingest_fields() -> list[tuple[str, Any]]:
@@ -46,7 +50,9 @@ def _ingest_fields() -> list[tuple[str, Any]]:
 
 
 def _is_sequence(tp: Any) -> bool:
-    return get_origin(tp) in (list, tuple) or any(get_origin(a) in (list, tuple) for a in get_args(tp))
+    return get_origin(tp) in (list, tuple) or any(
+        get_origin(a) in (list, tuple) for a in get_args(tp)
+    )
 
 
 def _add_ingest_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,28 +61,39 @@ def _add_ingest_parser(sub: argparse._SubParsersAction) -> None:
         help="read a dataset (folder, NIH CSV, COVIDx, MedMNIST, DICOM, NIfTI, IDX) into a shard set",
         description="Read SOURCE into the shard set OUT. SOURCE is a path or demo:NAME (see `synmed data demo`).",
     )
-    p.add_argument("source", nargs="?", help="file, folder or demo:NAME (or data.source in --config)")
+    p.add_argument(
+        "source", nargs="?", help="file, folder or demo:NAME (or data.source in --config)"
+    )
     p.add_argument("--out", required=True, type=Path, help="the shard set folder to create")
     p.add_argument("--config", help="a YAML config whose data: section sets the options")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing shard set in --out")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing shard set in --out"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     for name, tp in _ingest_fields():
         flag = "--" + name.replace("_", "-")
         if name == "mask":
-            p.add_argument(flag, action="append", metavar="PATH", help="mask volume(s) for NIfTI; repeat for several")
+            p.add_argument(
+                flag,
+                action="append",
+                metavar="PATH",
+                help="mask volume(s) for NIfTI; repeat for several",
+            )
         else:
             hint = "comma-separated list" if _is_sequence(tp) else "value"
             p.add_argument(flag, metavar=name.upper(), help=f"data.{name} ({hint})")
-    p.add_argument("set", nargs="*", metavar="KEY=VALUE", help="more dotted overrides (data.seed=1 ...)")
+    p.add_argument(
+        "set", nargs="*", metavar="KEY=VALUE", help="more dotted overrides (data.seed=1 ...)"
+    )
     p.set_defaults(func=cmd_data_ingest)
 
 
 def cmd_data_ingest(args: argparse.Namespace) -> int:
     from suite.config import DataConfig, load_config
     from suite.data.demo import resolve_source
+    from suite.data.info import describe, format_info
     from suite.data.ingest.options import IngestOptions
     from suite.data.ingest.pipeline import ingest
-    from suite.data.info import describe, format_info
 
     overrides = list(args.set)
     for name, tp in _ingest_fields():
@@ -98,7 +115,9 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
         extra = [f"data.{k}={_yaml_value(v)}" for k, v in demo_options.items() if k not in given]
         cfg = load_config(args.config, extra + overrides)
     data: DataConfig = cfg.data
-    options = IngestOptions(**{f.name: getattr(data, f.name) for f in dataclasses.fields(IngestOptions)})
+    options = IngestOptions(
+        **{f.name: getattr(data, f.name) for f in dataclasses.fields(IngestOptions)}
+    )
     ingest(path, args.out, options, overwrite=args.overwrite, progress=not args.quiet)
     print(format_info(describe(args.out)))
     print(f"wrote {args.out}")
@@ -119,7 +138,9 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
         report = verify_shard_set(directory, digests=not args.no_digests)
         for warning in report.warnings:
             print(f"warning: {directory}: {warning}", file=sys.stderr)
-        print(f"ok {directory}: {report.count} images in {report.shards} shard(s), shape {report.image_shape}")
+        print(
+            f"ok {directory}: {report.count} images in {report.shards} shard(s), shape {report.image_shape}"
+        )
     return status
 
 
@@ -133,7 +154,9 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def cmd_data_export(args: argparse.Namespace) -> int:
     from suite.data.export import export_folder
 
-    n = export_folder(args.dir, args.to, split=args.split, limit=args.limit, overwrite=args.overwrite)
+    n = export_folder(
+        args.dir, args.to, split=args.split, limit=args.limit, overwrite=args.overwrite
+    )
     print(f"exported {n} images to {args.to} (images/, labels.csv)")
     return 0
 
@@ -141,7 +164,9 @@ def cmd_data_export(args: argparse.Namespace) -> int:
 def cmd_data_merge(args: argparse.Namespace) -> int:
     from suite.data.merge import merge_shard_sets
 
-    n = merge_shard_sets(args.inputs, args.out, shard_size=args.shard_size, overwrite=args.overwrite)
+    n = merge_shard_sets(
+        args.inputs, args.out, shard_size=args.shard_size, overwrite=args.overwrite
+    )
     print(f"merged {len(args.inputs)} sets, {n} images, into {args.out}")
     return 0
 
@@ -171,18 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"synmed-suite {__version__}")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
-    config = groups.add_parser("config", help="show and check configs").add_subparsers(dest="cmd", required=True)
-    show = config.add_parser("show", help="print the resolved config (after overrides) and its digest")
+    config = groups.add_parser("config", help="show and check configs").add_subparsers(
+        dest="cmd", required=True
+    )
+    show = config.add_parser(
+        "show", help="print the resolved config (after overrides) and its digest"
+    )
     _add_config_args(show)
     show.set_defaults(func=cmd_config_show)
 
-    data = groups.add_parser("data", help="shard sets: ingest, verify, info, export, merge").add_subparsers(
-        dest="cmd", required=True
-    )
+    data = groups.add_parser(
+        "data", help="shard sets: ingest, verify, info, export, merge"
+    ).add_subparsers(dest="cmd", required=True)
     _add_ingest_parser(data)
-    p = data.add_parser("verify", help="check counts, sha256 digests and schema; non-zero exit on a problem")
+    p = data.add_parser(
+        "verify", help="check counts, sha256 digests and schema; non-zero exit on a problem"
+    )
     p.add_argument("dirs", nargs="+", type=Path)
-    p.add_argument("--no-digests", action="store_true", help="skip sha256 (only structure and counts)")
+    p.add_argument(
+        "--no-digests", action="store_true", help="skip sha256 (only structure and counts)"
+    )
     p.set_defaults(func=cmd_data_verify)
     p = data.add_parser("info", help="what a shard set holds")
     p.add_argument("dir", type=Path)
@@ -201,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=2048)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_data_merge)
-    p = data.add_parser("demo", help="list the demo:NAME sources (real data shipped in installed packages)")
+    p = data.add_parser(
+        "demo", help="list the demo:NAME sources (real data shipped in installed packages)"
+    )
     p.set_defaults(func=cmd_data_demo)
     return parser
 

@@ -100,7 +100,8 @@ def apply_override(data: dict[str, Any], item: str, schema: type) -> None:
     """Set ``a.b.c=value`` in ``data`` (value parsed as YAML), checking the key path against ``schema``."""
     if "=" not in item:
         raise ConfigError(
-            f"override {item!r} has no '='", "write overrides as dotted.key=value, e.g. data.image_size=128"
+            f"override {item!r} has no '='",
+            "write overrides as dotted.key=value, e.g. data.image_size=128",
         )
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
@@ -202,7 +203,9 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in get_args(tp))
     if origin in (list, tuple, dict):
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(tp) if a is not ...)}]"
+        return (
+            f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(tp) if a is not ...)}]"
+        )
     if tp is type(None):
         return "null"
     if dataclasses.is_dataclass(tp):
@@ -259,19 +262,26 @@ def _convert(tp: Any, value: Any, *, source: str, key: str) -> Any:
         if not isinstance(value, list | tuple):
             raise _fail(source, key, value, tp)
         if len(args) == 2 and args[1] is ...:
-            return tuple(_convert(args[0], v, source=source, key=f"{key}[{i}]") for i, v in enumerate(value))
+            return tuple(
+                _convert(args[0], v, source=source, key=f"{key}[{i}]") for i, v in enumerate(value)
+            )
         if len(value) != len(args):
             raise ConfigError(
                 f"{source}: key {key!r} = {value!r} has {len(value)} items",
                 f"expected exactly {len(args)}: {_type_name(tp)}",
             )
-        return tuple(_convert(a, v, source=source, key=f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _convert(a, v, source=source, key=f"{key}[{i}]")
+            for i, (a, v) in enumerate(zip(args, value))
+        )
     if origin is dict:
         k_tp, v_tp = get_args(tp)
         if not isinstance(value, dict):
             raise _fail(source, key, value, tp)
         return {
-            _convert(k_tp, k, source=source, key=key): _convert(v_tp, v, source=source, key=f"{key}.{k}")
+            _convert(k_tp, k, source=source, key=key): _convert(
+                v_tp, v, source=source, key=f"{key}.{k}"
+            )
             for k, v in value.items()
         }
     if tp is bool:

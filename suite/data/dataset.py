@@ -8,6 +8,7 @@ h5py handle shared across a fork returns garbage or crashes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +34,8 @@ def verify_digests(directory: Path, manifest: Manifest, mode: Verify = "sha256")
         path = directory / rec.file
         if not path.is_file():
             raise ShardError(
-                f"{path} is listed in the manifest but missing", "re-create or re-sync the shard set"
+                f"{path} is listed in the manifest but missing",
+                "re-create or re-sync the shard set",
             )
         if mode == "sha256" and sha256_file(path) != rec.sha256:
             raise ShardError(
@@ -108,7 +110,9 @@ class ShardDataset(Dataset[Sample]):
                             f"{self.directory} has no labels, cannot filter by class",
                             "drop the class filter",
                         )
-                    keep &= lab[:, class_ids].any(axis=1) if lab.ndim == 2 else np.isin(lab, class_ids)
+                    keep &= (
+                        lab[:, class_ids].any(axis=1) if lab.ndim == 2 else np.isin(lab, class_ids)
+                    )
                 if clusters is not None:
                     if "cluster" not in h5:
                         raise ShardError(
@@ -192,7 +196,10 @@ class ShardDataset(Dataset[Sample]):
     def __getitems__(self, positions: list[int]) -> list[Sample]:
         """Batched read (used by DataLoader's auto-batching): one pass per shard, in row order."""
         out: list[Sample | None] = [None] * len(positions)
-        order = sorted(range(len(positions)), key=lambda i: (self._shard_of[positions[i]], self._row_of[positions[i]]))
+        order = sorted(
+            range(len(positions)),
+            key=lambda i: (self._shard_of[positions[i]], self._row_of[positions[i]]),
+        )
         for i in order:
             out[i] = self[positions[i]]
         return out  # type: ignore[return-value]
@@ -209,7 +216,9 @@ class ShardDataset(Dataset[Sample]):
             parts.append(values[rows])
         column = np.concatenate(parts) if parts else np.zeros(0)
         if column.dtype == object:
-            column = np.array([v.decode() if isinstance(v, bytes) else v for v in column], dtype=object)
+            column = np.array(
+                [v.decode() if isinstance(v, bytes) else v for v in column], dtype=object
+            )
         return column
 
     def close(self) -> None:
@@ -223,7 +232,5 @@ class ShardDataset(Dataset[Sample]):
         return state
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown may have torn h5py down already
             self.close()
-        except Exception:
-            pass

@@ -17,7 +17,9 @@ from suite.errors import DataError
 def _package_dir(package: str, install: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"the demo data needs the Python package {package!r}", f"pip install {install}")
+        raise DataError(
+            f"the demo data needs the Python package {package!r}", f"pip install {install}"
+        )
     return Path(spec.submodule_search_locations[0])
 
 
@@ -31,7 +33,12 @@ class Demo:
 
 
 def _mni152() -> Path:
-    return _package_dir("nilearn", "nilearn") / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    return (
+        _package_dir("nilearn", "nilearn")
+        / "datasets"
+        / "data"
+        / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    )
 
 
 def _mni152_masks() -> list[str]:
@@ -58,9 +65,12 @@ DEMOS: dict[str, Demo] = {
         {"format": "nifti", "mask_names": ["background", "gm", "wm"]},
     ),
     "chest-dicom": Demo(
-        "a real PA chest CR, 15-bit MONOCHROME1 DICOM (pydicom-data RG1_UNCR.dcm)", {"format": "dicom"}
+        "a real PA chest CR, 15-bit MONOCHROME1 DICOM (pydicom-data RG1_UNCR.dcm)",
+        {"format": "dicom"},
     ),
-    "fashion-mnist": Demo("Fashion-MNIST 60k+10k 28x28 IDX files (Debian dataset-fashion-mnist)", {"format": "idx"}),
+    "fashion-mnist": Demo(
+        "Fashion-MNIST 60k+10k 28x28 IDX files (Debian dataset-fashion-mnist)", {"format": "idx"}
+    ),
 }
 
 
@@ -70,7 +80,9 @@ def resolve_source(source: str) -> tuple[Path, dict[str, Any]]:
         return Path(source), {}
     name = source.removeprefix("demo:")
     if name not in DEMOS:
-        raise DataError(f"unknown demo {name!r}", f"use one of: {', '.join('demo:' + d for d in DEMOS)}")
+        raise DataError(
+            f"unknown demo {name!r}", f"use one of: {', '.join('demo:' + d for d in DEMOS)}"
+        )
     options = dict(DEMOS[name].options)
     if name == "mni152":
         options["mask"] = _mni152_masks()

@@ -29,7 +29,12 @@ def _label_text(label: object, class_names: list[str]) -> str:
 
 
 def export_folder(
-    directory: Path, to: Path, *, split: str | None = None, limit: int | None = None, overwrite: bool = False
+    directory: Path,
+    to: Path,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Write ``images/<index>.png`` (and ``masks/<index>.png``) plus ``labels.csv``; returns the count.
 
@@ -69,4 +74,3 @@ def export_folder(
                     ]
                 )
     return count
-

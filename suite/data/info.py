@@ -19,7 +19,11 @@ def describe(directory: Path) -> dict[str, Any]:
         with h5py.File(Path(directory) / manifest.shards[0].file, "r") as h5:
             shape = list(h5["images"].shape[1:])
             columns = sorted(h5.keys())
-    bytes_on_disk = sum((Path(directory) / s.file).stat().st_size for s in manifest.shards if (Path(directory) / s.file).exists())
+    bytes_on_disk = sum(
+        (Path(directory) / s.file).stat().st_size
+        for s in manifest.shards
+        if (Path(directory) / s.file).exists()
+    )
     return {
         "directory": str(directory),
         "count": manifest.count,
@@ -30,7 +34,9 @@ def describe(directory: Path) -> dict[str, Any]:
         "format": manifest.attrs.get("format"),
         "label_kind": manifest.attrs.get("label_kind", "none"),
         "class_counts": dict(zip(manifest.class_names, manifest.class_counts())),
-        "split_counts": {k: manifest.split_counts().get(k, 0) for k in SPLITS} if manifest.split_counts() else {},
+        "split_counts": {k: manifest.split_counts().get(k, 0) for k in SPLITS}
+        if manifest.split_counts()
+        else {},
         "mask_names": manifest.attrs.get("mask_names", []),
         "bytes": bytes_on_disk,
         "attrs": manifest.attrs,
@@ -46,7 +52,9 @@ def format_info(info: dict[str, Any]) -> str:
         f"source      {info['source']} ({info['format'] or 'written by a stage'})",
     ]
     if info["split_counts"]:
-        lines.append("splits      " + ", ".join(f"{k} {v}" for k, v in info["split_counts"].items()))
+        lines.append(
+            "splits      " + ", ".join(f"{k} {v}" for k, v in info["split_counts"].items())
+        )
     if info["class_counts"]:
         kind = "positives per class" if info["label_kind"] == "multilabel" else "per class"
         lines.append(f"labels      {info['label_kind']}, {kind}:")

@@ -19,7 +19,12 @@ ROW_KEYS = ("images", "masks", "labels", "split", "source", "group", "cluster", 
 
 
 def merge_shard_sets(
-    inputs: list[Path], out: Path, *, shard_size: int = 2048, compression: str = "lzf", overwrite: bool = False
+    inputs: list[Path],
+    out: Path,
+    *,
+    shard_size: int = 2048,
+    compression: str = "lzf",
+    overwrite: bool = False,
 ) -> int:
     """Merge ``inputs`` into ``out``; returns the number of rows.
 
@@ -43,7 +48,9 @@ def merge_shard_sets(
             )
     kinds = {m.attrs.get("label_kind", "none") for m in manifests}
     if len(kinds) > 1:
-        raise ShardError(f"cannot merge label kinds {sorted(kinds)}", "merge sets labelled the same way")
+        raise ShardError(
+            f"cannot merge label kinds {sorted(kinds)}", "merge sets labelled the same way"
+        )
     classes: list[str] = []
     for m in manifests:
         classes += [c for c in m.class_names if c not in classes]
@@ -55,7 +62,11 @@ def merge_shard_sets(
         "label_kind": kind,
         "mask_names": manifests[0].attrs.get("mask_names", []),
         "merged_from": [
-            {"path": str(Path(p).resolve()), "count": m.count, "manifest_sha256": sha256_file(Path(p) / MANIFEST)}
+            {
+                "path": str(Path(p).resolve()),
+                "count": m.count,
+                "manifest_sha256": sha256_file(Path(p) / MANIFEST),
+            }
             for p, m in zip(inputs, manifests)
         ],
         "synmed_version": suite.__version__,

@@ -127,7 +127,9 @@ def write_shard(
     with h5py.File(tmp, "w", libver="latest") as h5:
         for key, value in arrays.items():
             if key in STRING_DATASETS:
-                h5.create_dataset(key, data=np.asarray(value, dtype=object), dtype=h5py.string_dtype())
+                h5.create_dataset(
+                    key, data=np.asarray(value, dtype=object), dtype=h5py.string_dtype()
+                )
                 continue
             value = np.ascontiguousarray(value)
             chunks = (1, *value.shape[1:]) if key in ("images", "masks") else None
@@ -156,7 +158,9 @@ def write_shard(
         index_max=int(arrays["index"].max()) if n else -1,
         class_counts=_class_counts(labels, len(class_names)),
         split_counts=(
-            {name: int((split == i).sum()) for i, name in enumerate(SPLITS)} if split is not None else {}
+            {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
+            if split is not None
+            else {}
         ),
     )
 
@@ -225,7 +229,9 @@ class Manifest:
         return json.dumps(body, indent=1)
 
 
-def write_manifest(directory: Path, shards: list[ShardRecord], attrs: Mapping[str, Any]) -> Manifest:
+def write_manifest(
+    directory: Path, shards: list[ShardRecord], attrs: Mapping[str, Any]
+) -> Manifest:
     """Write ``manifest.json`` last and atomically: from then on the set is complete and readable."""
     manifest = Manifest(shards=sorted(shards, key=lambda s: s.file), attrs=dict(attrs))
     atomic_write_text(directory / MANIFEST, manifest.to_json())

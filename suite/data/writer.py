@@ -87,7 +87,9 @@ class ShardSetWriter:
     def add(self, row: Mapping[str, np.ndarray | int]) -> None:
         """Add one row: ``images`` (C, H, W) uint8 and ``index`` at least; same keys every row."""
         if self._rows and set(row) != set(self._rows):
-            raise ValueError(f"row keys {sorted(row)} differ from earlier rows {sorted(self._rows)}")
+            raise ValueError(
+                f"row keys {sorted(row)} differ from earlier rows {sorted(self._rows)}"
+            )
         for key, value in row.items():
             self._rows.setdefault(key, []).append(np.asarray(value))
         self._count += 1

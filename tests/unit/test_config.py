@@ -102,6 +102,8 @@ def test_round_trip_and_digest(tmp_path: Path) -> None:
     assert config_digest(load_config(None, ["data.image_size=33"])) != config_digest(cfg)
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[2].glob("configs/**/*.yaml")))
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).resolve().parents[2].glob("configs/**/*.yaml"))
+)
 def test_every_shipped_config_loads(path: Path) -> None:
     load_config(path)

@@ -24,8 +24,12 @@ class FolderAdapter(SourceAdapter):
     def __init__(self, source: Path, options: IngestOptions) -> None:
         super().__init__(source, options)
         if not source.is_dir():
-            raise DataError(f"{source} is not a folder", "pass a folder with one subfolder per class")
-        found = sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+            raise DataError(
+                f"{source} is not a folder", "pass a folder with one subfolder per class"
+            )
+        found = sorted(
+            p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
         if not found:
             raise DataError(
                 f"{source} has no class subfolders",

@@ -22,14 +22,18 @@ def read_image(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             img.load()  # decode everything now: PIL is lazy and a truncated file fails only here
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return np.asarray(img, dtype=np.int32).astype(np.uint16 if img.mode != "I" else np.int32)
+                return np.asarray(img, dtype=np.int32).astype(
+                    np.uint16 if img.mode != "I" else np.int32
+                )
             if img.mode not in ("L", "RGB", "RGBA", "LA"):
                 img = img.convert("RGB")
             if img.mode == "LA":
                 img = img.convert("L")
             return np.asarray(img)
     except FileNotFoundError:
-        raise DataError(f"image file {path} does not exist", "fix the path or the list that names it") from None
+        raise DataError(
+            f"image file {path} does not exist", "fix the path or the list that names it"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(
             f"{path} is not a readable image ({type(err).__name__}: {err})",

@@ -85,7 +85,9 @@ def _check_label(record: Record, info: SourceInfo) -> Any:
         return None
     label = record.label
     if label is None:
-        raise DataError(f"{record.source} has no label", "give every image a label or ingest unlabelled")
+        raise DataError(
+            f"{record.source} has no label", "give every image a label or ingest unlabelled"
+        )
     if info.label_kind == "multilabel":
         vec = np.asarray(label, dtype=np.uint8).reshape(-1)
         if vec.shape != (k,) or vec.max(initial=0) > 1:
@@ -118,7 +120,8 @@ class _ScratchWriter:
                 self._create(image, mask)
         if ("masks" in self.scratch) != (mask is not None):
             raise DataError(
-                f"{source}: some images have masks and some do not", "give every image a mask, or none"
+                f"{source}: some images have masks and some do not",
+                "give every image a mask, or none",
             )
         self.buffer["images"].append(image)
         if mask is not None:
@@ -132,13 +135,21 @@ class _ScratchWriter:
         for key, row in (("images", image), ("masks", mask)):
             if row is not None:
                 self.scratch.create_dataset(
-                    key, shape=(0, *row.shape), maxshape=(None, *row.shape), dtype=np.uint8, chunks=(1, *row.shape)
+                    key,
+                    shape=(0, *row.shape),
+                    maxshape=(None, *row.shape),
+                    dtype=np.uint8,
+                    chunks=(1, *row.shape),
                 )
         if self.info.label_kind == "multilabel":
             k = len(self.info.class_names)
-            self.scratch.create_dataset("labels", shape=(0, k), maxshape=(None, k), dtype=np.uint8, chunks=(1024, k))
+            self.scratch.create_dataset(
+                "labels", shape=(0, k), maxshape=(None, k), dtype=np.uint8, chunks=(1024, k)
+            )
         elif self.info.label_kind == "multiclass":
-            self.scratch.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+            self.scratch.create_dataset(
+                "labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,)
+            )
 
     def flush(self) -> None:
         for key, rows in self.buffer.items():
@@ -175,7 +186,9 @@ def _read_all(
             try:
                 image, mask = prepare(record.image, record.intensity, options, record.mask)
             except ValueError as err:
-                raise DataError(f"{record.source}: {err}", "convert it to a 2D grayscale or RGB image") from None
+                raise DataError(
+                    f"{record.source}: {err}", "convert it to a 2D grayscale or RGB image"
+                ) from None
             if shape is None:
                 shape, first_source = image.shape, record.source
             elif image.shape != shape:
@@ -201,9 +214,16 @@ def _read_all(
 
 
 def _write_shards(
-    staging: Path, split: np.ndarray, meta: _Meta, attrs: dict[str, Any], options: IngestOptions, progress: bool
+    staging: Path,
+    split: np.ndarray,
+    meta: _Meta,
+    attrs: dict[str, Any],
+    options: IngestOptions,
+    progress: bool,
 ) -> Manifest:
-    writer = ShardSetWriter(staging, attrs, shard_size=options.shard_size, compression=options.compression)
+    writer = ShardSetWriter(
+        staging, attrs, shard_size=options.shard_size, compression=options.compression
+    )
     block = 512
     with h5py.File(staging / SCRATCH, "r") as scratch:
         n = scratch["images"].shape[0]
@@ -214,7 +234,11 @@ def _write_shards(
                 rows = np.flatnonzero(split[start : start + block] == split_id)
                 if len(rows) == 0:
                     continue
-                chunk = {key: scratch[key][start : start + block] for key in ("images", "masks", "labels") if key in scratch}
+                chunk = {
+                    key: scratch[key][start : start + block]
+                    for key in ("images", "masks", "labels")
+                    if key in scratch
+                }
                 for r in rows:
                     row: dict[str, Any] = {key: value[r] for key, value in chunk.items()}
                     row["index"] = index
@@ -233,13 +257,20 @@ def _relative(source: str, root: str) -> str:
     path = Path(source.split("#", 1)[0]).resolve()
     rest = source[len(source.split("#", 1)[0]) :]
     try:
-        return str(path.relative_to(Path(root) if Path(root).is_dir() else Path(root).parent)) + rest
+        return (
+            str(path.relative_to(Path(root) if Path(root).is_dir() else Path(root).parent)) + rest
+        )
     except ValueError:
         return source
 
 
 def _write_split_manifest(
-    path: Path, split: np.ndarray, groups: list[str], info: SourceInfo, options: IngestOptions, meta: _Meta
+    path: Path,
+    split: np.ndarray,
+    groups: list[str],
+    info: SourceInfo,
+    options: IngestOptions,
+    meta: _Meta,
 ) -> None:
     body: dict[str, Any] = {
         "policy": "given" if all(g is not None for g in meta.given) else info.split_policy,
@@ -250,6 +281,9 @@ def _write_split_manifest(
     for split_id, name in enumerate(SPLITS):
         rows = np.flatnonzero(split == split_id)
         split_groups = sorted({groups[i] for i in rows})
-        body["splits"][name] = {"count": int(len(rows)), "groups": len(split_groups), "group_ids": split_groups}
+        body["splits"][name] = {
+            "count": int(len(rows)),
+            "groups": len(split_groups),
+            "group_ids": split_groups,
+        }
     atomic_write_text(path, json.dumps(body, indent=1))
-

@@ -8,7 +8,9 @@ from PIL import Image
 from suite.data.ingest.options import IngestOptions
 
 
-def to_uint8(image: np.ndarray, intensity: str, clip_percentiles: tuple[float, float]) -> np.ndarray:
+def to_uint8(
+    image: np.ndarray, intensity: str, clip_percentiles: tuple[float, float]
+) -> np.ndarray:
     """Scale intensities to 0..255.
 
     uint8 images pass unchanged; "unit" images (already in [0, 1]) are scaled by 255; anything else
@@ -65,7 +67,9 @@ def resize(image: np.ndarray, size: int, aspect: str, *, is_mask: bool = False) 
     else:
         scale = size / max(h, w) if aspect == "pad" else size / min(h, w)
         new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    planes = [_resize_plane(image[:, :, c], (new_w, new_h), resample) for c in range(image.shape[2])]
+    planes = [
+        _resize_plane(image[:, :, c], (new_w, new_h), resample) for c in range(image.shape[2])
+    ]
     resized = np.stack(planes, axis=2)
     if aspect == "stretch":
         return resized
@@ -94,4 +98,6 @@ def prepare(
         if out_mask is not None:
             out_mask = resize(out_mask, options.image_size, options.aspect, is_mask=True)
     chw = np.ascontiguousarray(pixels.transpose(2, 0, 1))
-    return chw, (np.ascontiguousarray(out_mask.transpose(2, 0, 1)) if out_mask is not None else None)
+    return chw, (
+        np.ascontiguousarray(out_mask.transpose(2, 0, 1)) if out_mask is not None else None
+    )

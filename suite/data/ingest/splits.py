@@ -54,7 +54,10 @@ def slab_groups(volumes: Sequence[str], positions: Sequence[float]) -> list[str]
     edges = {}
     for v, ps in by_volume.items():
         edges[v] = np.quantile(np.asarray(ps), np.linspace(0, 1, SLABS_PER_VOLUME + 1)[1:-1])
-    return [f"{v}#slab{int(np.searchsorted(edges[v], p, side='right'))}" for v, p in zip(volumes, positions)]
+    return [
+        f"{v}#slab{int(np.searchsorted(edges[v], p, side='right'))}"
+        for v, p in zip(volumes, positions)
+    ]
 
 
 def assign_splits(
@@ -82,6 +85,8 @@ def assign_splits(
     train = [i for i in fixed if given[i] == "train"]
     if fixed and not has_val and train and fractions[1] > 0:
         share = fractions[1] / (fractions[0] + fractions[1])
-        carved = split_groups([groups[i] for i in train], (1 - share, share), seed, ("train", "val"))
+        carved = split_groups(
+            [groups[i] for i in train], (1 - share, share), seed, ("train", "val")
+        )
         out[train] = carved
     return out

@@ -36,7 +36,12 @@ def make_shard_set(
     }
     writer = ShardSetWriter(directory, attrs, shard_size=shard_size)
     for i in range(n):
-        row: dict = {"images": pattern(i, size), "index": i, "split": i % 3, "source": f"img{i}.png"}
+        row: dict = {
+            "images": pattern(i, size),
+            "index": i,
+            "split": i % 3,
+            "source": f"img{i}.png",
+        }
         if multilabel:
             hot = np.zeros(len(classes), np.uint8)
             hot[i % len(classes)] = 1
@@ -51,7 +56,9 @@ def make_shard_set(
     return directory
 
 
-def make_class_folders(root: Path, per_class: int = 4, classes=("COVID", "Normal"), size=(24, 20)) -> Path:
+def make_class_folders(
+    root: Path, per_class: int = 4, classes=("COVID", "Normal"), size=(24, 20)
+) -> Path:
     """The COVID-19 Radiography layout: root/<class>/images/<name>.png (plus a masks/ folder to skip)."""
     for c, name in enumerate(classes):
         (root / name / "images").mkdir(parents=True, exist_ok=True)
@@ -59,5 +66,7 @@ def make_class_folders(root: Path, per_class: int = 4, classes=("COVID", "Normal
         for i in range(per_class):
             img = np.full(size, 40 * c + i, dtype=np.uint8)
             Image.fromarray(img).save(root / name / "images" / f"{name}-{i}.png")
-            Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / name / "masks" / f"{name}-{i}.png")
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(
+                root / name / "masks" / f"{name}-{i}.png"
+            )
     return root

@@ -25,7 +25,9 @@ def test_items_match_what_was_written(tmp_path: Path) -> None:
         assert sample["index"] == want and sample["label"] == want % 3
         assert sample["image"].dtype == torch.uint8
         np.testing.assert_array_equal(sample["image"].numpy(), pattern(want))
-        np.testing.assert_array_equal(sample["mask"].numpy(), (pattern(want) > 128).astype(np.uint8))
+        np.testing.assert_array_equal(
+            sample["mask"].numpy(), (pattern(want) > 128).astype(np.uint8)
+        )
 
 
 def test_filters(tmp_path: Path) -> None:
@@ -90,7 +92,9 @@ def test_dataloader_workers_read_every_row_once(tmp_path: Path, context: str) ->
     make_shard_set(tmp_path, n=40, shard_size=7)
     data = ShardDataset(tmp_path)
     _ = data[0]  # open a handle in the parent before forking: workers must not reuse it
-    loader = DataLoader(data, batch_size=6, shuffle=True, num_workers=2, multiprocessing_context=context)
+    loader = DataLoader(
+        data, batch_size=6, shuffle=True, num_workers=2, multiprocessing_context=context
+    )
     seen = []
     for batch in loader:
         for idx, image in zip(batch["index"].tolist(), batch["image"]):

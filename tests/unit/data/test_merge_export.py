@@ -42,8 +42,22 @@ def test_merge_refuses_mismatched_sizes(tmp_path: Path) -> None:
 
 def test_export_folder(tmp_path: Path) -> None:
     make_shard_set(tmp_path / "s", n=6, masks=True)
-    assert main(["data", "export", str(tmp_path / "s"), "--to", str(tmp_path / "png"), "--split", "train"]) == 0
-    rows = list(csv.DictReader(open(tmp_path / "png" / "labels.csv")))
+    assert (
+        main(
+            [
+                "data",
+                "export",
+                str(tmp_path / "s"),
+                "--to",
+                str(tmp_path / "png"),
+                "--split",
+                "train",
+            ]
+        )
+        == 0
+    )
+    with open(tmp_path / "png" / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [r["index"] for r in rows] == ["0", "3"]
     assert [r["label"] for r in rows] == ["a", "a"] and rows[1]["split"] == "train"
     image = np.asarray(Image.open(tmp_path / "png" / rows[1]["file"]))

@@ -51,7 +51,9 @@ def test_write_shard_rejects_bad_arrays(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rows"):
         write_shard(tmp_path, 0, {"images": images, "index": np.arange(3)}, {})
     with pytest.raises(ValueError, match="unknown shard dataset"):
-        write_shard(tmp_path, 0, {"images": images, "index": np.arange(2), "extra": np.arange(2)}, {})
+        write_shard(
+            tmp_path, 0, {"images": images, "index": np.arange(2), "extra": np.arange(2)}, {}
+        )
     assert not list(tmp_path.iterdir())
 
 
@@ -71,7 +73,9 @@ def test_missing_or_partial_set_is_explained(tmp_path: Path) -> None:
         read_manifest(tmp_path / "nope")
     with pytest.raises(ShardError, match="manifest.json is missing"):
         read_manifest(tmp_path)
-    write_shard(tmp_path, 0, {"images": np.zeros((1, 1, 2, 2), np.uint8), "index": np.arange(1)}, {})
+    write_shard(
+        tmp_path, 0, {"images": np.zeros((1, 1, 2, 2), np.uint8), "index": np.arange(1)}, {}
+    )
     with pytest.raises(ShardError, match="unfinished job"):
         read_manifest(tmp_path)
 

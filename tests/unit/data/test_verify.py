@@ -63,7 +63,9 @@ def _patch_shard(directory: Path, name: str, edit) -> None:
     with h5py.File(path, "r+") as h5:
         edit(h5)
     digest = sha256_file(path)
-    rewrite_manifest(directory, lambda b: [s.update(sha256=digest) for s in b["shards"] if s["file"] == name])
+    rewrite_manifest(
+        directory, lambda b: [s.update(sha256=digest) for s in b["shards"] if s["file"] == name]
+    )
 
 
 def test_duplicate_index(tmp_path: Path) -> None:

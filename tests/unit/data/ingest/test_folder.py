@@ -19,7 +19,9 @@ from tests.unit.data.helpers import make_class_folders
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "suite", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_radiography_layout(tmp_path: Path) -> None:
@@ -41,17 +43,24 @@ def test_splits_are_deterministic_and_ordered(tmp_path: Path) -> None:
     a = ingest(src, tmp_path / "a", IngestOptions(format="folder", seed=3), progress=False)
     b = ingest(src, tmp_path / "b", IngestOptions(format="folder", seed=3), progress=False)
     c = ingest(src, tmp_path / "c", IngestOptions(format="folder", seed=4), progress=False)
-    col = [ShardDataset(d).read_column("source") for d in (tmp_path / "a", tmp_path / "b", tmp_path / "c")]
+    col = [
+        ShardDataset(d).read_column("source")
+        for d in (tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    ]
     assert list(col[0]) == list(col[1]) and list(col[0]) != list(col[2])
     assert a.split_counts() == {"train": 48, "val": 6, "test": 6}
     assert a.split_counts() == b.split_counts() == c.split_counts()
     split = ShardDataset(tmp_path / "a").read_column("split")
-    assert list(split) == sorted(split)  # rows stored train, val, test: one split reads contiguously
+    assert list(split) == sorted(
+        split
+    )  # rows stored train, val, test: one split reads contiguously
 
 
 def test_resize_rgb_and_class_names(tmp_path: Path) -> None:
     src = make_class_folders(tmp_path / "src", per_class=2)
-    opts = IngestOptions(format="folder", image_size=16, aspect="pad", channels=3, class_names=["Normal", "COVID"])
+    opts = IngestOptions(
+        format="folder", image_size=16, aspect="pad", channels=3, class_names=["Normal", "COVID"]
+    )
     ingest(src, tmp_path / "out", opts, progress=False)
     data = ShardDataset(tmp_path / "out")
     assert data.class_names == ["Normal", "COVID"]
@@ -104,20 +113,39 @@ def test_empty_folders(tmp_path: Path) -> None:
 def test_class_folder_outside_the_class_list(tmp_path: Path) -> None:
     src = make_class_folders(tmp_path / "src", per_class=1, classes=("COVID", "Normal", "Viral"))
     with pytest.raises(DataError, match="Viral are not in the class list"):
-        ingest(src, tmp_path / "out", IngestOptions(format="folder", class_names=["COVID", "Normal"]), progress=False)
+        ingest(
+            src,
+            tmp_path / "out",
+            IngestOptions(format="folder", class_names=["COVID", "Normal"]),
+            progress=False,
+        )
 
 
 def test_missing_source_and_unknown_format(tmp_path: Path) -> None:
     proc = run_cli("data", "ingest", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
-    proc = run_cli("data", "ingest", str(tmp_path), "--out", str(tmp_path / "out"), "--format", "jpeg2")
+    proc = run_cli(
+        "data", "ingest", str(tmp_path), "--out", str(tmp_path / "out"), "--format", "jpeg2"
+    )
     assert proc.returncode == 2 and "data.format" in proc.stderr and "'folder'" in proc.stderr
 
 
 def test_cli_ingest_info_verify(tmp_path: Path) -> None:
     src = make_class_folders(tmp_path / "src", per_class=5)
-    proc = run_cli("data", "ingest", str(src), "--out", str(tmp_path / "out"), "--format", "folder",
-                   "--image-size", "16", "--split-fractions", "0.6,0.2,0.2", "--quiet")
+    proc = run_cli(
+        "data",
+        "ingest",
+        str(src),
+        "--out",
+        str(tmp_path / "out"),
+        "--format",
+        "folder",
+        "--image-size",
+        "16",
+        "--split-fractions",
+        "0.6,0.2,0.2",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "COVID   5" in proc.stdout
     info = run_cli("data", "info", str(tmp_path / "out"), "--json")

@@ -45,4 +45,6 @@ def test_slabs_are_contiguous() -> None:
     split = split_groups(groups, (0.8, 0.1, 0.1), seed=0)
     for s in range(3):  # each split is a union of runs of ten neighbouring slices
         rows = np.flatnonzero(split == s)
-        assert len(rows) % 10 == 0 and all(r // 10 == rows[i - i % 10] // 10 for i, r in enumerate(rows))
+        assert len(rows) % 10 == 0 and all(
+            r // 10 == rows[i - i % 10] // 10 for i, r in enumerate(rows)
+        )
