@@ -10,7 +10,9 @@
 # /etc/slurm/slurm.conf, and starts slurmctld plus one `slurmd -N nX` per fake node. The fake nodes all
 # run on this host (NodeAddr=127.0.0.1, own port/spool/pid/log each) and their names are added to
 # /etc/hosts, so multi-node jobs (srun, torchrun, submitit nodes=2) work on a single machine.
-# Every daemon listens on loopback only. Logs: /var/log/slurm/.
+# Every daemon listens on loopback only (slurmctld/slurmdbd bind to what this host's name resolves to,
+# which is 127.0.0.1 on the machines we run on; if it is not, they fall back to all interfaces, with a
+# warning). Logs: /var/log/slurm/.
 #
 # Knobs (environment):
 #   SLURM_FAKE_NODES  number of fake nodes n1..nN (default 2; 0 = one node named after this host)
@@ -19,6 +21,7 @@
 #                     (default /var/lib/synmed-slurm/state)
 #   SLURM_UP_TIMEOUT  seconds to wait for daemons and nodes (default 60)
 set -euo pipefail
+export LC_ALL=C
 
 FAKE_NODES=${SLURM_FAKE_NODES:-2}
 ACCOUNTING=${SLURM_ACCOUNTING:-1}
@@ -107,15 +110,29 @@ stop_pidfile() {
     rm -f "$file"
 }
 
-# wait_for SECONDS DESCRIPTION CMD...: poll CMD every 0.1 s until it succeeds.
+# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds; fail after SECONDS.
 wait_for() {
-    local secs=$1 what=$2 deadline
-    shift 2
+    local secs=$1 deadline
+    shift
     deadline=$((${EPOCHREALTIME%.*} + secs))
     until "$@" >/dev/null 2>&1; do
         ((${EPOCHREALTIME%.*} < deadline)) || return 1
         sleep 0.1
     done
+}
+
+# Slurm's NoInAddrAny/NoCtldInAddrAny make slurmctld, slurmdbd (and srun) bind to the address this
+# host's name resolves to instead of 0.0.0.0 (slurmd binds to its NodeAddr). Use them only when that
+# address is loopback: otherwise slurmdbd would listen on the LAN address and localhost could not reach it.
+comm_params() {
+    local host addr
+    host=$(hostname)
+    addr=$(getent ahostsv4 "$host" | awk 'NR == 1 {print $1}') || true
+    if [[ $addr == 127.* ]]; then
+        echo "$1"
+    else
+        log "WARNING: $host resolves to '${addr:-nothing}', not loopback: slurmctld/slurmdbd listen on all interfaces"
+    fi
 }
 
 # --- nodes ---------------------------------------------------------------------------------------
@@ -188,8 +205,24 @@ ensure_munge() {
     rm -f "$MUNGE_PID"
     runuser -u munge -- /usr/sbin/munged </dev/null >>"$LOG_DIR/munged.start.log" 2>&1 ||
         die "munged failed to start: $(tail -n 5 "$LOG_DIR/munged.start.log" /var/log/munge/munged.log 2>/dev/null)"
-    wait_for 10 munge bash -c 'munge -n | unmunge' || die "munge does not work (see /var/log/munge/munged.log)"
+    wait_for 10 bash -c 'munge -n | unmunge' || die "munge does not work (see /var/log/munge/munged.log)"
     RESTARTED+=(munged)
+}
+
+# backup_conf FILE: before FILE is replaced, keep a copy. A file this script wrote itself goes to
+# FILE.prev (overwritten each time); anyone else's to FILE.bak.<timestamp>, never overwritten.
+HEADER='# Written by scripts/local-slurm.sh'
+backup_conf() {
+    local file=$1 bak first=
+    [[ -f $file ]] || return 0
+    IFS= read -r first <"$file" || true
+    if [[ $first == "$HEADER"* ]]; then
+        bak=$file.prev
+    else
+        bak=$file.bak.$(date +%Y%m%d-%H%M%S)
+    fi
+    cp -p "$file" "$bak"
+    log "${file##*/} changed; previous one saved as $bak"
 }
 
 # --- MariaDB + slurmdbd --------------------------------------------------------------------------
@@ -213,7 +246,7 @@ ensure_mariadb() {
             --socket="$MYSQL_SOCK" --pid-file="$MYSQL_PID" --log-error="$LOG_DIR/mariadb.log" \
             </dev/null >>"$LOG_DIR/mariadb.log" 2>&1 &
         disown || true
-        wait_for "$UP_TIMEOUT" mariadb mysql_ping || die "MariaDB did not come up (see $LOG_DIR/mariadb.log)"
+        wait_for "$UP_TIMEOUT" mysql_ping || die "MariaDB did not come up (see $LOG_DIR/mariadb.log)"
         RESTARTED+=(mariadb)
     fi
     # Idempotent; cheap enough to run every time.
@@ -225,10 +258,13 @@ ensure_mariadb() {
 }
 
 dbd_conf() {
+    local comm
+    comm=$(comm_params NoInAddrAny)
+    [[ -z $comm ]] || comm="CommunicationParameters=$comm"
     cat <<EOF
 # Written by scripts/local-slurm.sh (synmed-suite); local test accounting, loopback only.
 AuthType=auth/munge
-CommunicationParameters=NoInAddrAny
+$comm
 DbdAddr=127.0.0.1
 DbdHost=localhost
 DbdPort=$DBD_PORT
@@ -251,7 +287,7 @@ ensure_slurmdbd() {
     local changed=0 new
     new=$(dbd_conf)
     if [[ ! -f $DBD_CONF || $(<"$DBD_CONF") != "$new" ]]; then
-        [[ -f $DBD_CONF ]] && cp -p "$DBD_CONF" "$DBD_CONF.bak.$(date +%Y%m%d-%H%M%S)"
+        backup_conf "$DBD_CONF"
         (
             umask 077
             printf '%s\n' "$new" >"$DBD_CONF.tmp"
@@ -268,7 +304,7 @@ ensure_slurmdbd() {
         log "starting slurmdbd"
         slurmdbd </dev/null >>"$LOG_DIR/slurmdbd.start.log" 2>&1 ||
             die "slurmdbd failed to start: $(tail -n 5 "$LOG_DIR/slurmdbd.start.log" "$LOG_DIR/slurmdbd.log" 2>/dev/null)"
-        wait_for "$UP_TIMEOUT" slurmdbd sacctmgr_ok || die "slurmdbd does not answer (see $LOG_DIR/slurmdbd.log)"
+        wait_for "$UP_TIMEOUT" sacctmgr_ok || die "slurmdbd does not answer (see $LOG_DIR/slurmdbd.log)"
         RESTARTED+=(slurmdbd)
     fi
     local clusters
@@ -282,7 +318,9 @@ ensure_slurmdbd() {
 # --- slurm.conf ----------------------------------------------------------------------------------
 
 slurm_conf() {
-    local host hw cpus_line mem_total per_node n i=0 acct
+    local host hw cpus_line mem_total per_node n i=0 acct comm
+    comm=$(comm_params NoInAddrAny,NoCtldInAddrAny)
+    [[ -z $comm ]] || comm="CommunicationParameters=$comm"
     host=$(hostname -s)
     hw=$(slurmd -C | head -n 1)
     # "NodeName=vm CPUs=2 Boards=1 ... ThreadsPerCore=1 RealMemory=24105" -> the CPU part.
@@ -307,13 +345,15 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
+$comm
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+# Re-evaluate pending jobs (e.g. a requeued job whose BeginTime passed) every 5 s, not every 60/30 s.
+SchedulerParameters=sched_interval=5,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
@@ -359,12 +399,7 @@ write_slurm_conf() {
         echo 0
         return
     fi
-    if [[ -f $SLURM_CONF ]]; then
-        local bak
-        bak="$SLURM_CONF.bak.$(date +%Y%m%d-%H%M%S)"
-        cp -p "$SLURM_CONF" "$bak"
-        log "slurm.conf changed; previous one saved as $bak"
-    fi
+    backup_conf "$SLURM_CONF"
     printf '%s\n' "$new" >"$SLURM_CONF.tmp"
     chmod 644 "$SLURM_CONF.tmp"
     mv -f "$SLURM_CONF.tmp" "$SLURM_CONF"
@@ -375,8 +410,11 @@ ensure_hosts() {
     local n
     ((FAKE_NODES == 0)) && return 0
     while read -r n; do
-        grep -qE "^127\.0\.0\.1([[:space:]]+[^[:space:]#]+)*[[:space:]]+$n([[:space:]]|#|$)" /etc/hosts ||
-            echo "127.0.0.1 $n" >>/etc/hosts
+        grep -qE "^127\.0\.0\.1([[:space:]]+[^[:space:]#]+)*[[:space:]]+$n([[:space:]]|#|$)" /etc/hosts &&
+            continue
+        # Append only (in containers /etc/hosts is often a bind mount that cannot be replaced).
+        [[ ! -s /etc/hosts || $(tail -c 1 /etc/hosts) == "" ]] || echo >>/etc/hosts
+        echo "127.0.0.1 $n" >>/etc/hosts
     done < <(node_names)
 }
 
@@ -413,13 +451,21 @@ ensure_slurm_daemons() {
             is_node "$n" || stop_pidfile "$f" slurmd
         done
     fi
-    if ! pid_alive "$CTLD_PID" slurmctld >/dev/null; then
-        log "starting slurmctld (state in $STATE_DIR)"
-        slurmctld </dev/null >>"$LOG_DIR/slurmctld.start.log" 2>&1 ||
-            die "slurmctld failed to start: $(tail -n 5 "$LOG_DIR/slurmctld.start.log" "$LOG_DIR/slurmctld.log" 2>/dev/null)"
-        RESTARTED+=(slurmctld)
-    fi
-    wait_for "$UP_TIMEOUT" slurmctld ctld_up || die "slurmctld does not answer (see $LOG_DIR/slurmctld.log)"
+    # Start slurmctld if it is not running; also if it exits while we wait for it to answer (e.g.
+    # an old one was still shutting down when we looked), but at most 3 times.
+    local starts=0 deadline=$((${EPOCHREALTIME%.*} + UP_TIMEOUT))
+    until ctld_up; do
+        if ! pid_alive "$CTLD_PID" slurmctld >/dev/null; then
+            ((starts < 3)) || die "slurmctld keeps exiting: $(tail -n 5 "$LOG_DIR/slurmctld.log" 2>/dev/null)"
+            starts=$((starts + 1))
+            log "starting slurmctld (state in $STATE_DIR)"
+            slurmctld </dev/null >>"$LOG_DIR/slurmctld.start.log" 2>&1 ||
+                die "slurmctld failed to start: $(tail -n 5 "$LOG_DIR/slurmctld.start.log" "$LOG_DIR/slurmctld.log" 2>/dev/null)"
+            ((starts > 1)) || RESTARTED+=(slurmctld)
+        fi
+        ((${EPOCHREALTIME%.*} < deadline)) || die "slurmctld does not answer (see $LOG_DIR/slurmctld.log)"
+        sleep 0.1
+    done
     while read -r n; do
         if ! pid_alive "$(slurmd_pidfile "$n")" slurmd >/dev/null; then
             mkdir -p "$SPOOL_DIR/$n"
@@ -444,7 +490,7 @@ nodes_ready() {
         st=$(awk -v n="$n" '$1 == n {print $2; exit}' <<<"$states")
         case $st in
         idle | mix | alloc | comp) ;;
-        down* | drain* | drng* | drain | fail* | inval*)
+        down* | drain* | drng* | fail* | inval*)
             all_ok=0
             scontrol update NodeName="$n" State=RESUME >/dev/null 2>&1 || true
             ;;
@@ -470,7 +516,7 @@ cmd_up() {
         ensure_slurmdbd
     fi
     ensure_slurm_daemons "$conf_changed"
-    if ! wait_for "$UP_TIMEOUT" nodes nodes_ready; then
+    if ! wait_for "$UP_TIMEOUT" nodes_ready; then
         node_states >&2 || true
         die "nodes not ready after ${UP_TIMEOUT}s (see $LOG_DIR/slurmd-*.log, $LOG_DIR/slurmctld.log)"
     fi
@@ -529,7 +575,7 @@ cmd_status() {
     if ! timeout 10 sinfo 2>&1 | sed 's/^/  /'; then
         healthy=0
     fi
-    timeout 10 scontrol ping >/dev/null 2>&1 && ctld_up || healthy=0
+    ctld_up || healthy=0
     if ((healthy)); then
         local states st
         states=$(timeout 10 sinfo -h -N -o '%N %t' 2>/dev/null) || healthy=0
