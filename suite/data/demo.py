@@ -47,7 +47,8 @@ def _mni152_masks() -> list[str]:
 
 
 def _chest_dicom() -> Path:
-    return _package_dir("pydicom_data", "pydicom-data") / "data_store" / "data" / "RG1_UNCR.dcm"
+    # the pydicom-data distribution installs its files as the top-level package `data_store`
+    return _package_dir("data_store", "pydicom-data") / "data" / "RG1_UNCR.dcm"
 
 
 def _fashion_mnist() -> Path:

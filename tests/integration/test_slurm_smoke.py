@@ -20,52 +20,14 @@ import pytest
 import submitit
 from submitit.core.utils import UncompletedJobError
 
+from tests.integration.slurm_jobs import JOB_TIMEOUT_S, job_state, run
+
 pytestmark = pytest.mark.slurm
 
 # submitit pickles the submitted function by reference (module + name), but this test module is
 # imported by pytest from tests/integration, which is not on the job's sys.path. Pickle the functions
 # of this module by value instead, so the job needs only cloudpickle, not this file.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-JOB_TIMEOUT_S = 60  # upper bound for any single job of this module, queueing included
-UNFINISHED = {
-    "PENDING",
-    "RUNNING",
-    "REQUEUED",
-    "COMPLETING",
-    "CONFIGURING",
-    "RESIZING",
-    "SUSPENDED",
-}
-
-
-def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def _job_state(job_id: str, timeout: float = 30) -> str:
-    """The final state of a job, from sacct (accounting lags the controller a little, so poll).
-
-    Falls back to ``scontrol show job`` (finished jobs stay there for MinJobAge=300 s) when the
-    cluster runs without accounting.
-    """
-    deadline = time.monotonic() + timeout
-    state = ""
-    while True:
-        proc = _run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
-        if proc.returncode == 0:
-            lines = proc.stdout.split()
-            state = lines[0] if lines else ""
-        elif "accounting storage is disabled" in proc.stderr:
-            proc = _run(["scontrol", "-o", "show", "job", job_id])
-            fields = dict(f.split("=", 1) for f in proc.stdout.split() if "=" in f)
-            state = fields.get("JobState", "")
-        if state and state not in UNFINISHED:
-            return state
-        if time.monotonic() > deadline:
-            return state or "UNKNOWN"
-        time.sleep(0.5)
-
 
 def _wait(job: submitit.Job, timeout: float = JOB_TIMEOUT_S) -> None:
     """Wait for a submitit job with a deadline (``job.result()`` alone would wait forever).
@@ -128,7 +90,7 @@ def test_sbatch_two_nodes_srun(slurm: dict[str, str], tmp_path: Path) -> None:
         f"#SBATCH --output={out}\n"
         "srun bash -c 'echo \"$SLURM_PROCID $SLURMD_NODENAME\"'\n"
     )
-    proc = _run(
+    proc = run(
         ["sbatch", "--parsable", "--wait", f"--partition={slurm['partition']}",
          f"--chdir={tmp_path}", str(script)],
         timeout=JOB_TIMEOUT_S + 30,
@@ -137,7 +99,7 @@ def test_sbatch_two_nodes_srun(slurm: dict[str, str], tmp_path: Path) -> None:
     assert proc.returncode == 0, f"sbatch rc {proc.returncode}: {proc.stderr}\n{out.read_text()}"
     lines = sorted(line.split() for line in out.read_text().splitlines() if line.strip())
     assert lines == [["0", "n1"], ["1", "n2"]], out.read_text()
-    assert _job_state(job_id) == "COMPLETED"
+    assert job_state(job_id) == "COMPLETED"
 
 
 def test_submitit_single_task(slurm: dict[str, str], tmp_path: Path) -> None:
@@ -149,7 +111,7 @@ def test_submitit_single_task(slurm: dict[str, str], tmp_path: Path) -> None:
     assert result["node"] in {"n1", "n2"}
     assert result["host"] == socket.gethostname()  # the fake nodes all run on this host
     assert result["python"] == sys.executable
-    assert _job_state(job.job_id) == "COMPLETED"
+    assert job_state(job.job_id) == "COMPLETED"
 
 
 def test_submitit_two_nodes(slurm: dict[str, str], tmp_path: Path) -> None:
@@ -168,4 +130,4 @@ def test_submitit_failed_job(slurm: dict[str, str], tmp_path: Path) -> None:
     _wait(job)
     with pytest.raises(UncompletedJobError, match="FAILED"):
         job.result()
-    assert _job_state(job.job_id) == "FAILED"
+    assert job_state(job.job_id) == "FAILED"

@@ -104,6 +104,12 @@ def _check_label(record: Record, info: SourceInfo) -> Any:
     return int(label)
 
 
+def _bar_total(limit: int | None, expected: int | None) -> int | None:
+    if limit is None or expected is None:
+        return limit if expected is None else expected
+    return min(limit, expected)
+
+
 class _ScratchWriter:
     """Appends preprocessed rows to the scratch file in blocks (one resize per block, not per row)."""
 
@@ -169,7 +175,7 @@ def _read_all(
     with h5py.File(scratch_path, "w") as scratch:
         writer = _ScratchWriter(scratch, info)
         bar = tqdm(
-            total=options.limit or info.expected_count,
+            total=_bar_total(options.limit, info.expected_count),
             desc=f"ingest {info.description}".strip(),
             unit="img",
             disable=not progress,

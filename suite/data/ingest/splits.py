@@ -90,3 +90,18 @@ def assign_splits(
         )
         out[train] = carved
     return out
+
+
+def split_quotas(counts: list[int], limit: int | None) -> list[int]:
+    """Rows to read per split under ``limit``, in proportion to split size.
+
+    Reading the first ``limit`` rows in file order would give a quick look with no test split.
+    """
+    total = sum(counts)
+    if limit is None or limit >= total:
+        return list(counts)
+    quotas = [n * limit // total for n in counts]
+    by_remainder = sorted(range(len(counts)), key=lambda i: -(counts[i] * limit % total))
+    for i in by_remainder[: limit - sum(quotas)]:
+        quotas[i] += 1
+    return quotas
