@@ -183,6 +183,20 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- train ---------------------------------------------------------------------------------------
+
+
+def cmd_train_generator(args: argparse.Namespace) -> int:
+    from suite.config import load_config
+    from suite.generative.train import train_generator
+
+    summary = train_generator(load_config(args.config, args.overrides), resume=args.resume)
+    if summary:
+        print(f"trained {summary['model']} to step {summary['steps']}: {summary['run']}")
+        print(f"  EMA export: {summary['export']}")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------------
 
 
@@ -204,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(show)
     show.set_defaults(func=cmd_config_show)
+
+    train = groups.add_parser("train", help="train a model (generator)").add_subparsers(
+        dest="cmd", required=True
+    )
+    p = train.add_parser("generator", help="train a DDPM generator on a shard set (Accelerate)")
+    _add_config_args(p)
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the run's latest checkpoint"
+    )
+    p.set_defaults(func=cmd_train_generator)
 
     data = groups.add_parser(
         "data", help="shard sets: ingest, verify, info, export, merge"

@@ -24,6 +24,8 @@ import yaml
 
 from suite.data.ingest.options import IngestOptions
 from suite.errors import ConfigError
+from suite.generative.configs import GeneratorConfig
+from suite.train.config import TrainConfig
 
 T = TypeVar("T")
 
@@ -49,7 +51,11 @@ class DataConfig(IngestOptions):
     """
 
     source: str | None = None
-    shards: Path | None = None
+    shards: Path | None = field(default=None, metadata={MUST_EXIST: True})
+    # Which rows of ``shards`` a training stage reads.
+    split: Literal["train", "val", "test"] | None = "train"
+    classes: list[str] | None = None
+    clusters: list[int] | None = None
 
 
 @dataclass(kw_only=True, slots=True)
@@ -58,6 +64,8 @@ class SuiteConfig:
 
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    model: GeneratorConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,7 +133,7 @@ def apply_override(data: dict[str, Any], item: str, schema: type) -> None:
         elif not isinstance(child, dict):
             raise ConfigError(f"<command line>: key {dotted!r} is not a section, cannot set {key}")
         node = child
-        cls = _dataclass_in(get_type_hints(cls)[part]) if names is not None else None
+        cls = _dataclass_in(get_type_hints(cls)[part], child) if names is not None else None
 
 
 def from_dict(cls: type[T], data: Any, *, source: str, prefix: str = "") -> T:
@@ -180,14 +188,32 @@ def _field_names(cls: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
-def _dataclass_in(tp: Any) -> Any:
-    """The dataclass inside ``tp`` (itself, or the non-None arm of an Optional), else None."""
+def _dataclass_in(tp: Any, value: Any = None) -> Any:
+    """The dataclass inside ``tp``: itself, the non-None arm of an Optional, or the arm of a tagged
+    union that ``value["kind"]`` names (None when no single arm is known yet)."""
     if dataclasses.is_dataclass(tp):
         return tp
-    for arm in get_args(tp):
-        if dataclasses.is_dataclass(arm):
-            return arm
+    arms = [a for a in get_args(tp) if dataclasses.is_dataclass(a)]
+    if len(arms) == 1:
+        return arms[0]
+    tagged = _tagged_arms(tp)
+    if tagged and isinstance(value, dict) and value.get("kind") in tagged:
+        return tagged[value["kind"]]
     return None
+
+
+def _tagged_arms(tp: Any) -> dict[str, Any]:
+    """For a union of dataclasses that each have ``kind: Literal["name"]``: {name: dataclass}."""
+    arms = [a for a in get_args(tp) if a is not type(None)]
+    out: dict[str, Any] = {}
+    for arm in arms:
+        if not dataclasses.is_dataclass(arm):
+            return {}
+        kind = get_type_hints(arm).get("kind")
+        if kind is None or get_origin(kind) is not Literal or len(get_args(kind)) != 1:
+            return {}
+        out[get_args(kind)[0]] = arm
+    return out if len(out) > 1 else {}
 
 
 def _unknown_key_message(source: str, dotted: str, key: str, allowed: list[str]) -> str:
@@ -240,6 +266,15 @@ def _convert(tp: Any, value: Any, *, source: str, key: str) -> Any:
             if type(None) in arms:
                 return None
             raise _fail(source, key, value, tp)
+        tagged = _tagged_arms(tp)
+        if tagged:  # a tagged union: `kind` picks the schema, so errors name that schema's keys
+            kind = value.get("kind") if isinstance(value, dict) else None
+            if kind not in tagged:
+                raise ConfigError(
+                    f"{source}: key {key + '.kind'!r} = {kind!r} is not a known kind",
+                    f"set {key}.kind to one of: {', '.join(repr(k) for k in tagged)}",
+                )
+            return from_dict(tagged[kind], value, source=source, prefix=key)
         errors: list[ConfigError] = []
         for arm in arms:
             if arm is type(None):

@@ -1,0 +1,1 @@
+"""Generators: one file per method, a config dataclass each, and a registry line each."""

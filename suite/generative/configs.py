@@ -1,0 +1,58 @@
+"""Typed configs of the generators (torch-free, so loading a config stays fast).
+
+``model.kind`` selects one of these; the loader then accepts only that class's keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(kw_only=True, slots=True)
+class LucidrainsDDPMConfig:
+    """denoising-diffusion-pytorch's ``Unet`` + ``GaussianDiffusion`` (seed 000, I-SynMed).
+
+    Defaults are the library's (2.3.4) where seed 000 relied on them silently: ``pred_v`` objective
+    and ``sigmoid`` beta schedule (older releases used ``pred_noise``/``cosine``; SEEDS.md).
+    """
+
+    kind: Literal["ddpm_lucidrains"] = "ddpm_lucidrains"
+    image_size: int = 64
+    channels: int = 1
+    dim: int = 64
+    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
+    timesteps: int = 1000
+    objective: Literal["pred_noise", "pred_x0", "pred_v"] = "pred_v"
+    beta_schedule: Literal["linear", "cosine", "sigmoid"] = "sigmoid"
+    # Flash attention needs a GPU; the math is the same either way.
+    flash_attn: bool = False
+
+
+@dataclass(kw_only=True, slots=True)
+class DiffusersDDPMConfig:
+    """diffusers' ``UNet2DModel`` with ``DDPMScheduler``; unconditional or class-conditional.
+
+    Class conditioning (``num_classes > 0``) adds a class embedding with one extra "no class" id;
+    labels are replaced by it with probability ``class_dropout`` during training, so one network
+    learns both and sampling can use classifier-free guidance (Ho & Salimans, 2022,
+    arXiv:2207.12598).
+    """
+
+    kind: Literal["ddpm_diffusers"] = "ddpm_diffusers"
+    image_size: int = 64
+    channels: int = 1
+    block_out_channels: tuple[int, ...] = (64, 128, 256, 256)
+    layers_per_block: int = 2
+    # One flag per resolution level: True puts self-attention blocks at that level.
+    attention: tuple[bool, ...] = (False, False, True, False)
+    norm_num_groups: int = 32
+    timesteps: int = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    num_classes: int = 0
+    class_dropout: float = 0.1
+    guidance_scale: float = 1.0  # default at sampling time; 1.0 = no guidance
+
+
+GeneratorConfig = LucidrainsDDPMConfig | DiffusersDDPMConfig

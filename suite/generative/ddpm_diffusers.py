@@ -1,0 +1,143 @@
+"""A diffusers DDPM: ``UNet2DModel`` + ``DDPMScheduler``, optionally class-conditional.
+
+Ho et al., "Denoising Diffusion Probabilistic Models" (arXiv:2006.11239); classifier-free guidance
+from Ho & Salimans (arXiv:2207.12598): with ``num_classes`` = K the UNet gets K + 1 class embeddings,
+the last one meaning "no class", and labels are dropped to it with probability ``class_dropout``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+
+from suite.config import from_dict
+from suite.errors import ConfigError
+from suite.generative.base import Generator
+from suite.generative.configs import DiffusersDDPMConfig
+
+SYNMED_JSON = "synmed.json"
+
+
+class DiffusersDDPM(Generator):
+    def __init__(self, config: DiffusersDDPMConfig, unet: UNet2DModel | None = None) -> None:
+        super().__init__()
+        if len(config.attention) != len(config.block_out_channels):
+            raise ConfigError(
+                f"model.attention has {len(config.attention)} flags but model.block_out_channels "
+                f"has {len(config.block_out_channels)} levels",
+                "give one attention flag per level",
+            )
+        self.config = config
+        self.unet = unet or UNet2DModel(
+            sample_size=config.image_size,
+            in_channels=config.channels,
+            out_channels=config.channels,
+            layers_per_block=config.layers_per_block,
+            block_out_channels=tuple(config.block_out_channels),
+            down_block_types=tuple(
+                "AttnDownBlock2D" if a else "DownBlock2D" for a in config.attention
+            ),
+            up_block_types=tuple(
+                "AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention)
+            ),
+            norm_num_groups=config.norm_num_groups,
+            num_class_embeds=config.num_classes + 1 if config.num_classes else None,
+        )
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=config.timesteps,
+            beta_schedule=config.beta_schedule,
+            prediction_type=config.prediction_type,
+        )
+
+    @property
+    def null_class(self) -> int:
+        return self.config.num_classes
+
+    def _class_labels(
+        self, labels: torch.Tensor | None, n: int, device: torch.device
+    ) -> torch.Tensor | None:
+        if not self.config.num_classes:
+            return None
+        if labels is None:
+            return torch.full((n,), self.null_class, device=device, dtype=torch.long)
+        if labels.ndim != 1:
+            raise ConfigError(
+                "class-conditional training needs one class id per image (a multiclass shard set)",
+                "set model.num_classes: 0 for multilabel or unlabelled data",
+            )
+        return labels.to(device=device, dtype=torch.long)
+
+    def training_loss(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        x0 = images * 2 - 1
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.config.timesteps, (x0.shape[0],), device=x0.device)
+        xt = self.scheduler.add_noise(x0, noise, t)
+        class_labels = self._class_labels(labels, x0.shape[0], x0.device)
+        if class_labels is not None and self.config.class_dropout > 0:
+            drop = torch.rand(x0.shape[0], device=x0.device) < self.config.class_dropout
+            class_labels = torch.where(
+                drop, torch.full_like(class_labels, self.null_class), class_labels
+            )
+        pred = self.unet(xt, t, class_labels=class_labels).sample
+        if self.config.prediction_type == "epsilon":
+            target = noise
+        elif self.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(x0, noise, t)
+        else:
+            target = x0
+        return F.mse_loss(pred.float(), target.float())
+
+    def denoise(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance_scale: float
+    ) -> torch.Tensor:
+        """The UNet's output at (x, t), with classifier-free guidance when a scale other than 1 is
+        asked for and the model is class-conditional."""
+        class_labels = self._class_labels(labels, x.shape[0], x.device)
+        if class_labels is None or guidance_scale == 1.0 or labels is None:
+            return self.unet(x, t, class_labels=class_labels).sample
+        null = torch.full_like(class_labels, self.null_class)
+        both = self.unet(
+            torch.cat([x, x]),
+            torch.cat([t, t]) if t.ndim else t,
+            class_labels=torch.cat([class_labels, null]),
+        ).sample
+        cond, uncond = both.chunk(2)
+        return uncond + guidance_scale * (cond - uncond)
+
+    @torch.no_grad()
+    def sample_preview(
+        self, n: int, *, steps: int, seed: int, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        device = next(self.unet.parameters()).device
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(min(steps, self.config.timesteps))
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        shape = (n, self.config.channels, self.config.image_size, self.config.image_size)
+        x = torch.randn(shape, generator=g).to(device)
+        for t in scheduler.timesteps:
+            out = self.denoise(x, t.to(device), labels, self.config.guidance_scale)
+            x = scheduler.step(out, t, x).prev_sample
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def export(self, directory: Path, provenance: dict[str, Any]) -> None:
+        # A standard diffusers folder: DiffusionPipeline.from_pretrained(directory) loads it.
+        DDPMPipeline(unet=self.unet, scheduler=self.scheduler).save_pretrained(
+            directory, safe_serialization=True
+        )
+        body = {"model": dataclasses.asdict(self.config), "provenance": provenance}
+        (directory / SYNMED_JSON).write_text(json.dumps(body, indent=1))
+
+    @classmethod
+    def load_exported(cls, directory: Path) -> DiffusersDDPM:
+        body = json.loads((directory / SYNMED_JSON).read_text())
+        config = from_dict(DiffusersDDPMConfig, body["model"], source=str(directory / SYNMED_JSON))
+        unet = UNet2DModel.from_pretrained(directory / "unet")
+        model = cls(config, unet=unet)
+        model.scheduler = DDPMScheduler.from_pretrained(directory / "scheduler")
+        return model.eval()

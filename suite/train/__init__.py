@@ -1,0 +1,1 @@
+"""Training components shared by every Accelerate loop: run state, sampler, EMA, monitors."""

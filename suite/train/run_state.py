@@ -1,0 +1,204 @@
+"""One resumable run state, saved atomically by every rank together.
+
+A checkpoint is a folder ``checkpoints/step-00001000/``::
+
+    state.pt          model, EMA, optimizer, LR schedule, grad scaler, data position (rank 0 writes)
+    rng-rank0.pt ...  every rank's RNG states (torch, CUDA, numpy, python), one file per rank
+    meta.json         step, config digest, data digest, world size and the sha256 of every file
+
+It is written as ``.step-00001000.tmp/`` and renamed once ``meta.json`` is in, so a folder named
+``step-*`` is always complete. Files are plain tensors and containers, read back with
+``torch.load(weights_only=True)``: nothing in a checkpoint runs as code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from suite.data.shards import atomic_write_text, fsync_dir, sha256_file
+from suite.errors import SynmedError
+
+CHECKPOINTS = "checkpoints"
+STATE = "state.pt"
+META = "meta.json"
+
+
+class CheckpointError(SynmedError):
+    """A checkpoint that cannot be used: missing, damaged, or from another config."""
+
+
+@dataclass(slots=True)
+class CheckpointMeta:
+    step: int
+    config_digest: str
+    data_digest: str
+    world_size: int
+    files: dict[str, str] = field(default_factory=dict)  # name -> sha256
+    created: str = ""
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+# -- RNG -------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states, as tensors and tuples that ``weights_only`` loading accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- save ------------------------------------------------------------------------------------------
+
+
+def _save_tensor_file(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    state: dict[str, Any] | None,
+    *,
+    rank: int,
+    world_size: int,
+    barrier: Callable[[], None],
+    config_digest: str,
+    data_digest: str,
+    keep_last: int,
+) -> Path:
+    """Save a checkpoint together on every rank (each calls this with the same ``step``).
+
+    Rank 0 passes the training ``state``; the others pass None. Every rank writes its RNG states.
+    Returns the final folder. Older checkpoints beyond ``keep_last`` are removed afterwards.
+    """
+    root = run_dir / CHECKPOINTS
+    final = root / step_dir_name(step)
+    tmp = root / f".{final.name}.tmp"
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier attempt at the same step
+        tmp.mkdir()
+    barrier()
+    _save_tensor_file(rng_state(), tmp / f"rng-rank{rank}.pt")
+    if rank == 0:
+        assert state is not None
+        _save_tensor_file(state, tmp / STATE)
+    barrier()
+    if rank == 0:
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        meta = CheckpointMeta(
+            step=step,
+            config_digest=config_digest,
+            data_digest=data_digest,
+            world_size=world_size,
+            files=files,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        atomic_write_text(tmp / META, json.dumps(asdict(meta), indent=1))
+        if final.exists():  # the same step saved again (e.g. on preemption right after a save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(root)
+        for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+# -- load ------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / META).is_file())
+
+
+def read_meta(checkpoint: Path) -> CheckpointMeta:
+    try:
+        return CheckpointMeta(**json.loads((checkpoint / META).read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"{checkpoint}/{META} is unreadable ({err})", "delete this checkpoint"
+        ) from None
+
+
+def verify_checkpoint(checkpoint: Path) -> CheckpointMeta:
+    """Check every file of a checkpoint against the digests in its meta.json."""
+    meta = read_meta(checkpoint)
+    for name, digest in meta.files.items():
+        path = checkpoint / name
+        if not path.is_file() or sha256_file(path) != digest:
+            raise CheckpointError(
+                f"{path} is missing or does not match its sha256 in {META}",
+                "delete this checkpoint folder to resume from the one before it",
+            )
+    return meta
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint whose digests verify; damaged newer ones are skipped."""
+    for checkpoint in reversed(list_checkpoints(run_dir)):
+        try:
+            verify_checkpoint(checkpoint)
+        except CheckpointError as err:
+            print(f"warning: skipping damaged checkpoint: {err.what}")
+            continue
+        return checkpoint
+    return None
+
+
+def load_state(
+    checkpoint: Path, rank: int, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The training state and this rank's RNG states (None when the checkpoint has no file for it,
+    e.g. resuming on more ranks than saved)."""
+    state = torch.load(checkpoint / STATE, map_location=map_location, weights_only=True)
+    rng_path = checkpoint / f"rng-rank{rank}.pt"
+    rng = torch.load(rng_path, weights_only=True) if rng_path.is_file() else None
+    return state, rng
