@@ -107,3 +107,21 @@ def test_round_trip_and_digest(tmp_path: Path) -> None:
 )
 def test_every_shipped_config_loads(path: Path) -> None:
     load_config(path)
+
+
+def test_tagged_union_picks_the_schema_by_kind(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "model:\n  kind: ddpm_diffusers\n  block_out_channels: [8, 16]\n"))
+    assert type(cfg.model).__name__ == "DiffusersDDPMConfig"
+    assert cfg.model.block_out_channels == (8, 16)
+    cfg = load_config(write(tmp_path, "model:\n  kind: ddpm_lucidrains\n"), ["model.dim=32"])
+    assert cfg.model.dim == 32
+
+
+def test_tagged_union_errors_name_the_kind_and_its_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model.kind.*'ddpm_lucidrains', 'ddpm_diffusers'"):
+        load_config(write(tmp_path, "model:\n  kind: gan\n"))
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "model:\n  kind: ddpm_lucidrains\n  block_out_channels: [8]\n"))
+    assert "model.block_out_channels" in str(err.value) and "dim_mults" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown key .model.block_out_channels.*dim_mults"):
+        load_config(write(tmp_path, "model:\n  kind: ddpm_lucidrains\n"), ["model.block_out_channels=[8]"])
