@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+# Ray reads these once, when it is first imported (possibly while collecting a test module): set
+# them before anything imports it, so every Ray started by the tests binds 127.0.0.1 only.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -41,8 +46,6 @@ def slurm() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray on 127.0.0.1 with 2 CPUs, shut down at the end of the session."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -322,6 +322,9 @@ class GeneratorTrainer:
             num_workers=self.train_cfg.num_workers,
             drop_last=True,
             pin_memory=torch.cuda.is_available(),
+            # Its own generator: creating an iterator must not draw from the global RNG, or a run
+            # resumed mid-epoch (one extra iterator) would draw different noise from then on.
+            generator=torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + epoch),
         )
 
     def _preview(self) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ pytestmark = pytest.mark.slurm
 # imported by pytest from tests/integration, which is not on the job's sys.path. Pickle the functions
 # of this module by value instead, so the job needs only cloudpickle, not this file.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
 
 def _wait(job: submitit.Job, timeout: float = JOB_TIMEOUT_S) -> None:
     """Wait for a submitit job with a deadline (``job.result()`` alone would wait forever).

@@ -110,7 +110,9 @@ def test_every_shipped_config_loads(path: Path) -> None:
 
 
 def test_tagged_union_picks_the_schema_by_kind(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, "model:\n  kind: ddpm_diffusers\n  block_out_channels: [8, 16]\n"))
+    cfg = load_config(
+        write(tmp_path, "model:\n  kind: ddpm_diffusers\n  block_out_channels: [8, 16]\n")
+    )
     assert type(cfg.model).__name__ == "DiffusersDDPMConfig"
     assert cfg.model.block_out_channels == (8, 16)
     cfg = load_config(write(tmp_path, "model:\n  kind: ddpm_lucidrains\n"), ["model.dim=32"])
@@ -124,4 +126,6 @@ def test_tagged_union_errors_name_the_kind_and_its_keys(tmp_path: Path) -> None:
         load_config(write(tmp_path, "model:\n  kind: ddpm_lucidrains\n  block_out_channels: [8]\n"))
     assert "model.block_out_channels" in str(err.value) and "dim_mults" in str(err.value)
     with pytest.raises(ConfigError, match="unknown key .model.block_out_channels.*dim_mults"):
-        load_config(write(tmp_path, "model:\n  kind: ddpm_lucidrains\n"), ["model.block_out_channels=[8]"])
+        load_config(
+            write(tmp_path, "model:\n  kind: ddpm_lucidrains\n"), ["model.block_out_channels=[8]"]
+        )

@@ -34,14 +34,19 @@ def test_checkpoint_layout_and_round_trip(tmp_path: Path) -> None:
     assert meta.step == 7 and set(meta.files) == {"rng-rank0.pt", "state.pt"}
     state, rng = run_state.load_state(path, rank=0)
     assert torch.equal(state["w"], torch.full((3,), 7.0)) and rng is not None
-    assert run_state.load_state(path, rank=1)[1] is None  # no RNG file for a rank that was not there
+    assert (
+        run_state.load_state(path, rank=1)[1] is None
+    )  # no RNG file for a rank that was not there
     assert not list((tmp_path / "checkpoints").glob(".*"))  # no temporary folder left
 
 
 def test_keep_last_prunes_oldest(tmp_path: Path) -> None:
     for step in (1, 2, 3, 4):
         save(tmp_path, step, keep_last=2)
-    assert [p.name for p in run_state.list_checkpoints(tmp_path)] == ["step-00000003", "step-00000004"]
+    assert [p.name for p in run_state.list_checkpoints(tmp_path)] == [
+        "step-00000003",
+        "step-00000004",
+    ]
 
 
 def test_latest_skips_damaged_and_incomplete(tmp_path: Path) -> None:

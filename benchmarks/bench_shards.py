@@ -1,0 +1,475 @@
+"""Read throughput of a shard set (ShardDataset) against the same images as a PNG ImageFolder.
+
+Run by hand (not a test)::
+
+    .venv/bin/python benchmarks/bench_shards.py [--num-images 4000 --image-size 128 ...]
+
+Both sides read the same images (generated pseudo chest X-rays: smooth anatomy-like structures plus
+mild noise, so PNG compresses them about 1.8x like real radiographs, unlike random noise) with the
+same DataLoader settings (default collate) and the same shuffle seed, and yield float32 tensors in
+[0, 1] of shape (B, C, H, W). The shard set is written in ImageFolder's sample order, so position p is the same
+image in both datasets and both loaders yield identical batches (checked before timing).
+
+Epoch 1 (worker start-up, first file opens) is reported separately; images/s is over epochs 2..E.
+By default two prototype fixes of ``ShardDataset`` (defined below, ``suite/data/dataset.py`` is not
+touched) are timed too: ``shard+cached`` (the shard's h5py ``images`` Dataset looked up once, not per
+sample) and ``shard+batched`` (that, plus a ``__getitems__`` that fills one batch array). The
+``null-reader`` row reads nothing and yields a constant tensor: it is the DataLoader's own ceiling
+(worker -> main process transport of the batches) with these settings on this machine.
+``--float-in main`` ships uint8 batches and converts them to float in the main process instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets, transforms
+
+from suite.data.dataset import Sample, ShardDataset
+from suite.data.writer import ShardSetWriter
+
+# ImageFolder numbers classes by sorted folder name; the prefixes keep that order = label order.
+CLASSES = ["0-normal", "1-nodule", "2-effusion", "3-cardiomegaly"]
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+def pseudo_xray(rng: np.random.Generator, size: int, label: int) -> np.ndarray:
+    """A (size, size) uint8 image that looks roughly like a frontal chest radiograph.
+
+    Dark lung fields on a brighter body, a bright spine and mediastinum, rib arcs, soft blobs, a
+    smooth exposure gradient and mild noise. The class changes the anatomy: a bright nodule, a
+    basal opacity (effusion) or a wide heart shadow.
+    """
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    img = 0.55 + 0.15 * (y - 0.5) + 0.05 * rng.standard_normal() * (x - 0.5)  # exposure gradient
+    body = np.exp(-(((x - 0.5) / 0.42) ** 8 + ((y - 0.55) / 0.55) ** 8))
+    img = img * (0.35 + 0.65 * body)
+    tilt = rng.normal(0, 0.02)
+    for side in (-1, 1):  # lung fields
+        cx, cy = 0.5 + side * (0.19 + rng.normal(0, 0.01)), 0.47 + rng.normal(0, 0.01)
+        rx, ry = 0.14 + rng.normal(0, 0.01), 0.28 + rng.normal(0, 0.015)
+        lung = np.exp(-((((x - cx) / rx) ** 2 + ((y - cy + tilt * side) / ry) ** 2) ** 2))
+        img -= 0.32 * lung
+        ribs = 0.5 + 0.5 * np.sin(2 * np.pi * (9 * y + 2.5 * (x - cx) ** 2 * side + rng.random()))
+        img += 0.06 * lung * ribs**3
+    img += 0.22 * np.exp(-(((x - 0.5) / 0.045) ** 2)) * (y > 0.05)  # spine
+    heart_w = 0.16 if label != 3 else 0.24
+    img += 0.18 * np.exp(-(((x - 0.47) / heart_w) ** 2 + ((y - 0.66) / 0.14) ** 2))  # heart
+    for _ in range(rng.integers(2, 6)):  # soft tissue blobs
+        bx, by, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.85), rng.uniform(0.03, 0.1)
+        img += rng.uniform(-0.05, 0.05) * np.exp(-((x - bx) ** 2 + (y - by) ** 2) / r**2)
+    if label == 1:  # nodule
+        bx, by = rng.choice([0.3, 0.7]) + rng.normal(0, 0.04), rng.uniform(0.3, 0.6)
+        img += 0.25 * np.exp(-((x - bx) ** 2 + (y - by) ** 2) / rng.uniform(0.015, 0.03) ** 2)
+    if label == 2:  # effusion: basal opacity on one side
+        side = rng.choice([-1, 1])
+        img += 0.25 / (1 + np.exp(-(y - 0.7) / 0.03)) * (side * (x - 0.5) > 0.05)
+    img += rng.normal(0, 0.012, img.shape)  # quantum noise
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def make_data(
+    root: Path, n: int, size: int, channels: int, compression: str, shard_size: int, seed: int
+) -> tuple[Path, Path]:
+    """Write ``n`` images as PNGs in class folders and as a shard set in the same (ImageFolder) order."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(CLASSES), n)
+    images = np.stack([pseudo_xray(rng, size, int(label)) for label in labels])
+    images = np.repeat(images[:, None], channels, axis=1)  # (N, C, H, W)
+
+    png_dir = root / "png"
+    for name in CLASSES:
+        (png_dir / name).mkdir(parents=True)
+    mode = "L" if channels == 1 else "RGB"
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        pixels = image[0] if channels == 1 else image.transpose(1, 2, 0)
+        Image.fromarray(pixels, mode).save(png_dir / CLASSES[label] / f"{i:06d}.png")
+
+    # ImageFolder orders samples by class folder, then file name; write the shards in that order
+    # so position p is the same image on both sides (and the same shuffle gives the same batches).
+    order = sorted(range(n), key=lambda i: (int(labels[i]), i))
+    shard_dir = root / "shards"
+    shard_dir.mkdir()
+    attrs = {"class_names": CLASSES, "label_kind": "multiclass", "source": "bench_shards"}
+    writer = ShardSetWriter(shard_dir, attrs, shard_size=shard_size, compression=compression)
+    for i in order:
+        writer.add({"images": images[i], "index": i, "labels": int(labels[i])})
+    writer.close()
+    return png_dir, shard_dir
+
+
+def disk_bytes(path: Path) -> tuple[int, int, int]:
+    """(files, apparent bytes, allocated bytes) under ``path``."""
+    files = apparent = allocated = 0
+    for p in path.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            files += 1
+            apparent += st.st_size
+            allocated += st.st_blocks * 512
+    return files, apparent, allocated
+
+
+# --------------------------------------------------------------------------------------------------
+# the readers
+
+
+def load_gray(path: str) -> Image.Image:
+    with open(path, "rb") as f:
+        return Image.open(f).convert("L")
+
+
+def load_rgb(path: str) -> Image.Image:
+    with open(path, "rb") as f:
+        return Image.open(f).convert("RGB")
+
+
+def to_float(sample: Sample) -> Sample:
+    sample["image"] = sample["image"].float().div_(255)
+    return sample
+
+
+class CachedShardDataset(ShardDataset):
+    """Prototype fix 1 for ``suite/data/dataset.py``: look ``images``/``masks`` up once per shard.
+
+    ``ShardDataset._sample`` does ``h5["images"][row]`` per sample. The ``h5["images"]`` part is an
+    HDF5 object open by name plus an h5py ``Dataset`` construction: ~95 us, while reading and
+    LZF-decoding the one-image chunk is ~15 us. Caching the ``Dataset`` objects per shard (reset on
+    fork like the file handles) removes most of the per-sample cost.
+    """
+
+    def _datasets(self, number: int) -> tuple[h5py.Dataset, h5py.Dataset | None]:
+        h5 = self._file(number)  # first: it drops inherited handles after a fork, sets _pid
+        if getattr(self, "_dsets_pid", None) != self._pid:
+            self._dsets: dict[int, tuple[h5py.Dataset, h5py.Dataset | None]] = {}
+            self._dsets_pid = self._pid
+        cached = self._dsets.get(number)
+        if cached is None:
+            cached = (h5["images"], h5["masks"] if self.has_masks else None)
+            self._dsets[number] = cached
+        return cached
+
+    def _make_sample(self, image: torch.Tensor, mask: torch.Tensor | None, position: int) -> Sample:
+        sample: Sample = {"image": image, "index": int(self.indices[position])}
+        if self.labels is not None:
+            label = self.labels[position]
+            sample["label"] = (
+                torch.from_numpy(label.astype(np.float32)) if label.ndim else int(label)
+            )
+        if mask is not None:
+            sample["mask"] = mask
+        return self.transform(sample) if self.transform is not None else sample
+
+    def __getitem__(self, position: int) -> Sample:
+        if position < 0:
+            position += len(self)
+        images, masks = self._datasets(int(self._shard_of[position]))
+        row = int(self._row_of[position])
+        mask = torch.from_numpy(masks[row]) if masks is not None else None
+        return self._make_sample(torch.from_numpy(images[row]), mask, position)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_dsets", None)
+        state.pop("_dsets_pid", None)
+        return state
+
+    def close(self) -> None:
+        self._dsets = {}
+        super().close()
+
+
+class BatchedShardDataset(CachedShardDataset):
+    """Prototype fix 1 + 2: cached datasets, and ``__getitems__`` fills one (B, C, H, W) array.
+
+    Rows are read in (shard, row) order with plain ``ds[row]`` reads (h5py's fast path) into one
+    preallocated uint8 batch; samples get views of it. NOT h5py fancy indexing
+    (``ds[sorted_rows]``): with one-image chunks that costs ~1.6 ms per image, 100x a plain read.
+    """
+
+    def __getitems__(self, positions: list[int]) -> list[Sample]:
+        pos = np.asarray(positions, dtype=np.int64)
+        pos = np.where(pos < 0, pos + len(self), pos)
+        shard_of = self._shard_of[pos]
+        row_of = self._row_of[pos]
+        if not len(pos):
+            return []
+        first, _ = self._datasets(int(shard_of[0]))
+        images = np.empty((len(pos), *first.shape[1:]), dtype=first.dtype)
+        masks = None
+        for k in np.lexsort((row_of, shard_of)).tolist():
+            ids, mds = self._datasets(int(shard_of[k]))
+            row = int(row_of[k])
+            images[k] = ids[row]
+            if mds is not None:
+                if masks is None:
+                    masks = np.empty((len(pos), *mds.shape[1:]), dtype=mds.dtype)
+                masks[k] = mds[row]
+        image_t = torch.from_numpy(images)
+        mask_t = torch.from_numpy(masks) if masks is not None else None
+        return [
+            self._make_sample(image_t[k], mask_t[k] if mask_t is not None else None, int(p))
+            for k, p in enumerate(pos.tolist())
+        ]
+
+
+class NullDataset(Dataset[Sample]):
+    """Reads nothing: a constant image of the right shape and dtype per item, to measure what the
+    DataLoader itself (worker -> main process transport, collate) costs with these settings."""
+
+    def __init__(self, n: int, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self.n, self.image = n, torch.zeros(shape, dtype=dtype)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, position: int) -> Sample:
+        return {"image": self.image.clone(), "label": 0}
+
+
+def unpack(batch: Any, float_in: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of a default-collated batch: a dict (ShardDataset) or a pair (ImageFolder);
+    with ``float_in="main"`` the uint8 batch is converted to float in [0, 1] here."""
+    images, labels = (batch["image"], batch["label"]) if isinstance(batch, dict) else batch
+    if float_in == "main":
+        images = images.float().div_(255)
+    return images, labels
+
+
+def make_loader(ds: Dataset[Any], args: argparse.Namespace, workers: int) -> DataLoader:
+    """The one DataLoader configuration every method gets (default collate, seeded shuffle)."""
+    return DataLoader(
+        ds,
+        batch_size=args.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(args.seed),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+
+
+def time_epochs(loader: DataLoader, epochs: int, float_in: str) -> list[tuple[int, float]]:
+    """(images, seconds) per epoch; the batches are touched so nothing is lazily skipped."""
+    out = []
+    for _ in range(epochs):
+        n, checksum = 0, 0.0
+        start = time.perf_counter()
+        for batch in loader:
+            images, _labels = unpack(batch, float_in)
+            n += len(images)
+            checksum += float(images[:, :, 0, 0].sum())
+        out.append((n, time.perf_counter() - start))
+    return out
+
+
+def build(method: str, png_dir: Path, shard_dir: Path, args: argparse.Namespace) -> Dataset[Any]:
+    """The dataset for ``method``; it yields float in [0, 1] (``--float-in worker``) or uint8."""
+    in_worker = args.float_in == "worker"
+    if method == "ImageFolder":
+        loader = load_gray if args.channels == 1 else load_rgb
+        to_tensor = transforms.ToTensor() if in_worker else transforms.PILToTensor()
+        return datasets.ImageFolder(png_dir, transform=to_tensor, loader=loader)
+    if method == "null-reader":
+        shape = (args.channels, args.image_size, args.image_size)
+        return NullDataset(args.num_images, shape, torch.float32 if in_worker else torch.uint8)
+    cls = {"shard": ShardDataset, "shard+cached": CachedShardDataset}.get(
+        method, BatchedShardDataset
+    )
+    return cls(shard_dir, transform=to_float if in_worker else None, verify="size")
+
+
+def check_same(
+    png_dir: Path, shard_dir: Path, args: argparse.Namespace, methods: list[str]
+) -> None:
+    """Both readers must yield the same first batch (same images, labels, order, dtype, range)."""
+    firsts = []
+    for method in methods:
+        loader = make_loader(build(method, png_dir, shard_dir, args), args, 0)
+        firsts.append(unpack(next(iter(loader)), args.float_in))
+    ref_images, ref_labels = firsts[0]
+    shape = (args.batch_size, args.channels, args.image_size, args.image_size)
+    assert ref_images.dtype == torch.float32 and tuple(ref_images.shape) == shape, ref_images.shape
+    assert float(ref_images.min()) >= 0.0 and float(ref_images.max()) <= 1.0
+    for method, (images, labels) in zip(methods[1:], firsts[1:], strict=True):
+        assert torch.equal(images, ref_images), f"{method} yields other images than {methods[0]}"
+        assert torch.equal(labels, ref_labels), f"{method} yields other labels than {methods[0]}"
+
+
+def profile_reader(method: str, png_dir: Path, shard_dir: Path, args: argparse.Namespace) -> str:
+    """cProfile one epoch of ``method`` in-process (num_workers=0): where the reading time goes."""
+    loader = make_loader(build(method, png_dir, shard_dir, args), args, 0)
+    time_epochs(loader, 1, args.float_in)  # open files, warm caches
+    prof = cProfile.Profile()
+    prof.enable()
+    time_epochs(loader, 1, args.float_in)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(14)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-images", type=int, default=4000)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2, help="epoch 1 is warm-up, timed apart")
+    parser.add_argument("--compression", default="lzf", choices=("lzf", "gzip", "none"))
+    parser.add_argument("--shard-size", type=int, default=1024, help="images per shard")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--variant",
+        choices=("current", "prototypes", "both"),
+        default="both",
+        help="current: suite's ShardDataset; prototypes: the two fixes prototyped here; both",
+    )
+    parser.add_argument(
+        "--float-in",
+        choices=("worker", "main"),
+        default="worker",
+        help="worker: the datasets yield float (ToTensor / uint8->float transform); main: they "
+        "yield uint8 and the main process converts each batch (4x less worker->main traffic)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all methods, report median")
+    parser.add_argument(
+        "--no-null-reader",
+        dest="null_reader",
+        action="store_false",
+        help="skip the null-reader row (DataLoader transport ceiling)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="cProfile the shard reader (auto: only when the ratio is below 3x)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="write the data here and keep it, or reuse the data already there (else a temp dir)",
+    )
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (epoch 1 is warm-up)")
+
+    root = Path(tempfile.mkdtemp(prefix="bench_shards-")) if args.keep is None else args.keep
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        start = time.perf_counter()
+        if (root / "png").is_dir() and (root / "shards" / "manifest.json").is_file():
+            print(f"reusing the data in {root} (delete it to regenerate)")
+            png_dir, shard_dir = root / "png", root / "shards"
+        else:
+            png_dir, shard_dir = make_data(
+                root,
+                args.num_images,
+                args.image_size,
+                args.channels,
+                args.compression,
+                args.shard_size,
+                args.seed,
+            )
+        print(
+            f"data: {args.num_images} pseudo-X-rays {args.channels}x{args.image_size}x{args.image_size}, "
+            f"{len(CLASSES)} classes, made in {time.perf_counter() - start:.1f} s under {root}"
+        )
+        print(
+            f"loader: batch_size={args.batch_size} num_workers={args.workers} shuffle seed={args.seed} "
+            f"persistent_workers, default collate, epochs={args.epochs} (epoch 1 = warm-up); "
+            f"torch {torch.__version__}, {os.cpu_count()} CPUs"
+        )
+        methods = ["ImageFolder"]
+        if args.variant in ("current", "both"):
+            methods.append("shard")
+        if args.variant in ("prototypes", "both"):
+            methods += ["shard+cached", "shard+batched"]
+        check_same(png_dir, shard_dir, args, methods)
+        print("check: every method yields the same first batch (float32 in [0,1], same labels)\n")
+        if args.null_reader:
+            methods.append("null-reader")
+
+        rates: dict[str, list[float]] = {m: [] for m in methods}
+        warm: dict[str, list[float]] = {m: [] for m in methods}
+        opens: dict[str, float] = {}
+        for _ in range(args.rounds):  # rounds interleave the methods, so a noisy neighbour
+            for method in methods:  # process slows all of them alike
+                t0 = time.perf_counter()
+                ds = build(method, png_dir, shard_dir, args)
+                opens[method] = time.perf_counter() - t0
+                loader = make_loader(ds, args, args.workers)
+                epochs = time_epochs(loader, args.epochs, args.float_in)
+                del loader  # stop the persistent workers before the next method runs
+                warm[method].append(epochs[0][0] / epochs[0][1])
+                rates[method].append(sum(e[0] for e in epochs[1:]) / sum(e[1] for e in epochs[1:]))
+        ips = {m: statistics.median(r) for m, r in rates.items()}
+
+        files = {"ImageFolder": disk_bytes(png_dir), "null-reader": (0, 0, 0)}
+        files["shard"] = files["shard+cached"] = files["shard+batched"] = disk_bytes(shard_dir)
+        raw = args.num_images * args.channels * args.image_size**2
+        spread = "  min-max img/s" if args.rounds > 1 else ""
+        print(
+            f"{'method':<15}{'images/s':>10}{'epoch1 img/s':>14}{'open s':>8}"
+            f"{'files':>7}{'MB on disk':>12}{'MB allocated':>14}{spread}"
+        )
+        for method in methods:
+            nfiles, apparent, allocated = files[method]
+            extra = f"  {min(rates[method]):.0f}-{max(rates[method]):.0f}" if spread else ""
+            print(
+                f"{method:<15}{ips[method]:>10.0f}{statistics.median(warm[method]):>14.0f}"
+                f"{opens[method]:>8.2f}{nfiles:>7}{apparent / 1e6:>12.1f}{allocated / 1e6:>14.1f}"
+                f"{extra}"
+            )
+        print(
+            f"(raw uint8 pixels: {raw / 1e6:.1f} MB; compression={args.compression}; images/s = "
+            f"median over {args.rounds} round(s) of epochs 2..{args.epochs}; float in the {args.float_in})"
+        )
+        base = ips["ImageFolder"]
+        if "null-reader" in ips:
+            print(
+                f"ceiling (null-reader)/ImageFolder: {ips['null-reader'] / base:.2f}x  "
+                "(the most any reader can reach with these DataLoader settings here)"
+            )
+        for method in ("shard+cached", "shard+batched"):
+            if method in ips:
+                print(f"ratio {method} (prototype)/ImageFolder: {ips[method] / base:.2f}x")
+        # the goal line is about suite's reader; with --variant prototypes it is about fix 1
+        main_method = "shard" if "shard" in ips else "shard+cached"
+        ratio = ips[main_method] / base
+        if args.profile == "always" or (args.profile == "auto" and ratio < 3):
+            for method in [m for m in methods if m.startswith("shard")]:
+                print(f"\n--- cProfile, one epoch of {method}, num_workers=0 (tottime) ---")
+                print(profile_reader(method, png_dir, shard_dir, args))
+        note = "" if main_method == "shard" else f" [{main_method} prototype]"
+        print(f"ratio shard/ImageFolder: {ratio:.2f}x (goal >= 3x){note}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

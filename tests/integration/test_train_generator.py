@@ -1,0 +1,262 @@
+"""`synmed train generator` end to end on real data (MNI152 slices, Fashion-MNIST), as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from suite.data.demo import resolve_source
+from suite.data.ingest.options import IngestOptions
+from suite.data.ingest.pipeline import ingest
+from suite.generative.ddpm_lucidrains import LucidrainsDDPM
+from suite.train import run_state
+from tests.unit.data.helpers import make_class_folders
+
+REPO = Path(__file__).resolve().parents[2]
+LUCID = str(REPO / "configs/generator/tiny_lucidrains.yaml")
+DIFF = str(REPO / "configs/generator/tiny_diffusers.yaml")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+def synmed(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "suite", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+def demo_shards(name: str, out: Path, **options) -> Path:
+    path, defaults = resolve_source(f"demo:{name}")
+    ingest(path, out, IngestOptions(**{**defaults, **options}), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mni16(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_shards("mni152", tmp_path_factory.mktemp("data") / "mni16", image_size=16)
+
+
+@pytest.fixture(scope="module")
+def fashion16(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    return demo_shards(
+        "fashion-mnist", tmp_path_factory.mktemp("data") / "fm16", image_size=16, limit=300
+    )
+
+
+def final_state(run_dir: Path) -> dict:
+    state, _ = run_state.load_state(run_state.latest_checkpoint(run_dir), rank=0)
+    return state
+
+
+def test_tiny_lucidrains_trains_and_writes_everything(mni16: Path, tmp_path: Path) -> None:
+    proc = synmed("train", "generator", LUCID, f"data.shards={mni16}", f"run.out_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "tiny-lucidrains"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["world_size"] == 1
+    assert [p.name for p in run_state.list_checkpoints(run)] == ["step-00000003", "step-00000006"]
+    assert (run / "samples" / "step-00000006.png").is_file() and (run / "loss.png").is_file()
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all({"loss", "lr", "images_per_s", "grad_norm"} <= r.keys() for r in records)
+    # The export holds the EMA weights (seed 000 sampled the online model), loadable without training code.
+    state = final_state(run)
+    exported = load_file(run / "export" / "model.safetensors")
+    ema = {
+        k.removeprefix("ema_model.diffusion."): v
+        for k, v in state["ema"].items()
+        if k.startswith("ema_model.diffusion.")
+    }
+    online = {k.removeprefix("diffusion."): v for k, v in state["model"].items()}
+    name = next(k for k in exported if k.endswith("weight") and exported[k].ndim == 4)
+    assert torch.equal(exported[name], ema[name]) and not torch.equal(exported[name], online[name])
+    provenance = json.loads((run / "export" / "config.json").read_text())["provenance"]
+    assert (
+        provenance["config_digest"] == summary["config_digest"] and provenance["weights"] == "ema"
+    )
+    assert provenance["data_manifest_sha256"] == summary["data_manifest_sha256"]
+    model = LucidrainsDDPM.load_exported(run / "export")
+    assert model.sample_preview(2, steps=3, seed=0).shape == (2, 1, 16, 16)
+
+
+def test_sigkill_between_checkpoints_then_resume_matches(mni16: Path, tmp_path: Path) -> None:
+    common = [LUCID, f"data.shards={mni16}", "train.max_steps=8", "train.checkpoint_every=3",
+              "train.sample_every=100", "model.dim=16", "train.batch_size=8"]  # fmt: skip
+    ref = synmed("train", "generator", *common, f"run.out_dir={tmp_path / 'ref'}")
+    assert ref.returncode == 0, ref.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "suite", "train", "generator", *common, f"run.out_dir={out}"],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    metrics = out / "tiny-lucidrains" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        if lines and json.loads(lines[-1])["step"] >= 4:
+            proc.send_signal(signal.SIGKILL)  # mid step 5: after checkpoint 3, before checkpoint 6
+            break
+        time.sleep(0.01)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+    run = out / "tiny-lucidrains"
+    assert [p.name for p in run_state.list_checkpoints(run)] == ["step-00000003"]
+
+    resumed = synmed("train", "generator", *common, f"run.out_dir={out}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("step-00000003") and summary["steps"] == 8
+    want, got = final_state(tmp_path / "ref" / "tiny-lucidrains"), final_state(run)
+    for part in ("model", "ema"):
+        for name, tensor in want[part].items():
+            torch.testing.assert_close(
+                got[part][name], tensor, rtol=0, atol=1e-6, msg=f"{part}.{name}"
+            )
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))  # the killed run's step 4 logged once, not twice
+
+
+def test_class_conditional_diffusers_trains_and_exports(fashion16: Path, tmp_path: Path) -> None:
+    proc = synmed(
+        "train",
+        "generator",
+        DIFF,
+        f"data.shards={fashion16}",
+        f"run.out_dir={tmp_path}",
+        "model.num_classes=10",
+    )
+    assert proc.returncode == 0, proc.stderr
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "tiny-diffusers" / "export")
+    assert pipe.unet.config.num_class_embeds == 11
+    assert (
+        json.loads((tmp_path / "tiny-diffusers" / "export" / "synmed.json").read_text())[
+            "provenance"
+        ]["weights"]
+        == "ema"
+    )
+
+
+def test_bad_inputs_fail_with_one_clear_error(mni16: Path, fashion16: Path, tmp_path: Path) -> None:
+    # images of another size than the model
+    proc = synmed(
+        "train",
+        "generator",
+        LUCID,
+        f"data.shards={mni16}",
+        f"run.out_dir={tmp_path}",
+        "model.image_size=32",
+    )
+    assert (
+        proc.returncode == 2
+        and "model expects (1, 32, 32)" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
+    # a class filter on an unlabelled set
+    proc = synmed(
+        "train",
+        "generator",
+        LUCID,
+        f"data.shards={mni16}",
+        f"run.out_dir={tmp_path}",
+        "data.classes=[x]",
+    )
+    assert proc.returncode == 2 and "class 'x' is not in" in proc.stderr
+    # a selection with no images (two images, both in train: val is empty)
+    src = make_class_folders(tmp_path / "two", per_class=1, size=(16, 16))
+    ingest(src, tmp_path / "two-shards", IngestOptions(format="folder"), progress=False)
+    proc = synmed(
+        "train", "generator", LUCID, f"data.shards={tmp_path / 'two-shards'}", "data.split=val"
+    )
+    assert proc.returncode == 2 and "has no images for split=val" in proc.stderr
+    # class-conditional with the wrong class count
+    proc = synmed(
+        "train",
+        "generator",
+        DIFF,
+        f"data.shards={fashion16}",
+        f"run.out_dir={tmp_path}",
+        "model.num_classes=3",
+    )
+    assert proc.returncode == 2 and "has 10 classes" in proc.stderr
+    # a missing shard set
+    proc = synmed("train", "generator", LUCID, f"data.shards={tmp_path / 'nope'}")
+    assert proc.returncode == 2 and "data.shards" in proc.stderr and "does not exist" in proc.stderr
+    assert not (tmp_path / "tiny-lucidrains" / "checkpoints").exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mni16: Path, tmp_path: Path) -> None:
+    proc = synmed(
+        "train", "generator", LUCID, f"data.shards={mni16}", f"run.out_dir={tmp_path}",
+        "train.max_steps=40", "train.checkpoint_every=1", "train.lr=1.0e+12", "train.max_grad_norm=null",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "the training loss became" in proc.stderr and "last good checkpoint" in proc.stderr
+    run = tmp_path / "tiny-lucidrains"
+    last = run_state.latest_checkpoint(run)
+    assert last is not None and last.name in proc.stderr
+    state, _ = run_state.load_state(last, rank=0)
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_resume_refuses_another_config_and_fresh_run_refuses_old_folder(
+    mni16: Path, tmp_path: Path
+) -> None:
+    base = [LUCID, f"data.shards={mni16}", f"run.out_dir={tmp_path}", "train.max_steps=3"]
+    assert synmed("train", "generator", *base).returncode == 0
+    proc = synmed("train", "generator", *base, "train.lr=0.5", "model.dim=16", "--resume")
+    assert proc.returncode == 2 and "model.dim, train.lr" in proc.stderr
+    proc = synmed("train", "generator", *base)
+    assert (
+        proc.returncode == 2
+        and "already holds checkpoints" in proc.stderr
+        and "--resume" in proc.stderr
+    )
+    longer = synmed(
+        "train", "generator", *base[:-1], "train.max_steps=5", "--resume"
+    )  # max_steps may grow
+    assert longer.returncode == 0, longer.stderr
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_stay_equal_and_see_different_data(mni16: Path, tmp_path: Path) -> None:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "suite", "train", "generator", LUCID,
+         f"data.shards={mni16}", f"run.out_dir={tmp_path}", "train.record_indices=true"],
+        capture_output=True, text=True, timeout=300, env=ENV,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "tiny-lucidrains"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_batch"] == 8
+    assert summary["model_equal_across_ranks"] and summary["ema_equal_across_ranks"]
+    seen = []
+    for rank in (0, 1):
+        rows = [
+            json.loads(line)
+            for line in (run / f"indices-rank{rank}.jsonl").read_text().splitlines()
+        ]
+        assert [r["step"] for r in rows] == list(range(1, 7))
+        seen.append({i for r in rows for i in r["indices"]})
+    assert len(seen[0]) == len(seen[1]) == 24 and not seen[0] & seen[1]
+    assert sorted(p.name for p in run_state.list_checkpoints(run)[-1].iterdir()) == [
+        "meta.json", "rng-rank0.pt", "rng-rank1.pt", "state.pt"
+    ]  # fmt: skip
