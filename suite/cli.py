@@ -83,7 +83,7 @@ def _add_ingest_parser(sub: argparse._SubParsersAction) -> None:
             hint = "comma-separated list" if _is_sequence(tp) else "value"
             p.add_argument(flag, metavar=name.upper(), help=f"data.{name} ({hint})")
     p.add_argument(
-        "set", nargs="*", metavar="KEY=VALUE", help="more dotted overrides (data.seed=1 ...)"
+        "overrides", nargs="*", metavar="KEY=VALUE", help="more dotted overrides (data.seed=1 ...)"
     )
     p.set_defaults(func=cmd_data_ingest)
 
@@ -95,7 +95,7 @@ def cmd_data_ingest(args: argparse.Namespace) -> int:
     from suite.data.ingest.options import IngestOptions
     from suite.data.ingest.pipeline import ingest
 
-    overrides = list(args.set)
+    overrides = list(args.overrides)
     for name, tp in _ingest_fields():
         value = getattr(args, name)
         if value is None:
@@ -190,10 +190,13 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     from suite.config import load_config
     from suite.generative.train import train_generator
 
-    summary = train_generator(load_config(args.config, args.overrides), resume=args.resume)
-    if summary:
-        print(f"trained {summary['model']} to step {summary['steps']}: {summary['run']}")
-        print(f"  EMA export: {summary['export']}")
+    resume = "auto" if args.auto_resume else "yes" if args.resume else "no"
+    result = train_generator(load_config(args.config, args.overrides), resume=resume)
+    if "stopped_at" in result:
+        print(f"stopped at step {result['stopped_at']} by a signal; continue with --resume")
+    elif result:
+        print(f"trained {result['model']} to step {result['steps']}: {result['run']}")
+        print(f"  EMA export: {result['export']}")
     return 0
 
 
@@ -224,8 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = train.add_parser("generator", help="train a DDPM generator on a shard set (Accelerate)")
     _add_config_args(p)
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the run's latest checkpoint"
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    resume.add_argument(
+        "--auto-resume", action="store_true", help="continue if there is a checkpoint (for jobs)"
     )
     p.set_defaults(func=cmd_train_generator)
 
@@ -265,8 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse, letting dotted overrides (KEY=VALUE) stand anywhere, also after options."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if "=" not in e or e.startswith("-")]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except SynmedError as err:

@@ -16,9 +16,10 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
@@ -34,10 +35,14 @@ from suite.data.transforms import Compose, SeededAugment, to_float
 from suite.errors import ConfigError, DataError, SynmedError
 from suite.generative.base import Generator
 from suite.generative.registry import build_generator
+from suite.launch.task import run_training
 from suite.train import run_state
 from suite.train.monitor import MetricsLog, save_grid, save_loss_curve, write_summary
 from suite.train.sampler import ResumableShardSampler
 
+# "no": a fresh run (refuses a folder with checkpoints); "yes": continue, a checkpoint must exist;
+# "auto": continue when there is one (jobs that may be requeued use this).
+Resume = Literal["no", "yes", "auto"]
 CONFIG_FILE = "config.yaml"
 EXPORT_DIR = "export"
 # Keys that may differ between a run and its resumption: they change what is logged or kept, or how
@@ -109,7 +114,7 @@ class _Position:
 class GeneratorTrainer:
     """Builds everything from a config, then :meth:`fit` trains to ``train.max_steps``."""
 
-    def __init__(self, cfg: SuiteConfig, *, resume: bool = False) -> None:
+    def __init__(self, cfg: SuiteConfig, *, resume: Resume = "no") -> None:
         if cfg.model is None:
             raise ConfigError(
                 "the config has no model: section",
@@ -168,6 +173,8 @@ class GeneratorTrainer:
         self.model, self.optimizer = acc.prepare(self.generator, self.optimizer)
         self.ema.to(acc.device)
         self.position = _Position()
+        self._stop_requested: Callable[[], bool] = lambda: False
+        self._stop_agreed = False
         self._prepare_run_dir(resume)
 
     # -- setup -------------------------------------------------------------------------------------
@@ -219,14 +226,19 @@ class GeneratorTrainer:
             )
         return dataset
 
-    def _prepare_run_dir(self, resume: bool) -> None:
+    def _prepare_run_dir(self, resume: Resume) -> None:
         acc, cfg = self.accelerator, self.cfg
         saved = self.run_dir / CONFIG_FILE
-        checkpoint = run_state.latest_checkpoint(self.run_dir) if resume else None
-        if not resume and run_state.list_checkpoints(self.run_dir):
+        checkpoint = run_state.latest_checkpoint(self.run_dir) if resume != "no" else None
+        if resume == "no" and run_state.list_checkpoints(self.run_dir):
             raise ConfigError(
                 f"run folder {self.run_dir} already holds checkpoints",
                 "pass --resume to continue it, or choose another run.name",
+            )
+        if resume == "yes" and checkpoint is None:
+            raise ConfigError(
+                f"--resume: {self.run_dir} has no complete checkpoint",
+                "drop --resume to start the run, or check run.out_dir and run.name",
             )
         if checkpoint is not None:
             old = load_config(saved)
@@ -340,9 +352,14 @@ class GeneratorTrainer:
         )
         save_grid(images, self.run_dir / "samples" / f"step-{self.position.step:08d}.png")
 
-    def fit(self, should_stop: Any = None) -> dict[str, Any]:
-        """Train until ``train.max_steps``; ``should_stop()`` (evaluated on every rank after each
-        step) ends early with a checkpoint, for preemption."""
+    def fit(self, stop_requested: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Train until ``train.max_steps``.
+
+        ``stop_requested()`` is this rank's wish to stop (a preemption signal). It travels in the
+        per-step all-reduce, so every rank learns after the same step, saves that step together,
+        and returns ``{"stopped_at": step}``.
+        """
+        self._stop_requested = stop_requested or (lambda: False)
         acc, tc = self.accelerator, self.train_cfg
         acc.init_trackers("tensorboard")
         start_step = self.position.step
@@ -390,10 +407,11 @@ class GeneratorTrainer:
                     self._preview()
                 if step % tc.checkpoint_every == 0 or step == tc.max_steps:
                     self.save()
-                if should_stop is not None and should_stop():
-                    self.save()
+                if self._stop_agreed:
+                    checkpoint = self.save()
                     bar.close()
-                    return {"stopped_at": step}
+                    print(f"synmed: stopped at step {step}; saved {checkpoint}", flush=True)
+                    return {"stopped_at": step, "checkpoint": str(checkpoint)}
         bar.close()
         summary = self._finish(start_step, time.time() - t0, loss_value)
         acc.end_training()  # last: it also tears down the process group
@@ -417,8 +435,13 @@ class GeneratorTrainer:
                 loss = self.model(images, labels)
             acc.backward(loss / tc.grad_accum)
             total += loss.detach().float()
-        # One collective per step: the mean loss for the log, and a NaN on any rank stops every rank.
-        mean_loss = acc.reduce(total / tc.grad_accum, reduction="mean")
+        # One collective per step carries the loss for the log (a NaN on any rank stops every rank)
+        # and every rank's wish to stop (a preemption signal), so all ranks agree on both.
+        wish = 1.0 if self._stop_requested() else 0.0
+        packed = torch.stack([total / tc.grad_accum, torch.tensor(wish, device=acc.device)])
+        packed = acc.reduce(packed, reduction="sum")
+        mean_loss = packed[0] / self.world
+        self._stop_agreed = bool(packed[1] > 0)
         if not torch.isfinite(mean_loss):
             last = run_state.latest_checkpoint(self.run_dir)
             raise TrainingError(
@@ -495,5 +518,6 @@ class GeneratorTrainer:
         return summary
 
 
-def train_generator(cfg: SuiteConfig, *, resume: bool = False) -> dict[str, Any]:
-    return GeneratorTrainer(cfg, resume=resume).fit()
+def train_generator(cfg: SuiteConfig, *, resume: Resume = "no") -> dict[str, Any]:
+    """The `synmed train generator` stage, under whatever launcher started this process."""
+    return run_training(lambda: GeneratorTrainer(cfg, resume=resume))

@@ -1,0 +1,1 @@
+"""Running stages on clusters: job environment, preemption, Submitit, accelerate launch per node."""
