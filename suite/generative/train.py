@@ -256,6 +256,8 @@ class GeneratorTrainer:
                     "resume on the same shard set, or start a new run.name",
                 )
             self._load(checkpoint)
+            if acc.is_main_process:
+                print(f"synmed: resumed from {checkpoint} at step {self.position.step}", flush=True)
         acc.wait_for_everyone()
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -286,9 +288,8 @@ class GeneratorTrainer:
         }
 
     def _load(self, checkpoint: Path) -> None:
-        state, rng = run_state.load_state(
-            checkpoint, self.rank, map_location=self.accelerator.device
-        )
+        # Loaded to the CPU: load_state_dict copies onto each parameter's device.
+        state, rng = run_state.load_state(checkpoint, self.rank)
         self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,109 @@
+"""`sbatch slurm/pretrain_ddpm.sbatch` on the real local SLURM: two nodes train together, and a job
+warned of its time limit saves one agreed step, requeues itself and finishes from there."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from suite.data.demo import resolve_source
+from suite.data.ingest.options import IngestOptions
+from suite.data.ingest.pipeline import ingest
+from suite.train import run_state
+from tests.integration.slurm_jobs import job_state, run
+
+pytestmark = pytest.mark.slurm
+REPO = Path(__file__).resolve().parents[2]
+SBATCH = str(REPO / "slurm" / "pretrain_ddpm.sbatch")
+TINY = str(REPO / "configs" / "generator" / "tiny_lucidrains.yaml")
+VENV = Path(sys.executable).parent.parent
+
+
+@pytest.fixture(scope="module")
+def mni16(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path, defaults = resolve_source("demo:mni152")
+    out = tmp_path_factory.mktemp("data") / "mni16"
+    ingest(path, out, IngestOptions(**{**defaults, "image_size": 16}), progress=False)
+    return out
+
+
+def sbatch(partition: str, cwd: Path, *args: str) -> str:
+    proc = run(
+        ["sbatch", "--parsable", f"--partition={partition}", f"--chdir={cwd}", "--nodes=2",
+         "--gpus-per-node=0", "--ntasks-per-node=1", "--cpus-per-task=1", "--mem-per-cpu=2G",
+         "--time=10", f"--export=ALL,SYNMED_VENV={VENV},OMP_NUM_THREADS=1,TQDM_DISABLE=1", SBATCH, *args],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().split(";")[0]
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def squeue_state(job_id: str) -> str:
+    proc = run(["squeue", "-h", "-j", job_id, "-o", "%T"])
+    return proc.stdout.strip()
+
+
+def test_two_nodes_train_together(slurm: dict[str, str], tmp_path: Path, mni16: Path) -> None:
+    job = sbatch(slurm["partition"], tmp_path, TINY, f"data.shards={mni16}", f"run.out_dir={tmp_path}",
+                 "train.record_indices=true")  # fmt: skip
+    wait_until(lambda: squeue_state(job) == "", 240, f"job {job} to finish")
+    log = (tmp_path / f"synmed-ddpm-{job}.out").read_text()
+    assert job_state(job) == "COMPLETED", log
+    run_dir = tmp_path / "tiny-lucidrains"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 6
+    assert summary["model_equal_across_ranks"] and summary["ema_equal_across_ranks"]
+    last = run_state.list_checkpoints(run_dir)[-1]
+    assert {p.name for p in last.iterdir()} == {
+        "meta.json",
+        "state.pt",
+        "rng-rank0.pt",
+        "rng-rank1.pt",
+    }
+    seen = [{i for line in (run_dir / f"indices-rank{r}.jsonl").read_text().splitlines()
+             for i in json.loads(line)["indices"]} for r in (0, 1)]  # fmt: skip
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_time_limit_signal_saves_requeues_and_resumes(
+    slurm: dict[str, str], tmp_path: Path, mni16: Path
+) -> None:
+    job = sbatch(slurm["partition"], tmp_path, TINY, f"data.shards={mni16}", f"run.out_dir={tmp_path}",
+                 "train.max_steps=400", "train.checkpoint_every=1000", "train.sample_every=1000")  # fmt: skip
+    run_dir = tmp_path / "tiny-lucidrains"
+    metrics = run_dir / "metrics.jsonl"
+
+    def step() -> int:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        return json.loads(lines[-1])["step"] if lines else 0
+
+    wait_until(lambda: step() >= 5, 180, "training to reach step 5")
+    # What SLURM does --signal seconds before the time limit: SIGUSR2 to the job's tasks.
+    assert run(["scancel", "--signal=USR2", job]).returncode == 0
+    wait_until(lambda: squeue_state(job) == "", 400, f"job {job} to requeue and finish")
+    log = (tmp_path / f"synmed-ddpm-{job}.out").read_text()
+    assert job_state(job) == "COMPLETED", log
+    assert "caught SIGUSR2" in log and "restart 1" in log
+    stopped = int(log.split("stopped at step ")[1].split(";")[0])
+    assert 5 <= stopped < 400
+    assert (
+        f"resumed from {run_dir / 'checkpoints' / run_state.step_dir_name(stopped)} at step {stopped}"
+        in log
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 400 and summary["resumed_from"].endswith(
+        run_state.step_dir_name(stopped)
+    )
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == list(range(1, 401))  # every step once: none lost, none repeated
