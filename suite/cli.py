@@ -238,6 +238,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    from suite.launch.node import launch_per_node
+
+    command = [a for a in args.command if a != "--"]
+    if not command:
+        raise SynmedError("synmed launch needs a synmed command after --", "e.g. -- train generator CONFIG")
+    return launch_per_node(args.procs_per_node, command)
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     from suite.launch.submit import format_jobs, job_states, read_jobs
 
@@ -301,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="wait for the jobs and report how they ended"
     )
     p.set_defaults(func=cmd_submit)
+    p = groups.add_parser(
+        "launch", help="one SLURM task per node: run a synmed command under accelerate launch"
+    )
+    p.add_argument("--procs-per-node", type=int, required=True, help="processes (GPUs) per node")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- the synmed command, e.g. train generator CFG")
+    p.set_defaults(func=cmd_launch)
     p = groups.add_parser("jobs", help="jobs submitted with synmed submit: state and log")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="the run.out_dir they used")
     p.set_defaults(func=cmd_jobs)

@@ -31,11 +31,12 @@ def mni16(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def sbatch(partition: str, cwd: Path, *args: str) -> str:
+def sbatch(partition: str, cwd: Path, *args: str, export: str = "") -> str:
     proc = run(
         ["sbatch", "--parsable", f"--partition={partition}", f"--chdir={cwd}", "--nodes=2",
          "--gpus-per-node=0", "--ntasks-per-node=1", "--cpus-per-task=1", "--mem-per-cpu=2G",
-         "--time=10", f"--export=ALL,SYNMED_VENV={VENV},OMP_NUM_THREADS=1,TQDM_DISABLE=1", SBATCH, *args],
+         "--time=10", f"--export=ALL,SYNMED_VENV={VENV},OMP_NUM_THREADS=1,TQDM_DISABLE=1{export}",
+         SBATCH, *args],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().split(";")[0]
@@ -76,11 +77,26 @@ def test_two_nodes_train_together(slurm: dict[str, str], tmp_path: Path, mni16: 
     assert seen[0] and seen[1] and not seen[0] & seen[1]
 
 
-def test_time_limit_signal_saves_requeues_and_resumes(
+def test_one_task_per_node_through_accelerate_launch(
     slurm: dict[str, str], tmp_path: Path, mni16: Path
 ) -> None:
     job = sbatch(slurm["partition"], tmp_path, TINY, f"data.shards={mni16}", f"run.out_dir={tmp_path}",
-                 "train.max_steps=400", "train.checkpoint_every=1000", "train.sample_every=1000")  # fmt: skip
+                 export=",SYNMED_PROCS_PER_NODE=1")  # fmt: skip
+    wait_until(lambda: squeue_state(job) == "", 240, f"job {job} to finish")
+    log = (tmp_path / f"synmed-ddpm-{job}.out").read_text()
+    assert job_state(job) == "COMPLETED", log
+    assert "synmed launch: node 0/2" in log and "synmed launch: node 1/2" in log
+    summary = json.loads((tmp_path / "tiny-lucidrains" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["model_equal_across_ranks"]
+
+
+@pytest.mark.parametrize("export", ["", ",SYNMED_PROCS_PER_NODE=1"], ids=["task-per-gpu", "task-per-node"])
+def test_time_limit_signal_saves_requeues_and_resumes(
+    slurm: dict[str, str], tmp_path: Path, mni16: Path, export: str
+) -> None:
+    job = sbatch(slurm["partition"], tmp_path, TINY, f"data.shards={mni16}", f"run.out_dir={tmp_path}",
+                 "train.max_steps=400", "train.checkpoint_every=1000", "train.sample_every=1000",
+                 export=export)  # fmt: skip
     run_dir = tmp_path / "tiny-lucidrains"
     metrics = run_dir / "metrics.jsonl"
 
