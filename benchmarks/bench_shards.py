@@ -1,22 +1,17 @@
-"""Read throughput of a shard set (ShardDataset) against the same images as a PNG ImageFolder.
+"""Read throughput of a shard set (the suite's ShardDataset) against the same images as PNGs read
+by torchvision's ImageFolder.
 
 Run by hand (not a test)::
 
-    .venv/bin/python benchmarks/bench_shards.py [--num-images 4000 --image-size 128 ...]
+    .venv/bin/python benchmarks/bench_shards.py --rounds 3
 
-Both sides read the same images (generated pseudo chest X-rays: smooth anatomy-like structures plus
-mild noise, so PNG compresses them about 1.8x like real radiographs, unlike random noise) with the
-same DataLoader settings (default collate) and the same shuffle seed, and yield float32 tensors in
-[0, 1] of shape (B, C, H, W). The shard set is written in ImageFolder's sample order, so position p is the same
-image in both datasets and both loaders yield identical batches (checked before timing).
-
-Epoch 1 (worker start-up, first file opens) is reported separately; images/s is over epochs 2..E.
-By default two prototype fixes of ``ShardDataset`` (defined below, ``suite/data/dataset.py`` is not
-touched) are timed too: ``shard+cached`` (the shard's h5py ``images`` Dataset looked up once, not per
-sample) and ``shard+batched`` (that, plus a ``__getitems__`` that fills one batch array). The
-``null-reader`` row reads nothing and yields a constant tensor: it is the DataLoader's own ceiling
-(worker -> main process transport of the batches) with these settings on this machine.
-``--float-in main`` ships uint8 batches and converts them to float in the main process instead.
+Both sides read the same generated pseudo chest X-rays (smooth anatomy plus mild noise, so PNG
+compresses them about 1.8x like real radiographs) through the same DataLoader (default collate,
+same shuffle seed) as float32 (B, C, H, W) in [0, 1]; the first batches are checked identical.
+images/s is the median over ``--rounds`` of epochs 2..E (epoch 1, worker start-up and first file
+opens, is shown apart). Each reader runs at ``--workers`` and, unless that is 0, at num_workers=0
+(the reader-bound ratio: reading cost alone, no worker transport). The ``null-reader`` row reads
+nothing: the DataLoader's own ceiling at ``--workers`` on this machine.
 """
 
 from __future__ import annotations
@@ -34,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from PIL import Image
@@ -148,90 +142,6 @@ def to_float(sample: Sample) -> Sample:
     return sample
 
 
-class CachedShardDataset(ShardDataset):
-    """Prototype fix 1 for ``suite/data/dataset.py``: look ``images``/``masks`` up once per shard.
-
-    ``ShardDataset._sample`` does ``h5["images"][row]`` per sample. The ``h5["images"]`` part is an
-    HDF5 object open by name plus an h5py ``Dataset`` construction: ~95 us, while reading and
-    LZF-decoding the one-image chunk is ~15 us. Caching the ``Dataset`` objects per shard (reset on
-    fork like the file handles) removes most of the per-sample cost.
-    """
-
-    def _datasets(self, number: int) -> tuple[h5py.Dataset, h5py.Dataset | None]:
-        h5 = self._file(number)  # first: it drops inherited handles after a fork, sets _pid
-        if getattr(self, "_dsets_pid", None) != self._pid:
-            self._dsets: dict[int, tuple[h5py.Dataset, h5py.Dataset | None]] = {}
-            self._dsets_pid = self._pid
-        cached = self._dsets.get(number)
-        if cached is None:
-            cached = (h5["images"], h5["masks"] if self.has_masks else None)
-            self._dsets[number] = cached
-        return cached
-
-    def _make_sample(self, image: torch.Tensor, mask: torch.Tensor | None, position: int) -> Sample:
-        sample: Sample = {"image": image, "index": int(self.indices[position])}
-        if self.labels is not None:
-            label = self.labels[position]
-            sample["label"] = (
-                torch.from_numpy(label.astype(np.float32)) if label.ndim else int(label)
-            )
-        if mask is not None:
-            sample["mask"] = mask
-        return self.transform(sample) if self.transform is not None else sample
-
-    def __getitem__(self, position: int) -> Sample:
-        if position < 0:
-            position += len(self)
-        images, masks = self._datasets(int(self._shard_of[position]))
-        row = int(self._row_of[position])
-        mask = torch.from_numpy(masks[row]) if masks is not None else None
-        return self._make_sample(torch.from_numpy(images[row]), mask, position)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_dsets", None)
-        state.pop("_dsets_pid", None)
-        return state
-
-    def close(self) -> None:
-        self._dsets = {}
-        super().close()
-
-
-class BatchedShardDataset(CachedShardDataset):
-    """Prototype fix 1 + 2: cached datasets, and ``__getitems__`` fills one (B, C, H, W) array.
-
-    Rows are read in (shard, row) order with plain ``ds[row]`` reads (h5py's fast path) into one
-    preallocated uint8 batch; samples get views of it. NOT h5py fancy indexing
-    (``ds[sorted_rows]``): with one-image chunks that costs ~1.6 ms per image, 100x a plain read.
-    """
-
-    def __getitems__(self, positions: list[int]) -> list[Sample]:
-        pos = np.asarray(positions, dtype=np.int64)
-        pos = np.where(pos < 0, pos + len(self), pos)
-        shard_of = self._shard_of[pos]
-        row_of = self._row_of[pos]
-        if not len(pos):
-            return []
-        first, _ = self._datasets(int(shard_of[0]))
-        images = np.empty((len(pos), *first.shape[1:]), dtype=first.dtype)
-        masks = None
-        for k in np.lexsort((row_of, shard_of)).tolist():
-            ids, mds = self._datasets(int(shard_of[k]))
-            row = int(row_of[k])
-            images[k] = ids[row]
-            if mds is not None:
-                if masks is None:
-                    masks = np.empty((len(pos), *mds.shape[1:]), dtype=mds.dtype)
-                masks[k] = mds[row]
-        image_t = torch.from_numpy(images)
-        mask_t = torch.from_numpy(masks) if masks is not None else None
-        return [
-            self._make_sample(image_t[k], mask_t[k] if mask_t is not None else None, int(p))
-            for k, p in enumerate(pos.tolist())
-        ]
-
-
 class NullDataset(Dataset[Sample]):
     """Reads nothing: a constant image of the right shape and dtype per item, to measure what the
     DataLoader itself (worker -> main process transport, collate) costs with these settings."""
@@ -291,10 +201,7 @@ def build(method: str, png_dir: Path, shard_dir: Path, args: argparse.Namespace)
     if method == "null-reader":
         shape = (args.channels, args.image_size, args.image_size)
         return NullDataset(args.num_images, shape, torch.float32 if in_worker else torch.uint8)
-    cls = {"shard": ShardDataset, "shard+cached": CachedShardDataset}.get(
-        method, BatchedShardDataset
-    )
-    return cls(shard_dir, transform=to_float if in_worker else None, verify="size")
+    return ShardDataset(shard_dir, transform=to_float if in_worker else None, verify="size")
 
 
 def check_same(
@@ -336,17 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--channels", type=int, default=1, choices=(1, 3))
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="num_workers of the goal ratio (0 is also run)"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="epoch 1 is warm-up, timed apart")
     parser.add_argument("--compression", default="lzf", choices=("lzf", "gzip", "none"))
     parser.add_argument("--shard-size", type=int, default=1024, help="images per shard")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--variant",
-        choices=("current", "prototypes", "both"),
-        default="both",
-        help="current: suite's ShardDataset; prototypes: the two fixes prototyped here; both",
-    )
     parser.add_argument(
         "--float-in",
         choices=("worker", "main"),
@@ -354,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         help="worker: the datasets yield float (ToTensor / uint8->float transform); main: they "
         "yield uint8 and the main process converts each batch (4x less worker->main traffic)",
     )
-    parser.add_argument("--rounds", type=int, default=1, help="repeat all methods, report median")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all runs, report the median")
     parser.add_argument(
         "--no-null-reader",
         dest="null_reader",
@@ -397,74 +300,76 @@ def main(argv: list[str] | None = None) -> int:
             f"data: {args.num_images} pseudo-X-rays {args.channels}x{args.image_size}x{args.image_size}, "
             f"{len(CLASSES)} classes, made in {time.perf_counter() - start:.1f} s under {root}"
         )
+        worker_settings = [args.workers] + ([0] if args.workers != 0 else [])
         print(
-            f"loader: batch_size={args.batch_size} num_workers={args.workers} shuffle seed={args.seed} "
-            f"persistent_workers, default collate, epochs={args.epochs} (epoch 1 = warm-up); "
-            f"torch {torch.__version__}, {os.cpu_count()} CPUs"
+            f"loader: batch_size={args.batch_size} num_workers in {worker_settings} shuffle "
+            f"seed={args.seed} persistent_workers, default collate, epochs={args.epochs} "
+            f"(epoch 1 = warm-up); torch {torch.__version__}, {os.cpu_count()} CPUs"
         )
-        methods = ["ImageFolder"]
-        if args.variant in ("current", "both"):
-            methods.append("shard")
-        if args.variant in ("prototypes", "both"):
-            methods += ["shard+cached", "shard+batched"]
-        check_same(png_dir, shard_dir, args, methods)
-        print("check: every method yields the same first batch (float32 in [0,1], same labels)\n")
-        if args.null_reader:
-            methods.append("null-reader")
+        check_same(png_dir, shard_dir, args, ["ImageFolder", "shard"])
+        print("check: both readers yield the same first batch (float32 in [0,1], same labels)\n")
 
-        rates: dict[str, list[float]] = {m: [] for m in methods}
-        warm: dict[str, list[float]] = {m: [] for m in methods}
-        opens: dict[str, float] = {}
-        for _ in range(args.rounds):  # rounds interleave the methods, so a noisy neighbour
-            for method in methods:  # process slows all of them alike
+        runs = [(m, w) for w in worker_settings for m in ("ImageFolder", "shard")]
+        if args.null_reader:
+            runs.append(("null-reader", args.workers))
+        rates: dict[tuple[str, int], list[float]] = {r: [] for r in runs}
+        warm: dict[tuple[str, int], list[float]] = {r: [] for r in runs}
+        opens: dict[tuple[str, int], list[float]] = {r: [] for r in runs}
+        for _ in range(args.rounds):  # rounds interleave the runs, so a noisy neighbour
+            for method, workers in runs:  # process slows all of them alike
                 t0 = time.perf_counter()
                 ds = build(method, png_dir, shard_dir, args)
-                opens[method] = time.perf_counter() - t0
-                loader = make_loader(ds, args, args.workers)
+                opens[method, workers].append(time.perf_counter() - t0)
+                loader = make_loader(ds, args, workers)
                 epochs = time_epochs(loader, args.epochs, args.float_in)
-                del loader  # stop the persistent workers before the next method runs
-                warm[method].append(epochs[0][0] / epochs[0][1])
-                rates[method].append(sum(e[0] for e in epochs[1:]) / sum(e[1] for e in epochs[1:]))
-        ips = {m: statistics.median(r) for m, r in rates.items()}
+                del loader  # stop the persistent workers before the next run
+                warm[method, workers].append(epochs[0][0] / epochs[0][1])
+                rates[method, workers].append(
+                    sum(e[0] for e in epochs[1:]) / sum(e[1] for e in epochs[1:])
+                )
+        ips = {r: statistics.median(v) for r, v in rates.items()}
 
-        files = {"ImageFolder": disk_bytes(png_dir), "null-reader": (0, 0, 0)}
-        files["shard"] = files["shard+cached"] = files["shard+batched"] = disk_bytes(shard_dir)
+        files = {
+            "ImageFolder": disk_bytes(png_dir),
+            "shard": disk_bytes(shard_dir),
+            "null-reader": (0, 0, 0),
+        }
         raw = args.num_images * args.channels * args.image_size**2
         spread = "  min-max img/s" if args.rounds > 1 else ""
         print(
-            f"{'method':<15}{'images/s':>10}{'epoch1 img/s':>14}{'open s':>8}"
+            f"{'method':<13}{'workers':>8}{'images/s':>10}{'epoch1 img/s':>14}{'open s':>8}"
             f"{'files':>7}{'MB on disk':>12}{'MB allocated':>14}{spread}"
         )
-        for method in methods:
+        for run in runs:
+            method, workers = run
             nfiles, apparent, allocated = files[method]
-            extra = f"  {min(rates[method]):.0f}-{max(rates[method]):.0f}" if spread else ""
+            extra = f"  {min(rates[run]):.0f}-{max(rates[run]):.0f}" if spread else ""
             print(
-                f"{method:<15}{ips[method]:>10.0f}{statistics.median(warm[method]):>14.0f}"
-                f"{opens[method]:>8.2f}{nfiles:>7}{apparent / 1e6:>12.1f}{allocated / 1e6:>14.1f}"
-                f"{extra}"
+                f"{method:<13}{workers:>8}{ips[run]:>10.0f}{statistics.median(warm[run]):>14.0f}"
+                f"{statistics.median(opens[run]):>8.2f}{nfiles:>7}{apparent / 1e6:>12.1f}"
+                f"{allocated / 1e6:>14.1f}{extra}"
             )
         print(
             f"(raw uint8 pixels: {raw / 1e6:.1f} MB; compression={args.compression}; images/s = "
             f"median over {args.rounds} round(s) of epochs 2..{args.epochs}; float in the {args.float_in})"
         )
-        base = ips["ImageFolder"]
-        if "null-reader" in ips:
+        ratio = ips["shard", args.workers] / ips["ImageFolder", args.workers]
+        reader_bound = ips["shard", 0] / ips["ImageFolder", 0]
+        if args.profile == "always" or (args.profile == "auto" and ratio < 3):
+            print("\n--- cProfile, one epoch of shard, num_workers=0 (tottime) ---")
+            print(profile_reader("shard", png_dir, shard_dir, args).rstrip())
+        print(
+            f"\nchosen settings: num_workers={args.workers} batch_size={args.batch_size} "
+            f"float in the {args.float_in}, {args.channels}x{args.image_size}x{args.image_size}"
+        )
+        if args.null_reader:
+            ceiling = ips["null-reader", args.workers] / ips["ImageFolder", args.workers]
             print(
-                f"ceiling (null-reader)/ImageFolder: {ips['null-reader'] / base:.2f}x  "
+                f"null-reader ceiling/ImageFolder (num_workers={args.workers}): {ceiling:.2f}x "
                 "(the most any reader can reach with these DataLoader settings here)"
             )
-        for method in ("shard+cached", "shard+batched"):
-            if method in ips:
-                print(f"ratio {method} (prototype)/ImageFolder: {ips[method] / base:.2f}x")
-        # the goal line is about suite's reader; with --variant prototypes it is about fix 1
-        main_method = "shard" if "shard" in ips else "shard+cached"
-        ratio = ips[main_method] / base
-        if args.profile == "always" or (args.profile == "auto" and ratio < 3):
-            for method in [m for m in methods if m.startswith("shard")]:
-                print(f"\n--- cProfile, one epoch of {method}, num_workers=0 (tottime) ---")
-                print(profile_reader(method, png_dir, shard_dir, args))
-        note = "" if main_method == "shard" else f" [{main_method} prototype]"
-        print(f"ratio shard/ImageFolder: {ratio:.2f}x (goal >= 3x){note}")
+        print(f"reader-bound ratio (num_workers=0): {reader_bound:.2f}x")
+        print(f"ratio shard/ImageFolder: {ratio:.2f}x (goal >= 3x)")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

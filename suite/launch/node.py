@@ -13,6 +13,7 @@ install their own handler), and this wrapper forwards a SIGUSR2 it receives to e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -43,10 +44,8 @@ def launch_per_node(procs_per_node: int, synmed_args: list[str]) -> int:
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for child in psutil.Process(agent.pid).children(recursive=True):
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):  # a worker that already exited
                 child.send_signal(signum)
-            except psutil.NoSuchProcess:
-                pass
 
     signal.signal(signal.SIGUSR2, forward)
     try:

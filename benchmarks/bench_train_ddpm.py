@@ -1,0 +1,388 @@
+"""Training speed and peak memory of the suite's generator loop (``GeneratorTrainer``) against
+denoising-diffusion-pytorch's own ``Trainer``, on the same model, data, batch and steps.
+
+Run by hand (not a test)::
+
+    .venv/bin/python benchmarks/bench_train_ddpm.py
+
+Both loops train ``Unet(dim, dim_mults=(1, 2, 4), channels=1)`` in ``GaussianDiffusion(timesteps=1000,
+pred_v, sigmoid)`` on the same generated pseudo chest X-rays (PNGs for the Trainer, a shard set for
+the suite), batch 16, Adam lr 1e-4 betas (0.9, 0.99), grad-norm clip 1.0, EMA 0.995 every 10 steps
+after step 100, no AMP, ``cpu_count()`` DataLoader workers (the Trainer's fixed choice) and no
+horizontal flip (the Trainer's default flip is turned off: the suite's default is off). The suite
+starts from ``configs/generator/tiny_lucidrains.yaml`` with overrides (printed), logging every 10
+steps; neither loop samples or saves a checkpoint inside the timed part.
+
+Timing: both loops are timed with the same clock at the same point, the end of each optimizer step
+(after the EMA update; the suite's ``_step`` and the Trainer's ``ema.update`` are wrapped, no
+library or suite code is changed). images/s is over steps ``warmup+1..steps``, so it includes data
+waits, logging and the epoch-boundary worker restart, and excludes start-up and what the suite
+does after its last step (final preview, checkpoint, export). Each loop runs in its own subprocess
+(this script with ``--run``) so the peak RSS (``ru_maxrss`` of the training process, read at the end
+of the timed steps) is its own; DataLoader workers are separate processes, shown apart. Rounds
+alternate the order; the table shows medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib
+import io
+import json
+import multiprocessing
+import pstats
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_CONFIG = REPO / "configs" / "generator" / "tiny_lucidrains.yaml"
+RESULT = "BENCH_RESULT "  # prefix of the child's one JSON line on stdout
+LOOPS = ("suite", "lucidrains")
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+def make_data(root: Path, n: int, size: int, seed: int) -> tuple[Path, Path]:
+    """Write ``n`` pseudo X-rays (``bench_shards.pseudo_xray``) as PNGs and as a one-split shard set."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    pseudo_xray = importlib.import_module("bench_shards").pseudo_xray
+    from suite.data.writer import ShardSetWriter
+
+    rng = np.random.default_rng(seed)
+    png_dir, shard_dir = root / "png", root / "shards"
+    png_dir.mkdir(parents=True)
+    shard_dir.mkdir()
+    attrs = {"class_names": [], "label_kind": "none", "source": "bench_train_ddpm"}
+    writer = ShardSetWriter(shard_dir, attrs, shard_size=n)
+    for i in range(n):
+        image = pseudo_xray(rng, size, int(rng.integers(0, 4)))
+        Image.fromarray(image, "L").save(png_dir / f"{i:06d}.png")
+        writer.add({"images": image[None], "index": i, "split": 0})  # split 0 = "train"
+    writer.close()
+    return png_dir, shard_dir
+
+
+def check_same(png_dir: Path, shard_dir: Path, size: int) -> None:
+    """The Trainer's dataset and the suite's must yield the same float images in [0, 1]."""
+    from denoising_diffusion_pytorch.denoising_diffusion_pytorch import Dataset as FolderDataset
+
+    from suite.data.dataset import ShardDataset
+    from suite.data.transforms import to_float
+
+    folder = FolderDataset(str(png_dir), size, convert_image_to="L")
+    shards = ShardDataset(shard_dir, split="train", transform=to_float, verify="size")
+    assert len(folder) == len(shards), (len(folder), len(shards))
+    row_of = {int(index): row for row, index in enumerate(shards.indices)}
+    for k in range(0, len(folder), max(1, len(folder) // 8)):
+        a = folder[k]
+        b = shards[row_of[int(Path(folder.paths[k]).stem)]]["image"]
+        assert a.shape == b.shape and float((a - b).abs().max()) < 1e-6, folder.paths[k]
+
+
+# --------------------------------------------------------------------------------------------------
+# one loop (child process)
+
+
+class StepClock:
+    """Timestamps at the end of every optimizer step; cProfile and peak RSS over the timed steps."""
+
+    def __init__(self, warmup: int, steps: int, profile: bool) -> None:
+        self.warmup, self.steps = warmup, steps
+        self.times: list[float] = []
+        self.profiler = cProfile.Profile() if profile else None
+        self.peak_rss_kb = 0
+        self.worker_peak_rss_kb = 0
+
+    def tick(self) -> None:
+        self.times.append(time.perf_counter())
+        done = len(self.times)
+        if done == self.warmup and self.profiler is not None:
+            self.profiler.enable()
+        if done == self.steps:
+            if self.profiler is not None:
+                self.profiler.disable()
+            self.peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            # the workers of finished epochs (reaped); the current epoch's are still running
+            self.worker_peak_rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+    def result(self, batch_size: int) -> dict[str, Any]:
+        timed = self.times[self.warmup - 1 : self.steps]
+        step_s = np.diff(timed)
+        out: dict[str, Any] = {
+            "images_per_s": (len(timed) - 1) * batch_size / (timed[-1] - timed[0]),
+            "median_step_ms": float(np.median(step_s)) * 1e3,
+            "step_ms": [round(float(d) * 1e3, 1) for d in np.diff(self.times)],  # steps 2..
+            "peak_rss_mb": self.peak_rss_kb / 1024,
+            "worker_peak_rss_mb": self.worker_peak_rss_kb / 1024,
+            "profile": None,
+        }
+        if self.profiler is not None:
+            buf = io.StringIO()
+            stats = pstats.Stats(self.profiler, stream=buf)
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats(30)
+            out["profile"] = buf.getvalue()
+        return out
+
+
+def current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def suite_overrides(args: argparse.Namespace, shard_dir: Path, out_dir: Path) -> list[str]:
+    """Overrides on ``tiny_lucidrains.yaml`` that make the suite's run the Trainer's."""
+    never = args.steps + 1
+    return [
+        f"data.shards={shard_dir}",
+        "data.split=train",
+        f"run.out_dir={out_dir}",
+        "run.name=bench",
+        f"run.seed={args.seed}",
+        f"model.image_size={args.image_size}",
+        f"model.dim={args.dim}",
+        "model.dim_mults=[1, 2, 4]",
+        "model.timesteps=1000",
+        "model.objective=pred_v",
+        "model.beta_schedule=sigmoid",
+        f"train.batch_size={args.batch_size}",
+        "train.grad_accum=1",
+        f"train.max_steps={args.steps}",
+        f"train.lr={args.lr:.6e}",  # with a dot: YAML reads 1e-4 as a string
+        "train.adam_betas=[0.9, 0.99]",
+        "train.max_grad_norm=1.0",
+        "train.mixed_precision='no'",  # YAML reads a bare no as false
+        "train.ema_decay=0.995",
+        "train.ema_update_every=10",
+        "train.ema_update_after_step=100",
+        f"train.num_workers={multiprocessing.cpu_count()}",
+        "train.log_every=10",
+        f"train.checkpoint_every={never}",
+        f"train.sample_every={never}",
+    ]
+
+
+def run_suite(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> float:
+    """Train with the suite's loop; returns the RSS (MB) just before the first step."""
+    from suite.config import load_config
+    from suite.generative.train import GeneratorTrainer
+
+    class TimedTrainer(GeneratorTrainer):
+        def _step(self, batches: Any) -> tuple[float, float | None, list[int]]:
+            out = super()._step(batches)
+            clock.tick()
+            return out
+
+    cfg = load_config(BASE_CONFIG, suite_overrides(args, args.data / "shards", out_dir))
+    trainer = TimedTrainer(cfg)
+    rss = current_rss_mb()
+    trainer.fit()
+    return rss
+
+
+def run_lucidrains(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> float:
+    """Train with denoising-diffusion-pytorch's Trainer; returns the RSS (MB) before the first step."""
+    import torch
+    from denoising_diffusion_pytorch import GaussianDiffusion, Trainer, Unet
+
+    torch.manual_seed(args.seed)
+    unet = Unet(dim=args.dim, dim_mults=(1, 2, 4), channels=1)
+    diffusion = GaussianDiffusion(
+        unet,
+        image_size=args.image_size,
+        timesteps=1000,
+        objective="pred_v",
+        beta_schedule="sigmoid",
+    )
+    trainer = Trainer(
+        diffusion,
+        str(args.data / "png"),
+        train_batch_size=args.batch_size,
+        gradient_accumulate_every=1,
+        augment_horizontal_flip=False,  # its default is True; the suite's hflip is off
+        train_lr=args.lr,
+        train_num_steps=args.steps,
+        ema_update_every=10,
+        ema_decay=0.995,
+        adam_betas=(0.9, 0.99),
+        save_and_sample_every=args.steps + 1,  # never samples nor saves
+        num_samples=4,
+        results_folder=str(out_dir),
+        amp=False,
+        calculate_fid=False,
+        max_grad_norm=1.0,
+    )
+    ema_update = trainer.ema.update
+
+    def timed_update() -> None:
+        ema_update()
+        clock.tick()
+
+    trainer.ema.update = timed_update
+    rss = current_rss_mb()
+    trainer.train()
+    return rss
+
+
+def child(args: argparse.Namespace) -> int:
+    """One loop in this process; prints one JSON line (RESULT prefix) on stdout."""
+    import torch
+
+    clock = StepClock(args.warmup, args.steps, args.cprofile)
+    out_dir = Path(tempfile.mkdtemp(prefix=f"bench_train_ddpm-{args.run}-"))
+    try:
+        run = run_suite if args.run == "suite" else run_lucidrains
+        rss_start = run(args, clock, out_dir)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    if len(clock.times) != args.steps:
+        raise RuntimeError(f"{args.run}: {len(clock.times)} steps timed, expected {args.steps}")
+    result = clock.result(args.batch_size)
+    result.update(
+        loop=args.run,
+        rss_start_mb=rss_start,
+        torch_threads=torch.get_num_threads(),
+        workers=multiprocessing.cpu_count(),
+    )
+    print(RESULT + json.dumps(result), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# parent
+
+
+def run_child(loop: str, args: argparse.Namespace, data: Path, profile: bool) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run", loop, "--data", str(data)]
+    for name in ("image_size", "dim", "batch_size", "steps", "warmup", "lr", "seed"):
+        cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if profile:
+        cmd.append("--cprofile")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
+        raise RuntimeError(f"the {loop} run failed (exit {proc.returncode})")
+    return json.loads(lines[-1][len(RESULT) :])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--num-images", type=int, default=512)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--dim", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=10, help="first steps, not timed")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each loop; medians")
+    parser.add_argument(
+        "--profile",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="one more cProfiled run of each loop over the timed steps (auto: if the ratio < 1)",
+    )
+    parser.add_argument("--keep", type=Path, help="write the data here and keep it (or reuse it)")
+    parser.add_argument("--run", choices=LOOPS, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cprofile", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not 1 <= args.warmup < args.steps:
+        parser.error("need 1 <= --warmup < --steps")
+    if args.run is not None:
+        return child(args)
+
+    root = Path(tempfile.mkdtemp(prefix="bench_train_ddpm-")) if args.keep is None else args.keep
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        start = time.perf_counter()
+        if (root / "png").is_dir() and (root / "shards" / "manifest.json").is_file():
+            print(f"reusing the data in {root} (delete it to regenerate)")
+            png_dir, shard_dir = root / "png", root / "shards"
+        else:
+            png_dir, shard_dir = make_data(root, args.num_images, args.image_size, args.seed)
+        check_same(png_dir, shard_dir, args.image_size)
+        print(
+            f"data: {args.num_images} pseudo-X-rays 1x{args.image_size}x{args.image_size} as PNGs "
+            f"and one shard set, made in {time.perf_counter() - start:.1f} s; both datasets yield "
+            "the same float images (checked)"
+        )
+        print(
+            f"model: Unet(dim={args.dim}, dim_mults=(1, 2, 4), channels=1), GaussianDiffusion("
+            f"image_size={args.image_size}, timesteps=1000, pred_v, sigmoid); batch "
+            f"{args.batch_size}, lr {args.lr}, {args.steps} steps ({args.warmup} warm-up not timed)"
+        )
+        print(
+            f"lucidrains Trainer: augment_horizontal_flip=False (its default True), amp=False, "
+            f"calculate_fid=False, save_and_sample_every={args.steps + 1}, "
+            f"num_workers=cpu_count()={multiprocessing.cpu_count()}"
+        )
+        shown = suite_overrides(args, Path("<shards>"), Path("<tmp>"))
+        print(f"suite: {BASE_CONFIG.relative_to(REPO)} + {' '.join(shown)}\n")
+
+        results: dict[str, list[dict[str, Any]]] = {loop: [] for loop in LOOPS}
+        for r in range(args.rounds):
+            for loop in LOOPS if r % 2 == 0 else LOOPS[::-1]:
+                results[loop].append(run_child(loop, args, root, profile=False))
+
+        def med(loop: str, key: str) -> float:
+            return statistics.median(res[key] for res in results[loop])
+
+        print(
+            f"{'loop':<12}{'images/s':>9}{'min-max':>13}{'ms/step':>9}{'RSS start MB':>14}"
+            f"{'peak RSS MB':>13}{'worker peak MB':>16}{'threads':>9}{'workers':>9}"
+        )
+        for loop in LOOPS:
+            rates = [res["images_per_s"] for res in results[loop]]
+            spread = f"{min(rates):.1f}-{max(rates):.1f}"
+            print(
+                f"{loop:<12}{med(loop, 'images_per_s'):>9.1f}{spread:>13}"
+                f"{med(loop, 'median_step_ms'):>9.1f}{med(loop, 'rss_start_mb'):>14.0f}"
+                f"{med(loop, 'peak_rss_mb'):>13.0f}{med(loop, 'worker_peak_rss_mb'):>16.0f}"
+                f"{results[loop][0]['torch_threads']:>9}{results[loop][0]['workers']:>9}"
+            )
+        paired = [
+            s["images_per_s"] / lu["images_per_s"]
+            for s, lu in zip(results["suite"], results["lucidrains"], strict=True)
+        ]
+        print(
+            f"(medians over {args.rounds} round(s), order alternating; images/s over steps "
+            f"{args.warmup + 1}..{args.steps}; ms/step = median step; RSS of the training process: "
+            "at the first step and peak at the end of the timed steps; worker peak = largest "
+            "finished DataLoader worker)"
+        )
+        print("per-round ratios suite/lucidrains: " + " ".join(f"{p:.2f}" for p in paired))
+
+        ratio = med("suite", "images_per_s") / med("lucidrains", "images_per_s")
+        if args.profile == "always" or (args.profile == "auto" and ratio < 1.0):
+            for loop in LOOPS:
+                res = run_child(loop, args, root, profile=True)
+                print(f"\n--- cProfile of {loop}, steps {args.warmup + 1}..{args.steps} ---")
+                print(res["profile"])
+        memory = med("suite", "peak_rss_mb") / med("lucidrains", "peak_rss_mb")
+        print(f"\npeak RSS suite/lucidrains: {memory:.2f}x (training process)")
+        print(f"ratio suite/lucidrains images/s: {ratio:.2f}x (goal >= 1.0x)")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
