@@ -200,6 +200,39 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sample --------------------------------------------------------------------------------------
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from suite.sampling.job import run_sampling
+
+    weights = [float(w) for w in args.class_weights.split(",")] if args.class_weights else None
+    summary = run_sampling(
+        args.checkpoint,
+        args.out,
+        num_images=args.num_images,
+        per_class=args.per_class,
+        class_weights=weights,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        sampler=args.sampler,
+        steps=args.sampling_steps,
+        seed=args.seed,
+        guidance_scale=args.guidance_scale,
+        workers=args.workers,
+        ray_address=args.ray_address,
+    )
+    rate = summary["images_per_s"]
+    print(
+        f"{summary['images']} images in {summary['shards']} shard(s) at {args.out} "
+        f"({summary['sampled_this_run']} sampled now"
+        + (f", {rate:.2f} images/s" if rate else "")
+        + ")"
+    )
+    print(f"  summary {args.out / 'sample_summary.json'}, grid {args.out / 'samples.png'}")
+    return 0
+
+
 # -- submit / jobs -------------------------------------------------------------------------------
 
 
@@ -243,7 +276,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     command = [a for a in args.command if a != "--"]
     if not command:
-        raise SynmedError("synmed launch needs a synmed command after --", "e.g. -- train generator CONFIG")
+        raise SynmedError(
+            "synmed launch needs a synmed command after --", "e.g. -- train generator CONFIG"
+        )
     return launch_per_node(args.procs_per_node, command)
 
 
@@ -289,6 +324,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train_generator)
 
+    p = groups.add_parser(
+        "sample", help="sample N images from a trained generator into shards (Ray Data)"
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="a run folder (or its export/)")
+    p.add_argument("--num-images", type=int)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--per-class", type=int, help="images per class (class-conditional models)")
+    group.add_argument("--class-weights", help="comma-separated class proportions")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm-solver"), default="ddpm")
+    p.add_argument("--sampling-steps", type=int, default=1000)
+    p.add_argument(
+        "--guidance-scale", type=float, help="classifier-free guidance (default: the model's)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="actors (one model per GPU or CPU slot)")
+    p.add_argument(
+        "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS or a local Ray)"
+    )
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_sample)
+
     from suite.launch.submit import STAGES
 
     p = groups.add_parser(
@@ -314,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         "launch", help="one SLURM task per node: run a synmed command under accelerate launch"
     )
     p.add_argument("--procs-per-node", type=int, required=True, help="processes (GPUs) per node")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- the synmed command, e.g. train generator CFG")
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- the synmed command, e.g. train generator CFG"
+    )
     p.set_defaults(func=cmd_launch)
     p = groups.add_parser("jobs", help="jobs submitted with synmed submit: state and log")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="the run.out_dir they used")

@@ -25,6 +25,23 @@ class Generator(nn.Module):
         # DDP synchronises gradients only for calls that go through forward().
         return self.training_loss(images, labels)
 
+    def scheduler_config(self) -> dict[str, Any]:
+        """The noise schedule as diffusers scheduler arguments (``num_train_timesteps``,
+        ``trained_betas`` or ``beta_schedule``, ``prediction_type``), so any diffusers sampler
+        (DDPM, DDIM, DPM-Solver++) can drive this model."""
+        raise NotImplementedError
+
+    def denoise(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance_scale: float
+    ) -> torch.Tensor:
+        """The network's prediction at noisy images ``x`` in [-1, 1] and timesteps ``t`` (B,), in
+        the parameterisation ``scheduler_config()["prediction_type"]`` names."""
+        raise NotImplementedError
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(getattr(self, "_class_names", []))
+
     @torch.no_grad()
     def sample_preview(
         self, n: int, *, steps: int, seed: int, labels: torch.Tensor | None = None

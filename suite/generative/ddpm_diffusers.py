@@ -93,18 +93,23 @@ class DiffusersDDPM(Generator):
             target = x0
         return F.mse_loss(pred.float(), target.float())
 
+    def scheduler_config(self) -> dict[str, Any]:
+        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+        return {k: self.scheduler.config[k] for k in keys}
+
     def denoise(
         self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance_scale: float
     ) -> torch.Tensor:
         """The UNet's output at (x, t), with classifier-free guidance when a scale other than 1 is
         asked for and the model is class-conditional."""
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
         class_labels = self._class_labels(labels, x.shape[0], x.device)
         if class_labels is None or guidance_scale == 1.0 or labels is None:
             return self.unet(x, t, class_labels=class_labels).sample
         null = torch.full_like(class_labels, self.null_class)
         both = self.unet(
             torch.cat([x, x]),
-            torch.cat([t, t]) if t.ndim else t,
+            torch.cat([t, t]),
             class_labels=torch.cat([class_labels, null]),
         ).sample
         cond, uncond = both.chunk(2)

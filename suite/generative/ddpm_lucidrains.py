@@ -45,6 +45,21 @@ class LucidrainsDDPM(Generator):
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return self.diffusion(images)  # normalises [0, 1] -> [-1, 1] itself
 
+    def scheduler_config(self) -> dict[str, Any]:
+        prediction = {"pred_noise": "epsilon", "pred_v": "v_prediction", "pred_x0": "sample"}
+        return {
+            "num_train_timesteps": self.diffusion.num_timesteps,
+            # the library's own schedule (sigmoid by default), not a diffusers preset
+            "trained_betas": self.diffusion.betas.detach().double().cpu().tolist(),
+            "prediction_type": prediction[self.config.objective],
+        }
+
+    def denoise(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance_scale: float
+    ) -> torch.Tensor:
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        return self.diffusion.model(x, t.long())
+
     @torch.no_grad()
     def sample_preview(
         self, n: int, *, steps: int, seed: int, labels: torch.Tensor | None = None

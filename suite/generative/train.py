@@ -34,7 +34,7 @@ from suite.data.shards import MANIFEST, atomic_write_text, sha256_file
 from suite.data.transforms import Compose, SeededAugment, to_float
 from suite.errors import ConfigError, DataError, SynmedError
 from suite.generative.base import Generator
-from suite.generative.registry import build_generator
+from suite.generative.registry import build_generator, export_generator
 from suite.launch.task import run_training
 from suite.train import run_state
 from suite.train.monitor import MetricsLog, save_grid, save_loss_curve, write_summary
@@ -490,8 +490,9 @@ class GeneratorTrainer:
                 "step": self.position.step,
                 "ema_decay": self.train_cfg.ema_decay,
                 "weights": "ema",
+                "class_names": self.dataset.class_names,
             }
-            self.ema.ema_model.export(export_dir, provenance)
+            export_generator(self.ema.ema_model, export_dir, provenance)
             records = self.metrics.read() if self.metrics else []
             save_loss_curve(
                 records, self.run_dir / "loss.png", f"{self.cfg.model.kind} · {self.cfg.run.name}"

@@ -1,0 +1,396 @@
+"""`synmed sample`: N synthetic images from a trained generator, sharded over Ray workers into HDF5.
+
+The job is a plan (which index goes to which shard, with which label and noise seed) executed by a
+Ray Data actor pool that holds one model per GPU (or per CPU slot). Each task is one whole shard: the
+actor samples its indices batch by batch and writes the shard through the shard store's writer
+(``.tmp``, fsync, rename). A shard therefore has exactly one writer even when Ray retries a task on
+a restarted actor, and Ray Data's re-blocking between operators can never split a shard across two
+writers. The driver writes the manifest once every shard exists.
+
+Re-running the same command resumes: shards already on disk for the same plan are skipped. A folder
+holding another plan's shards is refused, naming what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+import suite
+from suite.data.shards import (
+    ShardRecord,
+    atomic_write_text,
+    shard_name,
+    write_manifest,
+    write_shard,
+)
+from suite.data.transforms import sample_seed
+from suite.errors import ConfigError, ShardError
+from suite.sampling.samplers import SAMPLERS, make_scheduler
+
+PLAN_FILE = "job.json"
+WORKERS_DIR = ".workers"  # each live actor leaves its pid here (for people and fault tests)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingPlan:
+    """Everything that decides the images; its digest is stored in every shard."""
+
+    checkpoint_digest: str
+    num_images: int
+    shard_size: int
+    batch_size: int
+    sampler: str
+    steps: int
+    seed: int
+    guidance_scale: float
+    class_names: tuple[str, ...]
+    per_class: int | None
+    class_weights: tuple[float, ...] | None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    @property
+    def conditional(self) -> bool:
+        return self.per_class is not None or self.class_weights is not None
+
+    def shards(self) -> list[tuple[int, int, int]]:
+        """(shard number, first index, end index) covering 0..num_images."""
+        count = math.ceil(self.num_images / self.shard_size)
+        return [
+            (n, n * self.shard_size, min((n + 1) * self.shard_size, self.num_images))
+            for n in range(count)
+        ]
+
+    def labels(self, start: int, stop: int) -> np.ndarray | None:
+        """Class of each index: round-robin with --per-class (every prefix stays balanced), or drawn
+        from --class-weights with a uniform seeded by (seed, index)."""
+        index = np.arange(start, stop)
+        if self.per_class is not None:
+            return (index % len(self.class_names)).astype(np.int64)
+        if self.class_weights is not None:
+            cdf = np.cumsum(np.asarray(self.class_weights, dtype=np.float64))
+            cdf /= cdf[-1]
+            u = np.array([sample_seed(self.seed, int(i), 1) / 2**63 for i in index])
+            return np.searchsorted(cdf, u, side="right").astype(np.int64)
+        return None
+
+
+def make_plan(
+    checkpoint_digest: str,
+    class_names: list[str],
+    num_classes: int,
+    *,
+    num_images: int | None,
+    per_class: int | None,
+    class_weights: list[float] | None,
+    shard_size: int,
+    batch_size: int,
+    sampler: str,
+    steps: int,
+    seed: int,
+    guidance_scale: float,
+) -> SamplingPlan:
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {sampler!r}", f"use one of: {', '.join(SAMPLERS)}")
+    if (per_class is not None or class_weights is not None) and not num_classes:
+        raise ConfigError(
+            "--per-class / --class-weights need a class-conditional generator",
+            "train one with model.kind: ddpm_diffusers and model.num_classes > 0, or drop the option",
+        )
+    names = class_names or [str(i) for i in range(num_classes)]
+    if per_class is not None:
+        if num_images is not None and num_images != per_class * num_classes:
+            raise ConfigError(
+                f"--num-images {num_images} differs from --per-class {per_class} x {num_classes} classes",
+                "give one of them",
+            )
+        num_images = per_class * num_classes
+    if class_weights is not None and len(class_weights) != num_classes:
+        raise ConfigError(
+            f"--class-weights has {len(class_weights)} values, the generator has {num_classes} classes",
+            f"give one weight per class ({', '.join(names)})",
+        )
+    if num_images is None or num_images < 1:
+        raise ConfigError(
+            "--num-images must be at least 1", "pass --num-images N (or --per-class N)"
+        )
+    if shard_size < 1 or batch_size < 1:
+        raise ConfigError("--shard-size and --batch-size must be at least 1", "pass positive sizes")
+    return SamplingPlan(
+        checkpoint_digest=checkpoint_digest,
+        num_images=num_images,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        guidance_scale=guidance_scale,
+        class_names=tuple(names) if num_classes else (),
+        per_class=per_class,
+        class_weights=tuple(class_weights) if class_weights is not None else None,
+    )
+
+
+# -- the folder: plan, resume, refusal --------------------------------------------------------------
+
+
+def prepare_output(out: Path, plan: SamplingPlan, checkpoint: str) -> list[tuple[int, int, int]]:
+    """Create or check ``out`` and return the shards still to write."""
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / PLAN_FILE
+    if plan_path.is_file():
+        old = json.loads(plan_path.read_text())["plan"]
+        new = asdict(plan)
+        differ = sorted(k for k in new if _norm(old.get(k)) != _norm(new[k]))
+        if differ:
+            raise ShardError(
+                f"{out} holds shards of another sampling job: {', '.join(f'{k} {old.get(k)!r} != {new[k]!r}' for k in differ)}",
+                "choose a new --out, or rerun with the arguments of the job that wrote it",
+            )
+    elif any(p.name != WORKERS_DIR for p in out.iterdir()):
+        raise ShardError(
+            f"{out} is not empty and was not written by synmed sample", "choose a new --out"
+        )
+    else:
+        body = {"plan": asdict(plan), "plan_digest": plan.digest, "checkpoint": checkpoint}
+        atomic_write_text(plan_path, json.dumps(body, indent=1))
+    return [s for s in plan.shards() if not _complete(out / shard_name(s[0]), plan, s[2] - s[1])]
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _complete(path: Path, plan: SamplingPlan, count: int) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as h5:
+            return h5.attrs.get("job_digest") == plan.digest and h5["images"].shape[0] == count
+    except OSError:  # a damaged file: sample it again
+        return False
+
+
+def shard_attrs(plan: SamplingPlan, checkpoint: str) -> dict[str, Any]:
+    return {
+        "source": "synthetic",
+        "generator_checkpoint": checkpoint,
+        "generator_digest": plan.checkpoint_digest,
+        "sampler": plan.sampler,
+        "sampling_steps": plan.steps,
+        "base_seed": plan.seed,
+        "guidance_scale": plan.guidance_scale,
+        "class_names": list(plan.class_names),
+        "label_kind": "multiclass" if plan.conditional else "none",
+        "job_digest": plan.digest,
+        "synmed_version": suite.__version__,
+    }
+
+
+# -- the Ray actor ----------------------------------------------------------------------------------
+
+
+class ShardSampler:
+    """A Ray Data actor: loads the generator once, then samples and writes one shard per call."""
+
+    def __init__(self, checkpoint: str, plan: dict[str, Any], out: str) -> None:
+        import torch
+
+        from suite.generative.registry import load_generator
+
+        self.plan = SamplingPlan(**{**plan, "class_names": tuple(plan["class_names"]),
+                                    "class_weights": tuple(plan["class_weights"]) if plan["class_weights"] else None})  # fmt: skip
+        self.out = Path(out)
+        self.checkpoint = checkpoint
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, digest = load_generator(Path(checkpoint))
+        if digest != self.plan.checkpoint_digest:
+            raise ShardError(
+                f"{checkpoint} changed while sampling (digest differs)", "rerun the job"
+            )
+        self.model.to(self.device).eval()
+        self.pid = os.getpid()
+        (self.out / WORKERS_DIR).mkdir(exist_ok=True)
+        (self.out / WORKERS_DIR / str(self.pid)).write_text(str(time.time()))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from suite.sampling.samplers import sample_images
+
+        records, seconds = [], []
+        for number, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
+            t0 = time.perf_counter()
+            plan = self.plan
+            labels = plan.labels(int(start), int(stop))
+            images = []
+            for s in range(int(start), int(stop), plan.batch_size):
+                e = min(s + plan.batch_size, int(stop))
+                images.append(
+                    sample_images(
+                        self.model,
+                        range(s, e),
+                        sampler=plan.sampler,
+                        steps=plan.steps,
+                        seed=plan.seed,
+                        labels=labels[s - int(start) : e - int(start)]
+                        if labels is not None
+                        else None,
+                        guidance_scale=plan.guidance_scale,
+                        device=self.device,
+                    )
+                )
+            arrays = {
+                "images": np.concatenate(images),
+                "index": np.arange(int(start), int(stop), dtype=np.int64),
+            }
+            if labels is not None:
+                arrays["labels"] = labels
+            rec = write_shard(self.out, int(number), arrays, shard_attrs(plan, self.checkpoint))
+            records.append(json.dumps(asdict(rec)))
+            seconds.append(time.perf_counter() - t0)
+        return {
+            "record": np.array(records, dtype=object),
+            "pid": np.full(len(records), self.pid, dtype=np.int64),
+            "seconds": np.array(seconds),
+        }
+
+
+# -- the driver ---------------------------------------------------------------------------------------
+
+
+def run_sampling(
+    checkpoint: Path,
+    out: Path,
+    *,
+    num_images: int | None,
+    per_class: int | None = None,
+    class_weights: list[float] | None = None,
+    shard_size: int = 1000,
+    batch_size: int = 32,
+    sampler: str = "ddpm",
+    steps: int = 1000,
+    seed: int = 0,
+    guidance_scale: float | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a sampling job; returns its summary (also written as sample_summary.json)."""
+    from suite.generative.registry import load_generator
+    from suite.launch.ray_runtime import actor_resources, ray_session
+
+    model, digest = load_generator(checkpoint)
+    checkpoint_str = str(Path(checkpoint).resolve())
+    guidance = (
+        guidance_scale
+        if guidance_scale is not None
+        else float(getattr(model.config, "guidance_scale", 1.0))
+    )
+    plan = make_plan(
+        digest, model.class_names, model.num_classes, num_images=num_images, per_class=per_class,
+        class_weights=class_weights, shard_size=shard_size, batch_size=batch_size, sampler=sampler,
+        steps=steps, seed=seed, guidance_scale=guidance,
+    )  # fmt: skip
+    make_scheduler(model, sampler, steps)  # a bad step count fails here, before Ray starts
+    del model
+    todo = prepare_output(out, plan, checkpoint_str)
+    done_before = len(plan.shards()) - len(todo)
+    if done_before:
+        print(
+            f"synmed sample: {done_before} of {len(plan.shards())} shards already complete; sampling the rest"
+        )
+    t0 = time.time()
+    per_worker: dict[int, int] = {}
+    if todo:
+        with ray_session(ray_address) as ray:
+            from ray.data import ActorPoolStrategy
+
+            items = [{"shard": n, "start": s, "stop": e} for n, s, e in todo]
+            ds = ray.data.from_items(items, override_num_blocks=len(items))
+            results = ds.map_batches(
+                ShardSampler,
+                fn_constructor_kwargs={
+                    "checkpoint": checkpoint_str,
+                    "plan": asdict(plan),
+                    "out": str(out),
+                },
+                batch_size=1,
+                compute=ActorPoolStrategy(size=min(workers, len(items))),
+                **actor_resources(ray, workers),
+            )
+            for row in results.iter_rows():
+                count = json.loads(row["record"])["count"]
+                per_worker[int(row["pid"])] = per_worker.get(int(row["pid"]), 0) + count
+    seconds = time.time() - t0
+    records = [_record_of(out / shard_name(n), plan) for n, _, _ in plan.shards()]
+    write_manifest(out, records, shard_attrs(plan, checkpoint_str))
+    _clean_workers(out)
+    sampled = sum(per_worker.values())
+    summary = {
+        "out": str(out),
+        "images": plan.num_images,
+        "sampled_this_run": sampled,
+        "shards": len(records),
+        "sampler": plan.sampler,
+        "sampling_steps": plan.steps,
+        "guidance_scale": plan.guidance_scale,
+        "seed": plan.seed,
+        "workers": workers,
+        "images_per_worker": {str(pid): n for pid, n in per_worker.items()},
+        "wall_seconds": seconds,
+        "images_per_s": sampled / seconds if seconds > 0 and sampled else None,
+        "checkpoint": checkpoint_str,
+        "checkpoint_digest": digest,
+    }
+    atomic_write_text(out / "sample_summary.json", json.dumps(summary, indent=1))
+    _grid(out)
+    return summary
+
+
+def _record_of(path: Path, plan: SamplingPlan) -> ShardRecord:
+    """The manifest record of a finished shard, recomputed from the file itself."""
+    from suite.data.shards import sha256_file
+
+    with h5py.File(path, "r") as h5:
+        index = h5["index"][:]
+        labels = h5["labels"][:] if "labels" in h5 else None
+    k = len(plan.class_names)
+    return ShardRecord(
+        file=path.name,
+        count=len(index),
+        sha256=sha256_file(path),
+        index_min=int(index.min()),
+        index_max=int(index.max()),
+        class_counts=[int(c) for c in np.bincount(labels, minlength=k)[:k]]
+        if labels is not None
+        else [],
+    )
+
+
+def _clean_workers(out: Path) -> None:
+    folder = out / WORKERS_DIR
+    if folder.is_dir():
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
+
+
+def _grid(out: Path, n: int = 64) -> None:
+    import torch
+
+    from suite.data.dataset import ShardDataset
+    from suite.train.monitor import save_grid
+
+    data = ShardDataset(out, verify="none")
+    images = torch.stack([data[i]["image"] for i in range(min(n, len(data)))]).float() / 255
+    save_grid(images, out / "samples.png")
