@@ -90,7 +90,9 @@ def test_one_task_per_node_through_accelerate_launch(
     assert summary["world_size"] == 2 and summary["model_equal_across_ranks"]
 
 
-@pytest.mark.parametrize("export", ["", ",SYNMED_PROCS_PER_NODE=1"], ids=["task-per-gpu", "task-per-node"])
+@pytest.mark.parametrize(
+    "export", ["", ",SYNMED_PROCS_PER_NODE=1"], ids=["task-per-gpu", "task-per-node"]
+)
 def test_time_limit_signal_saves_requeues_and_resumes(
     slurm: dict[str, str], tmp_path: Path, mni16: Path, export: str
 ) -> None:

@@ -30,7 +30,13 @@ def test_launcher_variables_win_over_slurm() -> None:
            "RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
            "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "1234", "GROUP_RANK": "1"}  # fmt: skip
     dist = detect(env)
-    assert (dist.rank, dist.world_size, dist.node_rank, dist.num_nodes, dist.source) == (3, 4, 1, 2, "torchrun")
+    assert (dist.rank, dist.world_size, dist.node_rank, dist.num_nodes, dist.source) == (
+        3,
+        4,
+        1,
+        2,
+        "torchrun",
+    )
 
 
 def test_single_process() -> None:

