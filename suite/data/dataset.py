@@ -228,7 +228,7 @@ class ShardDataset(Dataset[Sample]):
             with h5py.File(self.directory / rec.file, "r") as h5:
                 if key not in h5:
                     return None
-                values = h5[key][:]
+                values = h5[key].asstr()[:] if h5[key].dtype.kind == "O" else h5[key][:]
             parts.append(values[rows])
         column = np.concatenate(parts) if parts else np.zeros(0)
         if column.dtype == object:

@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 import suite
-from suite.data.shards import MANIFEST, read_manifest, sha256_file
+from suite.data.shards import MANIFEST, STRING_DATASETS, read_manifest, sha256_file
 from suite.data.verify import verify_shard_set
 from suite.data.writer import ShardSetWriter, staged_output
 from suite.errors import ShardError
@@ -88,7 +88,10 @@ def merge_shard_sets(
                             f"{path}/{rec.file} has columns {sorted(here)}, earlier inputs {sorted(keys)}",
                             "merge sets written by the same stage (all with masks, or none)",
                         )
-                    columns = {k: h5[k][:] for k in here}
+                    # text columns come back as bytes unless read as str
+                    columns = {
+                        k: h5[k].asstr()[:] if k in STRING_DATASETS else h5[k][:] for k in here
+                    }
                 for r in range(rec.count):
                     row = {k: v[r] for k, v in columns.items()}
                     if "labels" in row:

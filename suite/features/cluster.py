@@ -378,8 +378,11 @@ def cluster_shard_set(
         raise DataError(f"{source} holds no images", "cluster a non-empty shard set")
     if not 1 <= k <= n:
         raise DataError(f"k = {k} needs 1..{n} images ({source} holds {n})", f"pass --k in 1..{n}")
-    if representatives < 1:
-        raise DataError("--representatives must be at least 1", "pass a positive count")
+    if representatives < 1 or workers < 1 or batch_size < 1:
+        raise DataError(
+            "--representatives, --workers and --batch-size must be at least 1",
+            "pass positive counts",
+        )
     if embedding not in ("pca", "tsne"):
         raise DataError(f"unknown embedding {embedding!r}", "use pca or tsne")
     if source == out.resolve():
@@ -461,6 +464,7 @@ def cluster_shard_set(
                 "images_per_s": round(extraction.images_per_s, 2),
                 "images_per_s_per_worker": round(extraction.images_per_s_per_worker, 2),
                 "workers": extraction.workers,
+                "actors_used": len(extraction.pids),
                 "batch_size": batch_size,
             },
             "cluster_seconds": round(cluster_seconds, 3),

@@ -72,3 +72,12 @@ def test_export_refuses_non_empty_target(tmp_path: Path, capsys) -> None:
     assert main(["data", "export", str(tmp_path / "s"), "--to", str(tmp_path / "png")]) == 2
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "png").iterdir()] == ["keep.txt"]
+
+
+def test_merge_keeps_text_columns(tmp_path: Path) -> None:
+    a = make_shard_set(tmp_path / "a", n=3)
+    b = make_shard_set(tmp_path / "b", n=2)
+    merge_shard_sets([a, b], tmp_path / "m")
+    assert list(ShardDataset(tmp_path / "m").read_column("source")) == [
+        "img0.png", "img1.png", "img2.png", "img0.png", "img1.png"
+    ]  # fmt: skip
