@@ -1,26 +1,24 @@
 """Training speed and peak memory of the suite's generator loop (``GeneratorTrainer``) against
-denoising-diffusion-pytorch's own ``Trainer``, on the same model, data, batch and steps.
+denoising-diffusion-pytorch's own ``Trainer`` on the same model, data, batch and number of steps.
 
 Run by hand (not a test)::
 
     .venv/bin/python benchmarks/bench_train_ddpm.py
 
-Both loops train ``Unet(dim, dim_mults=(1, 2, 4), channels=1)`` in ``GaussianDiffusion(timesteps=1000,
-pred_v, sigmoid)`` on the same generated pseudo chest X-rays (PNGs for the Trainer, a shard set for
-the suite), batch 16, Adam lr 1e-4 betas (0.9, 0.99), grad-norm clip 1.0, EMA 0.995 every 10 steps
-after step 100, no AMP, ``cpu_count()`` DataLoader workers (the Trainer's fixed choice) and no
-horizontal flip (the Trainer's default flip is turned off: the suite's default is off). The suite
-starts from ``configs/generator/tiny_lucidrains.yaml`` with overrides (printed), logging every 10
-steps; neither loop samples or saves a checkpoint inside the timed part.
+Same for both: ``Unet(dim, dim_mults=(1, 2, 4), channels=1)`` in ``GaussianDiffusion(timesteps=1000,
+pred_v, sigmoid)``, the same generated pseudo chest X-rays (PNGs for the Trainer, a shard set for
+the suite), batch, Adam lr and betas (0.9, 0.99), grad-norm clip 1.0, EMA 0.995 every 10 steps after
+step 100, no AMP, ``cpu_count()`` DataLoader workers (the Trainer's fixed choice), no horizontal flip
+(the Trainer's default flip is turned off to match the suite's). The suite runs
+``configs/generator/tiny_lucidrains.yaml`` with the printed overrides; neither loop samples or
+saves inside the timed part.
 
-Timing: both loops are timed with the same clock at the same point, the end of each optimizer step
-(after the EMA update; the suite's ``_step`` and the Trainer's ``ema.update`` are wrapped, no
-library or suite code is changed). images/s is over steps ``warmup+1..steps``, so it includes data
-waits, logging and the epoch-boundary worker restart, and excludes start-up and what the suite
-does after its last step (final preview, checkpoint, export). Each loop runs in its own subprocess
-(this script with ``--run``) so the peak RSS (``ru_maxrss`` of the training process, read at the end
-of the timed steps) is its own; DataLoader workers are separate processes, shown apart. Rounds
-alternate the order; the table shows medians.
+Timing: one clock, read at the end of every optimizer step in both loops (the suite's ``_step`` and
+the Trainer's ``ema.update`` are wrapped here; no suite or library code is changed). images/s is
+over steps ``warmup+1..steps``: data waits, logging and the epoch-boundary worker restart count,
+start-up and the suite's post-training work (final preview, checkpoint, export) do not. Each loop
+runs in its own subprocess (``--run``), so ``ru_maxrss`` (read at the end of the timed steps) is
+that loop's peak RSS; DataLoader workers are shown apart. Rounds alternate the order; medians.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ import importlib
 import io
 import json
 import multiprocessing
+import os
 import pstats
 import resource
 import shutil
@@ -131,10 +130,10 @@ class StepClock:
         }
         if self.profiler is not None:
             buf = io.StringIO()
-            stats = pstats.Stats(self.profiler, stream=buf)
-            stats.sort_stats("tottime").print_stats(25)
-            stats.sort_stats("cumulative").print_stats(30)
-            out["profile"] = buf.getvalue()
+            stats = pstats.Stats(self.profiler, stream=buf).strip_dirs()
+            stats.sort_stats("tottime").print_stats(20)
+            stats.sort_stats("cumulative").print_stats(25)
+            out["profile"] = buf.getvalue().rstrip()
         return out
 
 
@@ -334,8 +333,10 @@ def main(argv: list[str] | None = None) -> int:
             f"num_workers=cpu_count()={multiprocessing.cpu_count()}"
         )
         shown = suite_overrides(args, Path("<shards>"), Path("<tmp>"))
-        print(f"suite: {BASE_CONFIG.relative_to(REPO)} + {' '.join(shown)}\n")
+        print(f"suite: {BASE_CONFIG.relative_to(REPO)} + {' '.join(shown)}")
 
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"load average at start (1, 5, 15 min; {os.cpu_count()} CPUs): {load}\n")
         results: dict[str, list[dict[str, Any]]] = {loop: [] for loop in LOOPS}
         for r in range(args.rounds):
             for loop in LOOPS if r % 2 == 0 else LOOPS[::-1]:
@@ -345,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             return statistics.median(res[key] for res in results[loop])
 
         print(
-            f"{'loop':<12}{'images/s':>9}{'min-max':>13}{'ms/step':>9}{'RSS start MB':>14}"
+            f"{'loop':<12}{'images/s':>9}{'min-max':>13}{'ms/step':>9}"
+            f"{'RSS start MB':>14}"
             f"{'peak RSS MB':>13}{'worker peak MB':>16}{'threads':>9}{'workers':>9}"
         )
         for loop in LOOPS:
@@ -353,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             spread = f"{min(rates):.1f}-{max(rates):.1f}"
             print(
                 f"{loop:<12}{med(loop, 'images_per_s'):>9.1f}{spread:>13}"
-                f"{med(loop, 'median_step_ms'):>9.1f}{med(loop, 'rss_start_mb'):>14.0f}"
+                f"{med(loop, 'median_step_ms'):>9.1f}"
+                f"{med(loop, 'rss_start_mb'):>14.0f}"
                 f"{med(loop, 'peak_rss_mb'):>13.0f}{med(loop, 'worker_peak_rss_mb'):>16.0f}"
                 f"{results[loop][0]['torch_threads']:>9}{results[loop][0]['workers']:>9}"
             )
@@ -368,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             "finished DataLoader worker)"
         )
         print("per-round ratios suite/lucidrains: " + " ".join(f"{p:.2f}" for p in paired))
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"load average at end (1, 5, 15 min): {load}")
 
         ratio = med("suite", "images_per_s") / med("lucidrains", "images_per_s")
         if args.profile == "always" or (args.profile == "auto" and ratio < 1.0):

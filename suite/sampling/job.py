@@ -228,9 +228,9 @@ class ShardSampler:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from suite.sampling.samplers import sample_images
 
-        records, seconds = [], []
+        records, started, finished = [], [], []
         for number, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
-            t0 = time.perf_counter()
+            started.append(time.time())
             plan = self.plan
             labels = plan.labels(int(start), int(stop))
             images = []
@@ -258,11 +258,12 @@ class ShardSampler:
                 arrays["labels"] = labels
             rec = write_shard(self.out, int(number), arrays, shard_attrs(plan, self.checkpoint))
             records.append(json.dumps(asdict(rec)))
-            seconds.append(time.perf_counter() - t0)
+            finished.append(time.time())
         return {
             "record": np.array(records, dtype=object),
             "pid": np.full(len(records), self.pid, dtype=np.int64),
-            "seconds": np.array(seconds),
+            "started": np.array(started),
+            "finished": np.array(finished),
         }
 
 
@@ -311,6 +312,7 @@ def run_sampling(
         )
     t0 = time.time()
     per_worker: dict[int, int] = {}
+    window = (float("inf"), float("-inf"))  # first shard started .. last shard written
     if todo:
         with ray_session(ray_address) as ray:
             from ray.data import ActorPoolStrategy
@@ -331,6 +333,7 @@ def run_sampling(
             for row in results.iter_rows():
                 count = json.loads(row["record"])["count"]
                 per_worker[int(row["pid"])] = per_worker.get(int(row["pid"]), 0) + count
+                window = (min(window[0], row["started"]), max(window[1], row["finished"]))
     seconds = time.time() - t0
     records = [_record_of(out / shard_name(n), plan) for n, _, _ in plan.shards()]
     write_manifest(out, records, shard_attrs(plan, checkpoint_str))
@@ -349,6 +352,9 @@ def run_sampling(
         "images_per_worker": {str(pid): n for pid, n in per_worker.items()},
         "wall_seconds": seconds,
         "images_per_s": sampled / seconds if seconds > 0 and sampled else None,
+        # Without Ray's and the actors' start-up: from the first shard begun to the last written.
+        "sampling_seconds": window[1] - window[0] if sampled else None,
+        "steady_images_per_s": sampled / (window[1] - window[0]) if sampled else None,
         "checkpoint": checkpoint_str,
         "checkpoint_digest": digest,
     }

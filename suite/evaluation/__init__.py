@@ -1,0 +1,1 @@
+"""Evaluation: generator quality (Fréchet distance), classification, segmentation."""
