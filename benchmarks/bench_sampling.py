@@ -112,7 +112,7 @@ def main() -> None:
     bare, _ = bare_rate(checkpoint, n, b, "ddim", 50)
     one = ray_run(checkpoint, work / "a1", n, b, "ddim", 50, 1)
     two = ray_run(checkpoint, work / "a2", n, b, "ddim", 50, 2)
-    print("\n(a) pipeline vs bare loop (DDIM 50, batch %d, %d images, 1 thread per worker)" % (b, n))
+    print(f"\n(a) pipeline vs bare loop (DDIM 50, batch {b}, {n} images, 1 thread per worker)")
     print(f"  bare in-process loop       {bare:8.1f} images/s")
     print(f"  synmed sample, 1 worker    {one['steady_images_per_s']:8.1f} images/s steady "
           f"({one['images_per_s']:.1f} end to end: {one['wall_seconds'] - one['sampling_seconds']:.1f} s Ray start-up)")  # fmt: skip
