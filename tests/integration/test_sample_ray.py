@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,41 +15,16 @@ import psutil
 import pytest
 
 from suite.data.dataset import ShardDataset
-from suite.data.demo import resolve_source
-from suite.data.ingest.options import IngestOptions
-from suite.data.ingest.pipeline import ingest
 from suite.data.verify import verify_shard_set
+from tests.integration.helpers import ENV, synmed, wait_until
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]
-ENV = {
-    **os.environ,
-    "OMP_NUM_THREADS": "1",
-    "TQDM_DISABLE": "1",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-}
 
 
-def synmed(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "suite", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=ENV,
-    )
-
-
-@pytest.fixture(scope="module")
-def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny trained lucidrains DDPM on real MNI152 slices."""
-    root = tmp_path_factory.mktemp("gen")
-    path, defaults = resolve_source("demo:mni152")
-    ingest(path, root / "mni16", IngestOptions(**{**defaults, "image_size": 16}), progress=False)
-    proc = synmed("train", "generator", str(REPO / "configs/generator/tiny_lucidrains.yaml"),
-                  f"data.shards={root / 'mni16'}", f"run.out_dir={root}", "train.max_steps=3")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return root / "tiny-lucidrains"
+@pytest.fixture
+def generator(tiny_generator: Path) -> Path:
+    return tiny_generator
 
 
 def images_by_index(directory: Path) -> dict[int, bytes]:
@@ -92,7 +66,7 @@ def kill_session(leader: int) -> None:
                 os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    _wait_for(
+    wait_until(
         lambda: not any(_in_session(p, leader) for p in psutil.pids()), 30, "the session to die"
     )
 
@@ -104,20 +78,12 @@ def _in_session(pid: int, leader: int) -> bool:
         return False
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_killed_driver_resumes_writing_only_missing_shards(generator: Path, tmp_path: Path) -> None:
     out = tmp_path / "s"
     args = sample_args(generator, out, 40)
     proc = subprocess.Popen([sys.executable, "-m", "suite", *args], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    _wait_for(lambda: len(list(out.glob("shard-*.h5"))) >= 2, 300, "two shards")
+    wait_until(lambda: len(list(out.glob("shard-*.h5"))) >= 2, 300, "two shards")
     kill_session(proc.pid)  # the driver and everything it started: Ray's daemons and workers
     proc.wait()
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.h5")}
@@ -140,7 +106,7 @@ def test_sigkilled_worker_is_retried_and_every_index_lands_once(
     proc = subprocess.Popen([sys.executable, "-m", "suite", *sample_args(generator, out, 40, "--workers", "2")],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     workers = out / ".workers"
-    _wait_for(lambda: workers.is_dir() and any(workers.iterdir()) and len(list(out.glob("shard-*.h5"))) >= 1,
+    wait_until(lambda: workers.is_dir() and any(workers.iterdir()) and len(list(out.glob("shard-*.h5"))) >= 1,
               300, "a worker at work")  # fmt: skip
     victim = int(sorted(workers.iterdir())[0].name)
     os.kill(victim, signal.SIGKILL)

@@ -3,16 +3,12 @@ allocation, the sampling job runs against it, and Ray is gone when the job ends.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from suite.data.demo import resolve_source
-from suite.data.ingest.options import IngestOptions
-from suite.data.ingest.pipeline import ingest
 from suite.data.verify import verify_shard_set
 from tests.integration.slurm_jobs import JOB_TIMEOUT_S, job_state, run
 
@@ -21,23 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
 
 
-@pytest.fixture(scope="module")
-def generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("gen")
-    path, defaults = resolve_source("demo:mni152")
-    ingest(path, root / "mni16", IngestOptions(**{**defaults, "image_size": 16}), progress=False)
-    proc = subprocess.run(
-        [sys.executable, "-m", "suite", "train", "generator", str(REPO / "configs/generator/tiny_lucidrains.yaml"),
-         f"data.shards={root / 'mni16'}", f"run.out_dir={root}", "train.max_steps=2"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "TQDM_DISABLE": "1"},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return root / "tiny-lucidrains"
-
-
 def test_sampling_job_on_a_ray_cluster_inside_the_allocation(
-    slurm: dict[str, str], tmp_path: Path, generator: Path
+    slurm: dict[str, str], tmp_path: Path, tiny_generator: Path
 ) -> None:
+    generator = tiny_generator
     out = tmp_path / "synthetic"
     proc = run(
         ["sbatch", "--parsable", "--wait", f"--partition={slurm['partition']}", f"--chdir={tmp_path}",

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from suite.data.demo import resolve_source
-from suite.data.ingest.options import IngestOptions
-from suite.data.ingest.pipeline import ingest
 from suite.train import run_state
+from tests.integration.helpers import wait_until
 from tests.integration.slurm_jobs import job_state, run
 
 pytestmark = pytest.mark.slurm
@@ -21,14 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 SBATCH = str(REPO / "slurm" / "pretrain_ddpm.sbatch")
 TINY = str(REPO / "configs" / "generator" / "tiny_lucidrains.yaml")
 VENV = Path(sys.executable).parent.parent
-
-
-@pytest.fixture(scope="module")
-def mni16(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path, defaults = resolve_source("demo:mni152")
-    out = tmp_path_factory.mktemp("data") / "mni16"
-    ingest(path, out, IngestOptions(**{**defaults, "image_size": 16}), progress=False)
-    return out
 
 
 def sbatch(partition: str, cwd: Path, *args: str, export: str = "") -> str:
@@ -40,14 +29,6 @@ def sbatch(partition: str, cwd: Path, *args: str, export: str = "") -> str:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().split(";")[0]
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def squeue_state(job_id: str) -> str:

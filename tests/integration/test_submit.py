@@ -4,50 +4,17 @@ continues from the step it saved, and a job that dies is reported FAILED with it
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from suite.data.demo import resolve_source
-from suite.data.ingest.options import IngestOptions
-from suite.data.ingest.pipeline import ingest
 from suite.train import run_state
+from tests.integration.helpers import synmed, wait_until
 from tests.integration.slurm_jobs import job_state, run
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "generator" / "tiny_lucidrains.yaml")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-
-
-@pytest.fixture(scope="module")
-def mni16(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path, defaults = resolve_source("demo:mni152")
-    out = tmp_path_factory.mktemp("data") / "mni16"
-    ingest(path, out, IngestOptions(**{**defaults, "image_size": 16}), progress=False)
-    return out
-
-
-def synmed(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "suite", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=ENV,
-    )
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_requeued_two_node_job_continues_from_the_saved_step(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,38 +13,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from suite.data.demo import resolve_source
 from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.pipeline import ingest
 from suite.generative.ddpm_lucidrains import LucidrainsDDPM
 from suite.train import run_state
+from tests.integration.helpers import ENV, demo_shards, synmed
 from tests.unit.data.helpers import make_class_folders
 
 REPO = Path(__file__).resolve().parents[2]
 LUCID = str(REPO / "configs/generator/tiny_lucidrains.yaml")
 DIFF = str(REPO / "configs/generator/tiny_diffusers.yaml")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-
-
-def synmed(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "suite", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=ENV,
-    )
-
-
-def demo_shards(name: str, out: Path, **options) -> Path:
-    path, defaults = resolve_source(f"demo:{name}")
-    ingest(path, out, IngestOptions(**{**defaults, **options}), progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def mni16(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_shards("mni152", tmp_path_factory.mktemp("data") / "mni16", image_size=16)
 
 
 @pytest.fixture(scope="module")
