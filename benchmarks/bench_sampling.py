@@ -35,7 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def synmed(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True, env=os.environ)
+    proc = subprocess.run(
+        [sys.executable, "-m", "suite", *args], capture_output=True, text=True, env=os.environ
+    )
     if proc.returncode != 0:
         raise SystemExit(f"synmed {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return {}
@@ -56,7 +58,9 @@ def train_model(work: Path, steps: int) -> Path:
     return work / "bench"
 
 
-def bare_rate(checkpoint: Path, n: int, batch: int, sampler: str, steps: int) -> tuple[float, np.ndarray]:
+def bare_rate(
+    checkpoint: Path, n: int, batch: int, sampler: str, steps: int
+) -> tuple[float, np.ndarray]:
     from suite.generative.registry import load_generator
     from suite.sampling.samplers import sample_images
 
@@ -69,7 +73,9 @@ def bare_rate(checkpoint: Path, n: int, batch: int, sampler: str, steps: int) ->
     return n / (time.perf_counter() - t0), np.concatenate(out)
 
 
-def ray_run(checkpoint: Path, out: Path, n: int, batch: int, sampler: str, steps: int, workers: int) -> dict:
+def ray_run(
+    checkpoint: Path, out: Path, n: int, batch: int, sampler: str, steps: int, workers: int
+) -> dict:
     synmed("sample", "--checkpoint", str(checkpoint), "--num-images", str(n), "--shard-size", str(batch * 4),
            "--batch-size", str(batch), "--sampler", sampler, "--sampling-steps", str(steps),
            "--workers", str(workers), "--out", str(out))  # fmt: skip
@@ -81,7 +87,9 @@ def features(images: np.ndarray, encoder: str) -> np.ndarray:
 
     model = build_encoder(encoder)
     with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(images[s : s + 32])).numpy() for s in range(0, len(images), 32)])
+        return np.concatenate(
+            [model(torch.from_numpy(images[s : s + 32])).numpy() for s in range(0, len(images), 32)]
+        )
 
 
 def real_images(shards: Path) -> np.ndarray:
@@ -97,18 +105,32 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=1500)
     parser.add_argument("--images", type=int, default=256, help="images for (a) and (b)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--quality-images", type=int, default=200, help="images per sampler for (c)")
+    parser.add_argument(
+        "--quality-images", type=int, default=200, help="images per sampler for (c)"
+    )
     parser.add_argument("--encoder", default="inception")
-    parser.add_argument("--real", type=Path, help="real shard set for (c) (default: the one trained on)")
+    parser.add_argument(
+        "--real", type=Path, help="real shard set for (c) (default: the one trained on)"
+    )
     parser.add_argument("--work", type=Path)
+    parser.add_argument(
+        "--only", choices=("throughput", "quality"), help="run (a)+(b), or only (c)"
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-sampling-"))
     checkpoint = args.checkpoint or train_model(work, args.train_steps)
     if args.checkpoint is None:
         print(f"trained {checkpoint} ({args.train_steps} steps, 16 px, 1000 timesteps)")
 
-    # (a) Ray pipeline + HDF5 vs a bare loop, DDIM 50
     n, b = args.images, args.batch_size
+    if args.only != "quality":
+        throughput(checkpoint, work, n, b)
+    if args.only != "throughput":
+        quality(checkpoint, work, args)
+
+
+def throughput(checkpoint: Path, work: Path, n: int, b: int) -> None:
+    # (a) Ray pipeline + HDF5 vs a bare loop, DDIM 50
     bare, _ = bare_rate(checkpoint, n, b, "ddim", 50)
     one = ray_run(checkpoint, work / "a1", n, b, "ddim", 50, 1)
     two = ray_run(checkpoint, work / "a2", n, b, "ddim", 50, 2)
@@ -123,10 +145,14 @@ def main() -> None:
     print(f"  1 worker {one['steady_images_per_s']:.1f}, 2 workers {two['steady_images_per_s']:.1f} images/s: "
           f"efficiency {eff:.2f} (2 cores; the driver and Ray share them)")  # fmt: skip
 
+
+def quality(checkpoint: Path, work: Path, args: argparse.Namespace) -> None:
     # (c) samplers: speed and Fréchet distance to the real training images
-    q = args.quality_images
+    q, b = args.quality_images, args.batch_size
     if args.real is None and args.checkpoint is not None:
-        raise SystemExit("--real SHARDS is needed with --checkpoint (the data the model was trained on)")
+        raise SystemExit(
+            "--real SHARDS is needed with --checkpoint (the data the model was trained on)"
+        )
     real = features(real_images(args.real or work / "real"), args.encoder)
     from suite.evaluation.frechet import FeatureStats, frechet_distance
 
@@ -137,7 +163,9 @@ def main() -> None:
         fd = frechet_distance(FeatureStats.of(features(images, args.encoder)), real_stats)
         rows.append((sampler, steps, rate, fd))
     base_rate, base_fd = rows[0][2], rows[0][3]
-    print(f"\n(c) samplers ({q} images each; Fréchet distance on {args.encoder} to {len(real)} real images)")
+    print(
+        f"\n(c) samplers ({q} images each; Fréchet distance on {args.encoder} to {len(real)} real images)"
+    )
     for sampler, steps, rate, fd in rows:
         print(f"  {sampler:<11}{steps:>5} steps {rate:8.2f} images/s  {rate / base_rate:6.1f}x  "
               f"FD {fd:9.2f}  ({(fd / base_fd - 1) * 100:+.1f}% vs DDPM)")  # fmt: skip
