@@ -19,6 +19,8 @@ over steps ``warmup+1..steps``: data waits, logging and the epoch-boundary worke
 start-up and the suite's post-training work (final preview, checkpoint, export) do not. Each loop
 runs in its own subprocess (``--run``), so ``ru_maxrss`` (read at the end of the timed steps) is
 that loop's peak RSS; DataLoader workers are shown apart. Rounds alternate the order; medians.
+``faults/step`` (minor page faults of the training process per timed step) does not depend on the
+machine's load: it shows memory that malloc hands back to the OS and faults in again every step.
 """
 
 from __future__ import annotations
@@ -104,13 +106,17 @@ class StepClock:
         self.profiler = cProfile.Profile() if profile else None
         self.peak_rss_kb = 0
         self.worker_peak_rss_kb = 0
+        self.faults = [0, 0]  # minor page faults at the end of the warm-up and of the last step
 
     def tick(self) -> None:
         self.times.append(time.perf_counter())
         done = len(self.times)
-        if done == self.warmup and self.profiler is not None:
-            self.profiler.enable()
+        if done == self.warmup:
+            self.faults[0] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            if self.profiler is not None:
+                self.profiler.enable()
         if done == self.steps:
+            self.faults[1] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             if self.profiler is not None:
                 self.profiler.disable()
             self.peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -123,6 +129,7 @@ class StepClock:
         out: dict[str, Any] = {
             "images_per_s": (len(timed) - 1) * batch_size / (timed[-1] - timed[0]),
             "median_step_ms": float(np.median(step_s)) * 1e3,
+            "faults_per_step": (self.faults[1] - self.faults[0]) / len(step_s),
             "step_ms": [round(float(d) * 1e3, 1) for d in np.diff(self.times)],  # steps 2..
             "peak_rss_mb": self.peak_rss_kb / 1024,
             "worker_peak_rss_mb": self.worker_peak_rss_kb / 1024,
@@ -346,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             return statistics.median(res[key] for res in results[loop])
 
         print(
-            f"{'loop':<12}{'images/s':>9}{'min-max':>13}{'ms/step':>9}{'RSS start MB':>14}"
+            f"{'loop':<12}{'images/s':>9}{'min-max':>13}{'ms/step':>9}{'faults/step':>13}"
+            f"{'RSS start MB':>14}"
             f"{'peak RSS MB':>13}{'worker peak MB':>16}{'threads':>9}{'workers':>9}"
         )
         for loop in LOOPS:
@@ -354,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             spread = f"{min(rates):.1f}-{max(rates):.1f}"
             print(
                 f"{loop:<12}{med(loop, 'images_per_s'):>9.1f}{spread:>13}"
-                f"{med(loop, 'median_step_ms'):>9.1f}{med(loop, 'rss_start_mb'):>14.0f}"
+                f"{med(loop, 'median_step_ms'):>9.1f}"
+                f"{med(loop, 'faults_per_step'):>13.0f}{med(loop, 'rss_start_mb'):>14.0f}"
                 f"{med(loop, 'peak_rss_mb'):>13.0f}{med(loop, 'worker_peak_rss_mb'):>16.0f}"
                 f"{results[loop][0]['torch_threads']:>9}{results[loop][0]['workers']:>9}"
             )
@@ -364,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print(
             f"(medians over {args.rounds} round(s), order alternating; images/s over steps "
-            f"{args.warmup + 1}..{args.steps}; ms/step = median step; RSS of the training process: "
+            f"{args.warmup + 1}..{args.steps}; ms/step = median step; faults = minor page faults; RSS of the training process: "
             "at the first step and peak at the end of the timed steps; worker peak = largest "
             "finished DataLoader worker)"
         )
