@@ -37,6 +37,7 @@ from suite.generative.base import Generator
 from suite.generative.registry import build_generator, export_generator
 from suite.launch.task import run_training
 from suite.train import run_state
+from suite.train.memory import keep_heap_between_steps
 from suite.train.monitor import MetricsLog, save_grid, save_loss_curve, write_summary
 from suite.train.sampler import ResumableShardSampler
 
@@ -125,6 +126,7 @@ class GeneratorTrainer:
                 "data.shards is not set",
                 "point data.shards at a shard set (synmed data ingest ...)",
             )
+        keep_heap_between_steps()
         self.cfg = cfg
         self.train_cfg = cfg.train
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.name

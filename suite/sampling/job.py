@@ -313,6 +313,7 @@ def run_sampling(
     t0 = time.time()
     per_worker: dict[int, int] = {}
     window = (float("inf"), float("-inf"))  # first shard started .. last shard written
+    written: dict[str, ShardRecord] = {}  # this run's shards, as their writers recorded them
     if todo:
         with ray_session(ray_address) as ray:
             from ray.data import ActorPoolStrategy
@@ -331,11 +332,17 @@ def run_sampling(
                 **actor_resources(ray, workers),
             )
             for row in results.iter_rows():
-                count = json.loads(row["record"])["count"]
+                record = ShardRecord(**json.loads(row["record"]))
+                written[record.file] = record
+                count = record.count
                 per_worker[int(row["pid"])] = per_worker.get(int(row["pid"]), 0) + count
                 window = (min(window[0], row["started"]), max(window[1], row["finished"]))
     seconds = time.time() - t0
-    records = [_record_of(out / shard_name(n), plan) for n, _, _ in plan.shards()]
+    # Shards from an earlier run are read back (and hashed) once; this run's come with their records.
+    records = [
+        written.get(shard_name(n)) or _record_of(out / shard_name(n), plan)
+        for n, _, _ in plan.shards()
+    ]
     write_manifest(out, records, shard_attrs(plan, checkpoint_str))
     _clean_workers(out)
     sampled = sum(per_worker.values())
