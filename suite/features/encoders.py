@@ -20,30 +20,17 @@ Specs:
     SIZE px (default 112: a random network has no preferred resolution, and 224 px is 4x slower on
     CPU), ImageNet mean/std.
 ``ssl:PATH``
-    A backbone exported by the suite's SSL stage. PATH is a folder holding exactly:
-
-    ``backbone.safetensors``
-        the ``state_dict`` of a torchvision ResNet (``torchvision.models.<arch>()``) with the
-        torchvision key names (``conv1.weight``, ``bn1.*``, ``layer1.0.conv1.weight``, ...).
-        ``fc.*`` is not part of a backbone: leave it out (keys starting with ``fc.`` are ignored).
-        Every other key must be present with the torchvision shape (loaded strictly).
-    ``config.json``
-        ``{"arch": "resnet18", "image_size": 64}`` and optionally ``"in_channels": 1 | 3``
-        (default 3; with 1, ``conv1`` takes one channel), ``"stem": "imagenet" | "cifar"``
-        (default "imagenet"; "cifar" = 3x3 stride-1 ``conv1`` and no max-pool, the small-image
-        ResNet of SimCLR/solo-learn), ``"mean"`` and ``"std"`` (per-channel lists applied to
-        [0, 1] pixels; default ImageNet's, or 0.5 / 0.5 for one channel).
-
-    ``arch`` is any torchvision ResNet: resnet18, resnet34, resnet50, resnet101, resnet152,
-    resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2. The
-    features are the global-average-pooled output of ``layer4`` (D = 512 or 2048).
+    A backbone exported by ``synmed pretrain`` (or :func:`suite.models.backbones.save_backbone`):
+    a folder with ``backbone.safetensors`` and ``config.json``, the layout described in
+    :mod:`suite.models.backbones` (ResNets and ViTs; the weights' digest is checked). Features are
+    the pooled ``layer4`` output of a ResNet or the class token of a ViT, on images resized to the
+    backbone's ``image_size`` and normalised with its ``mean``/``std``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,20 +48,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_SEED = 0
 RANDOM_SIZE = 112
-SSL_WEIGHTS = "backbone.safetensors"
-SSL_CONFIG = "config.json"
-RESNETS = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +66,6 @@ class EncoderSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     arch: str = ""
-    stem: str = "imagenet"
     path: str | None = None  # the weights file (inception, ssl)
     sha256: str | None = None
 
@@ -175,54 +147,23 @@ def resolve_encoder(spec: str) -> EncoderSpec:
 
 
 def _resolve_ssl(spec: str, folder: Path) -> EncoderSpec:
-    fix = f"export the SSL backbone as {folder}/{SSL_WEIGHTS} plus {SSL_CONFIG}"
-    if not folder.is_dir():
-        raise DataError(f"encoder {spec!r}: {folder} is not a folder", fix)
-    weights, config_path = folder / SSL_WEIGHTS, folder / SSL_CONFIG
-    for path in (weights, config_path):
-        if not path.is_file():
-            raise DataError(f"encoder {spec!r}: {path} is missing", fix)
+    from suite.models.backbones import WEIGHTS_FILE, read_backbone_spec
+
     try:
-        config = json.loads(config_path.read_text())
-        arch = str(config["arch"])
-        image_size = int(config["image_size"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(
-            f"{config_path} is malformed ({err!r})",
-            'write {"arch": "resnet18", "image_size": 64} (plus optional in_channels, stem, mean, std)',
-        ) from None
-    if arch not in RESNETS:
-        raise DataError(f"{config_path}: arch {arch!r} is not supported", f"use one of {RESNETS}")
-    in_channels = int(config.get("in_channels", 3))
-    stem = str(config.get("stem", "imagenet"))
-    if in_channels not in (1, 3) or stem not in ("imagenet", "cifar") or image_size < 8:
-        raise DataError(
-            f"{config_path}: in_channels must be 1 or 3, stem imagenet or cifar, image_size >= 8",
-            "fix the config the SSL stage wrote",
-        )
-    default_mean, default_std = (
-        (IMAGENET_MEAN, IMAGENET_STD) if in_channels == 3 else ((0.5,), (0.5,))
-    )
-    mean = tuple(float(v) for v in config.get("mean", default_mean))
-    std = tuple(float(v) for v in config.get("std", default_std))
-    if len(mean) != in_channels or len(std) != in_channels:
-        raise DataError(
-            f"{config_path}: mean and std need {in_channels} value(s)", "fix the config"
-        )
-    with torch.device("meta"):  # the feature width without allocating the network
-        dim = int(_torchvision_resnet(arch).fc.in_features)
+        backbone, config = read_backbone_spec(folder)
+    except DataError as err:
+        raise DataError(f"encoder {spec!r}: {err.what}", err.fix) from None
     return EncoderSpec(
         spec=spec,
         kind="ssl",
-        dim=dim,
-        image_size=image_size,
-        in_channels=in_channels,
-        mean=mean,
-        std=std,
-        arch=arch,
-        stem=stem,
-        path=str(weights.resolve()),
-        sha256=_sha256(weights),
+        dim=backbone.dim,
+        image_size=backbone.image_size,
+        in_channels=backbone.in_channels,
+        mean=backbone.mean,
+        std=backbone.std,
+        arch=backbone.arch,
+        path=str(folder.resolve()),
+        sha256=config.get("weights_sha256") or _sha256(folder / WEIGHTS_FILE),
     )
 
 
@@ -288,60 +229,8 @@ def build_encoder(spec: str | EncoderSpec, device: str | torch.device = "cpu") -
 
 
 def _load_ssl_backbone(spec: EncoderSpec) -> nn.Module:
-    from safetensors.torch import load_file
+    from suite.models.backbones import load_backbone
 
-    net = _torchvision_resnet(spec.arch)
-    if spec.stem == "cifar":
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
-    if spec.in_channels == 1:
-        old = net.conv1
-        net.conv1 = nn.Conv2d(
-            1, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False
-        )
-    net.fc = nn.Identity()
     assert spec.path is not None
-    state = {k: v for k, v in load_file(spec.path).items() if not k.startswith("fc.")}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise DataError(
-            f"{spec.path} does not match a torchvision {spec.arch} "
-            f"(stem {spec.stem}, {spec.in_channels} channel(s)): {str(err).splitlines()[0]}",
-            f"export the backbone's state_dict with torchvision key names; check {SSL_CONFIG}",
-        ) from None
+    net, _ = load_backbone(spec.path)
     return net
-
-
-def save_ssl_backbone(
-    net: nn.Module,
-    folder: str | Path,
-    *,
-    arch: str,
-    image_size: int,
-    in_channels: int = 3,
-    stem: str = "imagenet",
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-) -> Path:
-    """Write ``net`` in the ``ssl:PATH`` layout (the SSL stage's export; also used by the tests)."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: v.detach().cpu().contiguous()
-        for k, v in net.state_dict().items()
-        if not k.startswith("fc.")
-    }
-    save_file(state, str(folder / SSL_WEIGHTS))
-    config: dict[str, Any] = {
-        "arch": arch,
-        "image_size": image_size,
-        "in_channels": in_channels,
-        "stem": stem,
-    }
-    if mean is not None and std is not None:
-        config["mean"], config["std"] = list(mean), list(std)
-    (folder / SSL_CONFIG).write_text(json.dumps(config, indent=1))
-    return folder

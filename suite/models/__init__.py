@@ -1,0 +1,1 @@
+"""Backbone networks shared by SSL pretraining, evaluation and feature extraction."""

@@ -1,0 +1,284 @@
+"""Backbones by name, and the export folder every stage reads them from.
+
+A backbone maps a normalised float batch ``(B, C, H, W)`` to features ``(B, D)``. Families:
+
+- ``resnet18`` ... ``wide_resnet101_2``: torchvision ResNets (:mod:`suite.models.resnet`);
+- ``vit_tiny``, ``vit_small``, ``vit_base`` (with ``patch_size``, ViT-S/16 = ``vit_small`` + 16) or
+  ``vit`` with explicit sizes: torchvision ViTs taking any image size (:mod:`suite.models.vit`).
+
+The export folder (what ``synmed pretrain`` writes, ``ssl:PATH`` encoders and evaluation read):
+
+``backbone.safetensors``
+    the network's ``state_dict`` with torchvision key names, classifier (``fc.*``, ``heads.*``) left
+    out; loaded strictly.
+``config.json``
+    the :class:`BackboneSpec` fields (``arch``, ``image_size``, ``in_channels``, ``mean``, ``std``,
+    and per family ``stem`` or the ViT sizes), ``weights_sha256`` (checked before loading) and
+    free-form ``provenance`` (method, run, step, data digests).
+
+To add a family: a module with a builder, and one entry in :data:`FAMILIES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from suite.errors import DataError
+from suite.models import resnet, vit
+
+WEIGHTS_FILE = "backbone.safetensors"
+CONFIG_FILE = "config.json"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True, slots=True)
+class BackboneSpec:
+    """What a backbone is: enough to build it again and to feed it the pixels it was trained on."""
+
+    arch: str
+    image_size: int
+    in_channels: int = 3
+    mean: tuple[float, ...] = ()  # per channel, on [0, 1] pixels; empty -> the family default
+    std: tuple[float, ...] = ()
+    stem: str = "imagenet"  # resnets: "imagenet" or "cifar"
+    patch_size: int = 16  # vits
+    num_layers: int = 0  # vits; 0 -> the preset's
+    num_heads: int = 0
+    hidden_dim: int = 0
+    mlp_dim: int = 0
+
+    def __post_init__(self) -> None:
+        family = family_of(self.arch)
+        if self.in_channels not in (1, 3):
+            raise DataError(f"in_channels={self.in_channels}: backbones take 1 or 3", "use 1 or 3")
+        if self.image_size < 8:
+            raise DataError(f"image_size={self.image_size} is too small", "use at least 8")
+        if not self.mean:
+            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.in_channels == 3 else ((0.5,), (0.5,))
+            object.__setattr__(self, "mean", mean)
+            object.__setattr__(self, "std", std)
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise DataError(
+                f"{self.arch}: mean/std need {self.in_channels} value(s), got {self.mean} / {self.std}",
+                "give one mean and std per input channel",
+            )
+        if family == "vit":
+            preset = vit.PRESETS.get(self.arch)
+            if preset is None and not all(
+                (self.num_layers, self.num_heads, self.hidden_dim, self.mlp_dim)
+            ):
+                raise DataError(
+                    "arch 'vit' needs num_layers, num_heads, hidden_dim and mlp_dim",
+                    f"set them, or use a preset: {', '.join(vit.PRESETS)}",
+                )
+            if preset is not None:
+                for name, value in zip(
+                    ("num_layers", "num_heads", "hidden_dim", "mlp_dim"), preset
+                ):
+                    if not getattr(self, name):
+                        object.__setattr__(self, name, value)
+            if self.image_size % self.patch_size:
+                raise DataError(
+                    f"{self.arch}: image_size {self.image_size} is not a multiple of patch_size "
+                    f"{self.patch_size}",
+                    "change image_size or patch_size",
+                )
+        elif family == "resnet" and self.stem not in ("imagenet", "cifar"):
+            raise DataError(f"stem {self.stem!r} is not one of imagenet, cifar", "fix stem")
+
+    @property
+    def family(self) -> str:
+        return family_of(self.arch)
+
+    @property
+    def dim(self) -> int:
+        """The feature width D."""
+        return FAMILIES[self.family].feature_dim(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """Only the fields that matter for this family, so config.json reads plainly."""
+        keep = {"arch", "image_size", "in_channels", "mean", "std"}
+        keep |= FAMILIES[self.family].fields
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k in keep
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, source: str) -> BackboneSpec:
+        known = {f.name for f in fields(cls)}
+        try:
+            values = {k: v for k, v in data.items() if k in known}
+            for key in ("mean", "std"):
+                if key in values:
+                    values[key] = tuple(float(v) for v in values[key])
+            return cls(**values)
+        except (TypeError, ValueError) as err:
+            raise DataError(
+                f"{source}: malformed backbone config ({err})", "re-export it"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    build: Callable[[BackboneSpec], nn.Module]
+    feature_dim: Callable[[BackboneSpec], int]
+    fields: frozenset[str]  # spec fields this family uses beyond the common ones
+    # the backbone's state_dict in torchvision key names (classifier dropped), and its inverse
+    state: Callable[[nn.Module], dict[str, torch.Tensor]]
+    load: Callable[[nn.Module, dict[str, torch.Tensor]], None]
+
+
+def _resnet_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+
+
+def _resnet_load(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
+
+
+FAMILIES: dict[str, Family] = {
+    "resnet": Family(
+        build=lambda s: resnet.build_resnet(s.arch, in_channels=s.in_channels, stem=s.stem),
+        feature_dim=lambda s: resnet.feature_dim(s.arch),
+        fields=frozenset({"stem"}),
+        state=_resnet_state,
+        load=_resnet_load,
+    ),
+    "vit": Family(
+        build=lambda s: vit.ViTBackbone(
+            image_size=s.image_size,
+            patch_size=s.patch_size,
+            num_layers=s.num_layers,
+            num_heads=s.num_heads,
+            hidden_dim=s.hidden_dim,
+            mlp_dim=s.mlp_dim,
+            in_channels=s.in_channels,
+        ),
+        feature_dim=lambda s: s.hidden_dim,
+        fields=frozenset({"patch_size", "num_layers", "num_heads", "hidden_dim", "mlp_dim"}),
+        state=lambda net: net.backbone_state(),
+        load=lambda net, state: net.load_backbone_state(state),
+    ),
+}
+
+
+def family_of(arch: str) -> str:
+    if arch in resnet.ARCHS:
+        return "resnet"
+    if arch == "vit" or arch in vit.PRESETS:
+        return "vit"
+    raise DataError(
+        f"backbone arch {arch!r} is not supported",
+        f"use one of {', '.join(resnet.ARCHS + tuple(vit.PRESETS))} or vit",
+    )
+
+
+def build_backbone(spec: BackboneSpec) -> nn.Module:
+    """A freshly initialised backbone (the caller seeds the RNG)."""
+    return FAMILIES[spec.family].build(spec)
+
+
+def backbone_state(net: nn.Module, spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    return FAMILIES[spec.family].state(net)
+
+
+def load_backbone_state(
+    net: nn.Module, spec: BackboneSpec, state: dict[str, torch.Tensor], *, source: str
+) -> None:
+    """Load torchvision-named weights strictly; a mismatch is one error naming the file."""
+    try:
+        FAMILIES[spec.family].load(net, state)
+    except RuntimeError as err:
+        raise DataError(
+            f"{source} does not match a {spec.arch} backbone ({spec.in_channels} channel(s)): "
+            f"{str(err).strip().splitlines()[0]}",
+            "export the backbone with torchvision key names; check the arch in its config.json",
+        ) from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_backbone(
+    net: nn.Module,
+    spec: BackboneSpec,
+    folder: str | Path,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write the export folder (weights first, config with the weights' digest last)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / WEIGHTS_FILE
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone_state(net, spec).items()}
+    tmp = weights.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(weights)
+    config = {**spec.to_json(), "weights_sha256": _sha256(weights)}
+    if provenance:
+        config["provenance"] = provenance
+    tmp = folder / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(config, indent=1))
+    tmp.replace(folder / CONFIG_FILE)
+    return folder
+
+
+def read_backbone_spec(folder: str | Path) -> tuple[BackboneSpec, dict[str, Any]]:
+    """The spec and the whole config.json of an export folder, checked but not loaded."""
+    folder = Path(folder)
+    fix = f"point at a folder written by synmed pretrain ({WEIGHTS_FILE} + {CONFIG_FILE})"
+    if not folder.is_dir():
+        raise DataError(f"backbone folder {folder} does not exist", fix)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if not (folder / name).is_file():
+            raise DataError(f"{folder / name} is missing", fix)
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        if not isinstance(config, dict) or "arch" not in config or "image_size" not in config:
+            raise ValueError("needs at least arch and image_size")
+    except ValueError as err:
+        raise DataError(
+            f"{folder / CONFIG_FILE} is malformed ({err})",
+            'write {"arch": "resnet18", "image_size": 64, ...} or re-export the backbone',
+        ) from None
+    return BackboneSpec.from_json(config, source=str(folder / CONFIG_FILE)), config
+
+
+def load_backbone(folder: str | Path, *, verify: bool = True) -> tuple[nn.Module, BackboneSpec]:
+    """Build the backbone an export folder describes and load its weights (digest checked)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    spec, config = read_backbone_spec(folder)
+    weights = folder / WEIGHTS_FILE
+    expected = config.get("weights_sha256")
+    if verify and expected and _sha256(weights) != expected:
+        raise DataError(
+            f"{weights} does not match the digest in its {CONFIG_FILE} (changed or truncated)",
+            "re-export the backbone, or copy the folder again",
+        )
+    net = build_backbone(spec)
+    load_backbone_state(net, spec, load_file(str(weights)), source=str(weights))
+    return net.eval(), spec
+
+
+def with_input(spec: BackboneSpec, *, image_size: int, in_channels: int) -> BackboneSpec:
+    """The same arch for other data (e.g. an ImageNet arch on 1-channel 64 px shards)."""
+    mean = spec.mean if in_channels == spec.in_channels else ()
+    std = spec.std if in_channels == spec.in_channels else ()
+    return replace(spec, image_size=image_size, in_channels=in_channels, mean=mean, std=std)
