@@ -66,7 +66,7 @@ def test_tiny_lucidrains_trains_and_writes_everything(mni16: Path, tmp_path: Pat
     assert (
         provenance["config_digest"] == summary["config_digest"] and provenance["weights"] == "ema"
     )
-    assert provenance["data_manifest_sha256"] == summary["data_manifest_sha256"]
+    assert provenance["data_manifest_sha256"] == summary["data_digest"]
     model = LucidrainsDDPM.load_exported(run / "export")
     assert model.sample_preview(2, steps=3, seed=0).shape == (2, 1, 16, 16)
 

@@ -1,0 +1,478 @@
+"""One Accelerate training loop that every trainer (generators, SSL methods) specialises.
+
+The same code runs in one process, under ``accelerate launch`` (one process per GPU, or gloo ranks
+on a CPU), and under SLURM/Submitit (:func:`suite.launch.task.run_training`). What makes a run
+resumable bit for bit:
+
+- the data order is a pure function of (seed, epoch) and the step (``ResumableShardSampler``);
+- augmentation is seeded per sample, not by worker RNGs;
+- the run state holds the model, the optimizer, the grad scaler, the step, every rank's RNG, and
+  whatever a trainer adds (:meth:`TrainLoop.extra_state`: an EMA, a teacher, a loss centre);
+- previews fork the RNG, so they never change what training draws.
+
+A trainer implements :meth:`build_dataset`, :meth:`build`, :meth:`loss` and :meth:`export`, and may
+override the hooks (``before_step``, ``after_backward``, ``after_step``, ``on_step_end``,
+``log_extras``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object, set_seed
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from suite.config import config_digest, dump_yaml, load_config, to_dict
+from suite.data.shards import atomic_write_text
+from suite.errors import ConfigError, SynmedError
+from suite.train import run_state
+from suite.train.memory import keep_heap_between_steps
+from suite.train.monitor import MetricsLog, save_loss_curve, write_summary
+from suite.train.sampler import ResumableShardSampler
+
+# "no": a fresh run (refuses a folder with checkpoints); "yes": continue, a checkpoint must exist;
+# "auto": continue when there is one (jobs that may be requeued use this).
+Resume = Literal["no", "yes", "auto"]
+CONFIG_FILE = "config.yaml"
+EXPORT_DIR = "export"
+# Keys that may differ between a run and its resumption in every trainer: they change what is
+# logged or kept, never what a step computes.
+RESUME_SAFE = frozenset(
+    {
+        "run.out_dir",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.keep_last",
+        "train.num_workers",
+        "train.record_indices",
+    }
+)
+
+
+class TrainingError(SynmedError):
+    """Training cannot go on (a non-finite loss, a data set too small for the batch)."""
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: Any, new: Any, resume_safe: frozenset[str] = RESUME_SAFE) -> list[str]:
+    """Dotted keys whose values differ, except the resume-safe ones."""
+    a, b = flatten(to_dict(old)), flatten(to_dict(new))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in resume_safe)
+
+
+def mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class TrainLoop(ABC):
+    """Builds everything from a config, then :meth:`fit` trains to :attr:`max_steps`."""
+
+    #: shown on the progress bar
+    title = "train"
+    #: keys (beyond :data:`RESUME_SAFE`) that may change between a run and its resumption
+    resume_safe: frozenset[str] = frozenset()
+
+    def __init__(self, cfg: Any, *, resume: Resume = "no") -> None:
+        keep_heap_between_steps()
+        self.cfg = cfg
+        self.train_cfg = cfg.train
+        self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=mixed_precision(cfg.train.mixed_precision),
+            log_with="tensorboard",
+            project_dir=str(self.run_dir),
+        )
+        acc = self.accelerator
+        self.rank, self.world = acc.process_index, acc.num_processes
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        set_seed(cfg.run.seed, device_specific=True)  # seed + rank: each rank draws its own noise
+
+        # Rank 0 hashes every shard; the others then only check they exist.
+        with acc.main_process_first():
+            self.dataset = self.build_dataset(verify="sha256" if acc.is_main_process else "size")
+        self.config_digest = config_digest(cfg)
+        self.samples_per_step = cfg.train.batch_size * cfg.train.grad_accum
+        per_rank = len(self.dataset) // self.world
+        self.steps_per_epoch = per_rank // self.samples_per_step
+        if self.steps_per_epoch < 1:
+            raise TrainingError(
+                f"{self.data_description()} has {len(self.dataset)} images: too few for "
+                f"{self.world} rank(s) x batch {cfg.train.batch_size} x grad_accum "
+                f"{cfg.train.grad_accum}",
+                "lower train.batch_size or train.grad_accum, or use more data",
+            )
+        self.step = 0
+        self.build()
+        self._stop_requested: Callable[[], bool] = lambda: False
+        self._stop_agreed = False
+        self._prepare_run_dir(resume)
+
+    # -- what a trainer provides -------------------------------------------------------------------
+
+    @abstractmethod
+    def build_dataset(self, verify: str) -> Dataset:
+        """The training set; ``verify`` is the shard check this rank runs ("sha256" or "size")."""
+
+    @abstractmethod
+    def build(self) -> None:
+        """Set ``self.model`` and ``self.optimizer`` (both passed through ``accelerator.prepare``)
+        and whatever else the trainer keeps (EMA, teacher, loss)."""
+
+    @abstractmethod
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The loss of one micro-batch (called inside autocast and the no-sync context)."""
+
+    @abstractmethod
+    def export(self, folder: Path, provenance: dict[str, Any]) -> None:
+        """Write the trained weights for the next stage (main process only)."""
+
+    @property
+    @abstractmethod
+    def data_digest(self) -> str:
+        """A digest of the training data (the manifest's sha256, or of several)."""
+
+    @property
+    def max_steps(self) -> int:
+        return self.train_cfg.max_steps
+
+    def data_description(self) -> str:
+        return str(self.cfg.data.shards)
+
+    def describe(self) -> dict[str, Any]:
+        """What the summary says this run trained."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Run state beyond model, optimizer, scaler and step."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` saved."""
+
+    def synced_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules every rank must hold bit-identically (checked at the end)."""
+        return {"model": self.accelerator.unwrap_model(self.model)}
+
+    def before_step(self) -> None:
+        """Before the step's first micro-batch (e.g. set this step's LR and weight decay)."""
+
+    def after_backward(self) -> None:
+        """After the gradients are final, before clipping and the optimizer step."""
+
+    def after_step(self) -> None:
+        """After the optimizer step (an EMA or teacher update, an LR scheduler step)."""
+
+    def on_step_end(self) -> None:
+        """After logging and checkpointing decisions of a step (previews, monitors)."""
+
+    def log_extras(self) -> dict[str, float]:
+        """Values logged with the loss (a momentum, a temperature...)."""
+        return {}
+
+    # -- run folder and run state ------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self.step // self.steps_per_epoch
+
+    def _prepare_run_dir(self, resume: Resume) -> None:
+        acc, cfg = self.accelerator, self.cfg
+        saved = self.run_dir / CONFIG_FILE
+        checkpoint = run_state.latest_checkpoint(self.run_dir) if resume != "no" else None
+        if resume == "no" and run_state.list_checkpoints(self.run_dir):
+            raise ConfigError(
+                f"run folder {self.run_dir} already holds checkpoints",
+                "pass --resume to continue it, or choose another run.name",
+            )
+        if resume == "yes" and checkpoint is None:
+            raise ConfigError(
+                f"--resume: {self.run_dir} has no complete checkpoint",
+                "drop --resume to start the run, or check run.out_dir and run.name",
+            )
+        if checkpoint is not None:
+            old = load_config(saved, schema=type(cfg))
+            differ = config_differences(old, cfg, RESUME_SAFE | self.resume_safe)
+            if differ:
+                raise ConfigError(
+                    f"--resume: the config differs from the run's {saved} in: {', '.join(differ)}",
+                    "resume with the same config (only the run length and logging/checkpoint "
+                    "intervals may change), or start a new run.name",
+                )
+            meta = run_state.read_meta(checkpoint)
+            if meta.data_digest != self.data_digest:
+                raise ConfigError(
+                    f"--resume: {self.data_description()} changed since {checkpoint.name} "
+                    "(manifest digest differs)",
+                    "resume on the same shard set, or start a new run.name",
+                )
+            self._load(checkpoint)
+            if acc.is_main_process:
+                print(f"synmed: resumed from {checkpoint} at step {self.step}", flush=True)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(saved, dump_yaml(cfg))
+        acc.wait_for_everyone()
+        self.metrics = (
+            MetricsLog(self.run_dir, self.step if checkpoint else None)
+            if acc.is_main_process
+            else None
+        )
+        self.resumed_from = checkpoint
+
+    def _state(self) -> dict[str, Any]:
+        scaler = self.accelerator.scaler
+        return {
+            "model": self.accelerator.unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "step": self.step,
+            "data": {
+                "steps_per_epoch": self.steps_per_epoch,
+                "samples_per_step": self.samples_per_step,
+            },
+            **self.extra_state(),
+        }
+
+    def _load(self, checkpoint: Path) -> None:
+        # Loaded to the CPU: load_state_dict copies onto each parameter's device.
+        state, rng = run_state.load_state(checkpoint, self.rank)
+        if state["data"]["steps_per_epoch"] != self.steps_per_epoch:
+            raise ConfigError(
+                f"--resume: {checkpoint.name} was made with {state['data']['steps_per_epoch']} "
+                f"steps per epoch, now {self.steps_per_epoch} (another number of processes or "
+                "batch size)",
+                "resume with the same world size and batch settings",
+            )
+        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"] is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        self.load_extra_state(state)
+        self.step = int(state["step"])
+        if rng is not None:
+            run_state.set_rng_state(rng)
+
+    def save(self) -> Path:
+        acc = self.accelerator
+        return run_state.save_checkpoint(
+            self.run_dir,
+            self.step,
+            self._state() if acc.is_main_process else None,
+            rank=self.rank,
+            world_size=self.world,
+            barrier=acc.wait_for_everyone,
+            config_digest=self.config_digest,
+            data_digest=self.data_digest,
+            keep_last=self.train_cfg.keep_last,
+        )
+
+    # -- loop --------------------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell epoch-seeded parts (augmentation, mixing tables) the epoch about to be read."""
+
+    def _loader(self, epoch: int, offset: int) -> DataLoader:
+        sampler = ResumableShardSampler(
+            len(self.dataset), rank=self.rank, world_size=self.world, seed=self.cfg.run.seed
+        )
+        sampler.set_epoch(epoch, offset)
+        self.set_epoch(epoch)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.train_cfg.batch_size,
+            sampler=sampler,
+            num_workers=self.train_cfg.num_workers,
+            drop_last=True,
+            pin_memory=torch.cuda.is_available(),
+            # Its own generator: creating an iterator must not draw from the global RNG, or a run
+            # resumed mid-epoch (one extra iterator) would draw different noise from then on.
+            generator=torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + epoch),
+        )
+
+    def fit(self, stop_requested: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Train until :attr:`max_steps`.
+
+        ``stop_requested()`` is this rank's wish to stop (a preemption signal). It travels in the
+        per-step all-reduce, so every rank learns after the same step, saves that step together,
+        and returns ``{"stopped_at": step}``.
+        """
+        self._stop_requested = stop_requested or (lambda: False)
+        acc, tc = self.accelerator, self.train_cfg
+        acc.init_trackers("tensorboard")
+        start_step, max_steps = self.step, self.max_steps
+        bar = tqdm(
+            total=max_steps, initial=start_step, desc=self.title, disable=not acc.is_main_process
+        )
+        t0, seen_since_log, log_t = time.time(), 0, time.time()
+        loss_value = float("nan")
+        grad_norm = None
+        while self.step < max_steps:
+            epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+            batches = iter(self._loader(epoch, in_epoch * self.samples_per_step))
+            for _ in range(self.steps_per_epoch - in_epoch):
+                if self.step >= max_steps:
+                    break
+                loss_value, grad_norm, indices = self._step(batches)
+                self.step += 1
+                seen_since_log += self.samples_per_step * self.world
+                bar.update(1)
+                if tc.record_indices:
+                    with open(self.run_dir / f"indices-rank{self.rank}.jsonl", "a") as f:
+                        f.write(json.dumps({"step": self.step, "indices": indices}) + "\n")
+                step = self.step
+                if step % tc.log_every == 0 or step == max_steps:
+                    rate = seen_since_log / max(time.time() - log_t, 1e-9)
+                    record = {
+                        "step": step,
+                        "epoch": self.epoch,
+                        "loss": loss_value,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "images_per_s": rate,
+                        **self.log_extras(),
+                    }
+                    if grad_norm is not None:
+                        record["grad_norm"] = grad_norm
+                    acc.log(record, step=step)
+                    if self.metrics is not None:
+                        self.metrics.write(record)
+                    bar.set_postfix(loss=f"{loss_value:.4f}")
+                    seen_since_log, log_t = 0, time.time()
+                self.on_step_end()
+                if step % tc.checkpoint_every == 0 or step == max_steps:
+                    self.save()
+                if self._stop_agreed:
+                    checkpoint = self.save()
+                    bar.close()
+                    print(f"synmed: stopped at step {step}; saved {checkpoint}", flush=True)
+                    return {"stopped_at": step, "checkpoint": str(checkpoint)}
+        bar.close()
+        summary = self._finish(start_step, time.time() - t0, loss_value)
+        acc.end_training()  # last: it also tears down the process group
+        return summary
+
+    def _step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float | None, list[int]]:
+        acc, tc = self.accelerator, self.train_cfg
+        self.model.train()
+        self.before_step()
+        total = torch.zeros((), device=acc.device)
+        indices: list[int] = []
+        for micro in range(tc.grad_accum):
+            batch = next(batches)
+            indices += batch["index"].tolist()
+            sync = (
+                contextlib.nullcontext() if micro == tc.grad_accum - 1 else acc.no_sync(self.model)
+            )
+            with sync, acc.autocast():
+                loss = self.loss(batch)
+            acc.backward(loss / tc.grad_accum)
+            total += loss.detach().float()
+        # One collective per step carries the loss for the log (a NaN on any rank stops every rank)
+        # and every rank's wish to stop (a preemption signal), so all ranks agree on both.
+        wish = 1.0 if self._stop_requested() else 0.0
+        packed = torch.stack([total / tc.grad_accum, torch.tensor(wish, device=acc.device)])
+        packed = acc.reduce(packed, reduction="sum")
+        mean_loss = packed[0] / self.world
+        self._stop_agreed = bool(packed[1] > 0)
+        if not torch.isfinite(mean_loss):
+            last = run_state.latest_checkpoint(self.run_dir)
+            raise TrainingError(
+                f"the training loss became {mean_loss.item()} at step {self.step + 1}; "
+                f"weights were not updated; last good checkpoint: {last or 'none yet'}",
+                "lower train.lr, set train.max_grad_norm, or check the data; resume with --resume",
+            )
+        self.after_backward()
+        grad_norm = None
+        if tc.max_grad_norm is not None:
+            grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.after_step()
+        return float(mean_loss), grad_norm, indices
+
+    # -- end ---------------------------------------------------------------------------------------
+
+    def ranks_in_sync(self) -> dict[str, bool]:
+        """Whether every rank holds bit-identical weights of :meth:`synced_modules` (DDP and the
+        EMA/teacher updates must keep them so; a difference means a desynchronised run)."""
+        mine = {name: weights_digest(m) for name, m in self.synced_modules().items()}
+        everyone = gather_object([mine]) if self.world > 1 else [mine]
+        return {
+            f"{name}_equal_across_ranks": len({d[name] for d in everyone}) == 1 for name in mine
+        }
+
+    def _finish(self, start_step: int, seconds: float, loss: float) -> dict[str, Any]:
+        acc = self.accelerator
+        summary: dict[str, Any] = {}
+        sync = self.ranks_in_sync()
+        if acc.is_main_process:
+            export_dir = self.run_dir / EXPORT_DIR
+            self.export(
+                export_dir,
+                {
+                    "config_digest": self.config_digest,
+                    "data_digest": self.data_digest,
+                    "run": str(self.run_dir.resolve()),
+                    "step": self.step,
+                },
+            )
+            records = self.metrics.read() if self.metrics else []
+            save_loss_curve(
+                records, self.run_dir / "loss.png", f"{self.title} · {self.cfg.run.name}"
+            )
+            steps_run = self.step - start_step
+            summary = {
+                "run": str(self.run_dir),
+                **self.describe(),
+                "steps": self.step,
+                "epochs": self.step / self.steps_per_epoch,
+                "steps_this_session": steps_run,
+                "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                "world_size": self.world,
+                "global_batch": self.samples_per_step * self.world,
+                "final_loss": loss,
+                "seconds": seconds,
+                "images_per_s": steps_run * self.samples_per_step * self.world / max(seconds, 1e-9),
+                "config_digest": self.config_digest,
+                "data_digest": self.data_digest,
+                "checkpoint": str(run_state.latest_checkpoint(self.run_dir)),
+                **sync,
+                "export": str(export_dir),
+            }
+            write_summary(self.run_dir / "summary.json", summary)
+        acc.wait_for_everyone()
+        return summary
