@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from suite.errors import DataError
-from suite.models import resnet, vit
+from suite.models import efficientnet_lite, resnet, vit
 
 WEIGHTS_FILE = "backbone.safetensors"
 CONFIG_FILE = "config.json"
@@ -168,6 +168,13 @@ FAMILIES: dict[str, Family] = {
         state=lambda net: net.backbone_state(),
         load=lambda net, state: net.load_backbone_state(state),
     ),
+    "efficientnet_lite0": Family(
+        build=lambda s: efficientnet_lite.EfficientNetLite0(in_channels=s.in_channels),
+        feature_dim=lambda s: efficientnet_lite.FEATURE_DIM,
+        fields=frozenset(),
+        state=efficientnet_lite.backbone_state,
+        load=efficientnet_lite.load_backbone_state,
+    ),
 }
 
 
@@ -176,9 +183,11 @@ def family_of(arch: str) -> str:
         return "resnet"
     if arch == "vit" or arch in vit.PRESETS:
         return "vit"
+    if arch in efficientnet_lite.ARCHS:
+        return "efficientnet_lite0"
     raise DataError(
         f"backbone arch {arch!r} is not supported",
-        f"use one of {', '.join(resnet.ARCHS + tuple(vit.PRESETS))} or vit",
+        f"use one of {', '.join(resnet.ARCHS + tuple(vit.PRESETS) + efficientnet_lite.ARCHS)} or vit",
     )
 
 
