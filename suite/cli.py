@@ -347,9 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_sample)
 
+    from suite.evaluation.cli import add_evaluate_parser
     from suite.features.cli import add_cluster_parser
 
     add_cluster_parser(groups)
+    add_evaluate_parser(groups)
 
     from suite.launch.submit import STAGES
 

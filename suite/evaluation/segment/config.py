@@ -1,0 +1,160 @@
+"""The ``synmed evaluate segment`` config: typed sections loaded with :func:`suite.config.load_config`.
+
+Defaults follow DiffBoost's segmentation recipe (Zhang et al., IEEE TMI 2024; seed 002 in
+``SEEDS.md``): MONAI-style ``DiceCELoss(include_background=False)``, AdamW at a constant 1e-3,
+batch 8, merging masks with ``alpha`` 0.6 on 64 px patches (at 384 px; scale ``merge_patch`` with
+the image size). Unlike the seed, the epoch kept is chosen on the validation split and the report is
+computed on a split the selection never saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from suite.config import MUST_EXIST, RunConfig, load_config
+from suite.errors import ConfigError
+
+TrainingData = Literal["real", "mixed", "merging"]
+
+
+@dataclass(kw_only=True, slots=True)
+class SegmentDataConfig:
+    """The image+mask shard sets.
+
+    ``shards`` gives the train, val and report splits. ``synthetic`` (image+mask pairs, e.g. a
+    mask-conditioned generator's output) is used by ``train.training_data`` "mixed" and "merging".
+    """
+
+    shards: Path | None = field(default=None, metadata={MUST_EXIST: True})
+    synthetic: Path | None = field(default=None, metadata={MUST_EXIST: True})
+    # Rows of ``synthetic`` to train on: None takes all (a sampled set has no splits); a split name
+    # keeps e.g. the train rows of a set derived from real data, so val/test never leak in.
+    synthetic_split: Literal["train", "val", "test"] | None = None
+    # The split reported on. Model selection always uses "val"; reporting on "val" is allowed but
+    # recorded as selection-biased in result.json.
+    eval_split: Literal["val", "test"] = "test"
+    # What one case is: each image, or each group (volume/patient) of slices stacked in index order.
+    cases: Literal["image", "group"] = "image"
+
+
+@dataclass(kw_only=True, slots=True)
+class SegmentModelConfig:
+    """The network: the suite's conv U-Net, or a U-Net whose encoder is a torchvision ResNet."""
+
+    encoder: Literal["conv", "resnet"] = "conv"
+    # conv encoder: widths per level (each level halves the resolution)
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    # resnet encoder built from scratch (ignored when ``backbone`` is set: its config.json decides)
+    arch: str = "resnet18"
+    stem: Literal["imagenet", "cifar"] = "cifar"
+    # an SSL export folder (backbone.safetensors + config.json) to initialise the ResNet encoder
+    backbone: Path | None = field(default=None, metadata={MUST_EXIST: True})
+    freeze_encoder: bool = False
+    # decoder widths, deepest first (resnet encoder; the conv U-Net mirrors ``channels``)
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
+
+
+@dataclass(kw_only=True, slots=True)
+class SegmentTrainConfig:
+    """Optimisation, training data and seeds."""
+
+    training_data: TrainingData = "real"
+    # "mixed": synthetic images added per real training image (1.0 doubles the training set)
+    synthetic_ratio: float = 1.0
+    # "merging": probability that a patch keeps the real image's prediction and label (DiffBoost
+    # `random_select = rand < alpha` selects the real branch), and the patch side in pixels
+    alpha: float = 0.6
+    merge_patch: int = 64
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-2  # torch's AdamW default, which DiffBoost uses
+    lambda_dice: float = 1.0
+    lambda_ce: float = 1.0
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+
+
+@dataclass(kw_only=True, slots=True)
+class SegmentReportConfig:
+    """What goes into the PNG."""
+
+    figure_cases: int = 4
+
+
+@dataclass(kw_only=True, slots=True)
+class SegmentEvalConfig:
+    """Root of ``configs/evaluate/segment_*.yaml``."""
+
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="segment"))
+    data: SegmentDataConfig = field(default_factory=SegmentDataConfig)
+    model: SegmentModelConfig = field(default_factory=SegmentModelConfig)
+    train: SegmentTrainConfig = field(default_factory=SegmentTrainConfig)
+    report: SegmentReportConfig = field(default_factory=SegmentReportConfig)
+
+
+def load_segment_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
+) -> SegmentEvalConfig:
+    """Load and check a segmentation config (types by the schema, then the cross-field rules)."""
+    cfg = load_config(path, overrides, schema=SegmentEvalConfig)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: SegmentEvalConfig) -> None:
+    """Rules the types cannot express; each failure is one ConfigError naming key and fix."""
+    data, train, model = cfg.data, cfg.train, cfg.model
+    if data.shards is None:
+        raise ConfigError(
+            "data.shards is not set", "pass data.shards=PATH (an image+mask shard set)"
+        )
+    needs_synthetic = train.training_data in ("mixed", "merging")
+    if needs_synthetic and data.synthetic is None:
+        raise ConfigError(
+            f"train.training_data={train.training_data} needs data.synthetic",
+            "set data.synthetic=PATH (an image+mask shard set), or train.training_data=real",
+        )
+    if not needs_synthetic and data.synthetic is not None:
+        raise ConfigError(
+            "data.synthetic is set but train.training_data=real would ignore it",
+            "set train.training_data=mixed or merging, or drop data.synthetic",
+        )
+    if not 0.0 <= train.alpha <= 1.0:
+        raise ConfigError(f"train.alpha={train.alpha} is not a probability", "use 0 <= alpha <= 1")
+    if train.synthetic_ratio <= 0:
+        raise ConfigError(
+            f"train.synthetic_ratio={train.synthetic_ratio} must be positive", "e.g. 1.0"
+        )
+    for key, value in (
+        ("train.merge_patch", train.merge_patch),
+        ("train.epochs", train.epochs),
+        ("train.batch_size", train.batch_size),
+    ):
+        if value < 1:
+            raise ConfigError(f"{key}={value} must be at least 1", f"set {key} to a positive int")
+    if not train.seeds or len(set(train.seeds)) != len(train.seeds):
+        raise ConfigError(
+            f"train.seeds={train.seeds} must be a non-empty list of distinct seeds",
+            "e.g. [0, 1, 2]",
+        )
+    if train.lr <= 0:
+        raise ConfigError(f"train.lr={train.lr} must be positive", "e.g. 1e-3")
+    if model.encoder == "conv" and (not model.channels or min(model.channels) < 1):
+        raise ConfigError(
+            f"model.channels={model.channels} needs positive widths", "e.g. [16, 32, 64, 128]"
+        )
+    if model.encoder == "resnet" and (len(model.decoder_channels) != 5):
+        raise ConfigError(
+            f"model.decoder_channels has {len(model.decoder_channels)} widths; the ResNet U-Net "
+            "has 5 decoder stages (layer3, layer2, layer1, stem, input)",
+            "give 5 widths, e.g. [128, 64, 32, 16, 16]",
+        )
+    if model.backbone is not None and model.encoder != "resnet":
+        raise ConfigError(
+            "model.backbone is set but model.encoder=conv", "set model.encoder=resnet"
+        )
+    if cfg.report.figure_cases < 0:
+        raise ConfigError("report.figure_cases must be >= 0", "e.g. 4")
