@@ -55,3 +55,32 @@ def test_group_cases_stack_each_volume(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no group column"):
         evaluate_segmentation(cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_volumes_as_cases_and_an_ssl_resnet_encoder(tmp_path: Path) -> None:
+    from suite.data.writer import ShardSetWriter
+    from suite.models.backbones import BackboneSpec, build_backbone, save_backbone
+
+    real = tmp_path / "vols"
+    real.mkdir()
+    writer = ShardSetWriter(real, {"source": "real", "mask_names": ["background", "blob"]})
+    rng = np.random.default_rng(0)
+    for i in range(18):  # 6 volumes of 3 slices; volumes 0-1 train, 2-3 val, 4-5 test
+        mask = np.zeros((1, 16, 16), np.uint8)
+        mask[0, 4:12, 3 + i % 3 : 11] = 1
+        image = (mask * 150 + rng.integers(0, 60, mask.shape)).astype(np.uint8)
+        writer.add({"images": image, "masks": mask, "index": i, "split": i // 6,
+                    "group": f"vol{i // 3}"})  # fmt: skip
+    writer.close()
+    spec = BackboneSpec(arch="resnet18", image_size=16, in_channels=1, stem="cifar")
+    backbone = save_backbone(build_backbone(spec), spec, tmp_path / "ssl")
+    cfg = load_segment_config(None, [f"data.shards={real}", "data.cases=group", "train.epochs=1",
+                                     "train.seeds=[3]", "model.encoder=resnet",
+                                     f"model.backbone={backbone}", "report.figure_cases=1"])  # fmt: skip
+    result = evaluate_segmentation(cfg, tmp_path / "out")
+    ctx = result["context"]
+    assert ctx["cases"] == "group" and ctx["num_cases"] == 2  # vol4, vol5
+    assert ctx["encoder"]["encoder"] == "resnet18" and ctx["encoder"]["init"] == f"ssl:{backbone}"
+    with open(tmp_path / "out" / "per_case.csv") as f:
+        cases = {r["case"] for r in csv.DictReader(f)}
+    assert cases == {"vol4", "vol5"}
