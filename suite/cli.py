@@ -200,6 +200,25 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from suite.config import load_config
+    from suite.ssl.train import pretrain
+
+    resume = "auto" if args.auto_resume else "yes" if args.resume else "no"
+    result = pretrain(load_config(args.config, args.overrides), resume=resume)
+    if "stopped_at" in result:
+        print(f"stopped at step {result['stopped_at']} by a signal; continue with --resume")
+    elif result:
+        knn = result.get("knn_accuracy")
+        print(
+            f"pretrained {result['arch']} with {result['method']} for {result['epochs']:.0f} epochs "
+            f"({result['steps']} steps): {result['run']}"
+            + (f"; kNN accuracy {knn:.3f}" if knn is not None else "")
+        )
+        print(f"  backbone export: {result['export']}")
+    return 0
+
+
 # -- sample --------------------------------------------------------------------------------------
 
 
@@ -323,6 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--auto-resume", action="store_true", help="continue if there is a checkpoint (for jobs)"
     )
     p.set_defaults(func=cmd_train_generator)
+
+    p = groups.add_parser(
+        "pretrain", help="self-supervised pretraining (DINO, SimCLR) on shard sets (Accelerate)"
+    )
+    _add_config_args(p)
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    resume.add_argument(
+        "--auto-resume", action="store_true", help="continue if there is a checkpoint (for jobs)"
+    )
+    p.set_defaults(func=cmd_pretrain)
 
     p = groups.add_parser(
         "sample", help="sample N images from a trained generator into shards (Ray Data)"

@@ -25,6 +25,7 @@ import yaml
 from suite.data.ingest.options import IngestOptions
 from suite.errors import ConfigError
 from suite.generative.configs import GeneratorConfig
+from suite.ssl.config import PretrainConfig
 from suite.train.config import TrainConfig
 
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class SuiteConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: GeneratorConfig | None = None
+    pretrain: PretrainConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
 

@@ -26,6 +26,7 @@ from suite.errors import ConfigError
 # stage name -> "module:function(cfg: SuiteConfig, resume=...) -> dict"
 STAGES: dict[str, str] = {
     "train-generator": "suite.generative.train:train_generator",
+    "pretrain": "suite.ssl.train:pretrain",
 }
 JOBS_FILE = "jobs.jsonl"
 

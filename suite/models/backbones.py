@@ -291,3 +291,72 @@ def with_input(spec: BackboneSpec, *, image_size: int, in_channels: int) -> Back
     mean = spec.mean if in_channels == spec.in_channels else ()
     std = spec.std if in_channels == spec.in_channels else ()
     return replace(spec, image_size=image_size, in_channels=in_channels, mean=mean, std=std)
+
+
+def _adapt_input_channels(state: dict[str, torch.Tensor], key: str, channels: int) -> None:
+    """ImageNet stems take RGB; for grey data sum the filters over colour (the usual adaptation:
+    a grey image repeated to RGB gives the same activations)."""
+    weight = state.get(key)
+    if weight is not None and weight.shape[1] != channels:
+        if channels == 1:
+            state[key] = weight.sum(dim=1, keepdim=True)
+        else:
+            state[key] = weight.repeat(1, channels, 1, 1) / channels
+
+
+def load_init(net: nn.Module, spec: BackboneSpec, init: str) -> dict[str, Any]:
+    """Start ``net`` from ``ssl:PATH`` (an export folder) or ``imagenet:PATH`` (a torchvision
+    ImageNet ``state_dict`` file, read with ``weights_only=True``). Returns provenance.
+
+    Input channels are adapted (RGB filters summed for grey data); a ViT's position embeddings
+    are resampled to this spec's patch grid.
+    """
+    kind, _, path_text = init.partition(":")
+    path = Path(path_text)
+    if kind == "ssl":
+        _, source_spec = load_backbone(path)  # checks the digest and the family
+        if source_spec.arch != spec.arch:
+            raise DataError(
+                f"init {init}: the export is a {source_spec.arch}, the config asks for {spec.arch}",
+                f"set the backbone arch to {source_spec.arch}",
+            )
+        from safetensors.torch import load_file
+
+        state = load_file(str(path / WEIGHTS_FILE))
+        digest = _sha256(path / WEIGHTS_FILE)
+    elif kind == "imagenet":
+        if not path.is_file():
+            raise DataError(
+                f"init {init}: {path} is not a file",
+                "point at a torchvision ImageNet weights file on a local disk (e.g. "
+                "resnet18-f37072fd.pth); nothing is downloaded",
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise DataError(
+                f"init {init}: {path} is not a plain state_dict file ({err})",
+                "use torchvision's .pth weight files (tensors only)",
+            ) from None
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        digest = _sha256(path)
+    else:
+        raise DataError(f"init {init!r} is not ssl:PATH or imagenet:PATH", "fix backbone.init")
+    state = dict(state)
+    _adapt_input_channels(state, "conv1.weight", spec.in_channels)
+    _adapt_input_channels(state, "conv_proj.weight", spec.in_channels)
+    if spec.family == "vit" and "encoder.pos_embedding" in state:
+        pos = state["encoder.pos_embedding"]
+        grid = spec.image_size // spec.patch_size
+        if pos.shape[1] != grid * grid + 1:
+            side = int(round((pos.shape[1] - 1) ** 0.5))
+            patches = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+            patches = torch.nn.functional.interpolate(
+                patches, size=(grid, grid), mode="bicubic", align_corners=False
+            )
+            state["encoder.pos_embedding"] = torch.cat(
+                [pos[:, :1], patches.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)], dim=1
+            )
+    load_backbone_state(net, spec, state, source=str(path))
+    return {"init": init, "init_sha256": digest}

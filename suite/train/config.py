@@ -10,6 +10,10 @@ from typing import Literal
 class TrainConfig:
     """One Accelerate training loop. Batch sizes are per process; the global batch is
     ``batch_size * grad_accum * world_size``.
+
+    ``synmed pretrain`` reads its length, learning rate and weight decay from ``pretrain:``
+    (epochs and DINO's schedules); from here it takes the batch, ``grad_accum``,
+    ``max_grad_norm``, ``mixed_precision``, ``num_workers`` and the logging/checkpoint intervals.
     """
 
     batch_size: int = 8

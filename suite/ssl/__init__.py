@@ -1,0 +1,1 @@
+"""Self-supervised pretraining (DINO, SimCLR) on shard sets: `synmed pretrain`."""

@@ -1,0 +1,126 @@
+"""Typed config of `synmed pretrain` (torch-free: the `pretrain:` section of a suite config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(kw_only=True, slots=True)
+class BackboneConfig:
+    """The network being pretrained (see :mod:`suite.models.backbones` for the arch names).
+
+    ``image_size`` is the global view size; ``in_channels`` None takes the data's channels.
+    ``init`` starts from weights instead of random: ``ssl:PATH`` (an export of this stage) or
+    ``imagenet:PATH`` (a torchvision ImageNet state_dict file on a local disk; seed 001's
+    "ImageNet + real" rows). Nothing is ever downloaded.
+    """
+
+    arch: str = "resnet18"
+    image_size: int = 224
+    in_channels: int | None = None
+    stem: Literal["imagenet", "cifar"] = "imagenet"
+    patch_size: int = 16
+    num_layers: int = 0  # ViT sizes: 0 takes the preset's (vit_tiny / vit_small / vit_base)
+    num_heads: int = 0
+    hidden_dim: int = 0
+    mlp_dim: int = 0
+    init: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class DINOConfig:
+    """DINO (Caron et al., 2021, "Emerging Properties in Self-Supervised Vision Transformers").
+
+    Defaults are the paper's ViT-S/16 recipe; seeds 000 and 001 differ (configs/papers/).
+    """
+
+    kind: Literal["dino"] = "dino"
+    # projection head (lightly DINOProjectionHead)
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_output_dim: int = 65536
+    head_batch_norm: bool = False
+    norm_last_layer: bool = True
+    freeze_last_layer_epochs: int = 1
+    # loss (lightly DINOLoss); the teacher temperature warms up linearly over epochs
+    warmup_teacher_temp: float = 0.04
+    teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 30
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    # teacher EMA momentum, cosine from start to end over the run, per step
+    momentum_start: float = 0.996
+    momentum_end: float = 1.0
+    # multi-crop views (lightly DINOTransform)
+    global_crop_scale: tuple[float, float] = (0.4, 1.0)
+    local_crop_size: int = 96
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)
+    n_local_views: int = 6
+    hflip_prob: float = 0.5
+    color_jitter_prob: float = 0.8
+    color_jitter_strength: float = 0.5
+    gray_scale_prob: float = 0.2
+    blur_probs: tuple[float, float, float] = (1.0, 0.1, 0.5)
+    solarization_prob: float = 0.2
+
+
+@dataclass(kw_only=True, slots=True)
+class SimCLRConfig:
+    """SimCLR (Chen et al., 2020, "A Simple Framework for Contrastive Learning of Visual
+    Representations"): two views, a projection MLP, NT-Xent over the global batch."""
+
+    kind: Literal["simclr"] = "simclr"
+    head_hidden_dim: int = 2048
+    head_output_dim: int = 128
+    temperature: float = 0.5
+    crop_min_scale: float = 0.08
+    hflip_prob: float = 0.5
+    color_jitter_prob: float = 0.8
+    color_jitter_strength: float = 1.0
+    gray_scale_prob: float = 0.2
+    blur_prob: float = 0.5
+
+
+@dataclass(kw_only=True, slots=True)
+class KNNMonitorConfig:
+    """A weighted kNN classifier (Wu et al., 2018; DINO's eval_knn) on frozen features of a
+    labelled shard set, every ``every_epochs`` epochs: the cheap signal that SSL is learning."""
+
+    shards: str | None = None  # None: no monitor
+    train_split: Literal["train", "val", "test"] = "train"
+    eval_split: Literal["train", "val", "test"] = "val"
+    every_epochs: int = 1
+    k: int = 20
+    temperature: float = 0.07
+    max_images: int = 5000  # per split: the monitor must stay cheap
+
+
+@dataclass(kw_only=True, slots=True)
+class PretrainConfig:
+    """`synmed pretrain`: what to pretrain, on what data, for how long.
+
+    ``sources`` names shard sets; ``mix`` picks from them with proportions, so the seeds' grid is
+    one override each: ``pretrain.mix=real``, ``pretrain.mix=synthetic``,
+    ``pretrain.mix=real:0.5,synthetic:0.5``. An epoch is as many samples as the chosen sources
+    hold together; each source fills its share (sampling with replacement when it is smaller).
+    The learning rate is ``lr * global_batch / 256`` (the linear scaling rule of DINO and
+    SimCLR) when ``scale_lr`` is set, warmed up linearly, then cosine down to ``min_lr``; the
+    weight decay follows a cosine from ``weight_decay`` to ``weight_decay_end`` on every
+    decayed parameter (not biases and norms).
+    """
+
+    method: DINOConfig | SimCLRConfig = field(default_factory=DINOConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    sources: dict[str, str] = field(default_factory=dict)
+    mix: str = ""
+    split: Literal["train", "val", "test"] | None = "train"
+    epochs: int = 100
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 5e-4
+    scale_lr: bool = True
+    min_lr: float = 1e-6
+    warmup_epochs: int = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    knn: KNNMonitorConfig = field(default_factory=KNNMonitorConfig)

@@ -1,0 +1,114 @@
+"""A weighted kNN classifier on frozen features: SSL's cheap progress signal.
+
+Votes are weighted by ``exp(cosine / T)`` over the k nearest training features (Wu et al., 2018,
+"Unsupervised Feature Learning via Non-Parametric Instance Discrimination"; DINO's eval_knn uses
+k=20, T=0.07).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from suite.data.dataset import ShardDataset
+from suite.errors import DataError
+from suite.features.encoders import EncoderSpec, ImageEncoder
+from suite.models.backbones import BackboneSpec
+
+
+def knn_predict(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    features: torch.Tensor,
+    *,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """Class scores ``(N, num_classes)`` of ``features`` from their k nearest training features
+    (cosine similarity, temperature-weighted votes)."""
+    train = F.normalize(train_features.float(), dim=1)
+    query = F.normalize(features.float(), dim=1)
+    k = min(k, len(train))
+    similarity, nearest = (query @ train.T).topk(k, dim=1)
+    weights = (similarity / temperature).exp()
+    votes = torch.zeros(len(query), num_classes)
+    votes.scatter_add_(1, train_labels[nearest], weights)
+    return votes
+
+
+@dataclass
+class KNNMonitor:
+    """kNN top-1 accuracy of a backbone on a labelled shard set (train split as memory, another
+    split as queries), at most ``max_images`` of each."""
+
+    shards: str
+    train_split: str
+    eval_split: str
+    k: int
+    temperature: float
+    max_images: int
+
+    def __post_init__(self) -> None:
+        self.train = ShardDataset(self.shards, split=self.train_split)  # type: ignore[arg-type]
+        self.eval = ShardDataset(self.shards, split=self.eval_split)  # type: ignore[arg-type]
+        if self.train.label_kind != "multiclass":
+            raise DataError(
+                f"pretrain.knn.shards={self.shards} has no class labels ({self.train.label_kind})",
+                "point the kNN monitor at a labelled shard set, or unset pretrain.knn.shards",
+            )
+        if len(self.train) == 0 or len(self.eval) == 0:
+            raise DataError(
+                f"pretrain.knn.shards={self.shards} has no images in split "
+                f"{self.train_split!r} or {self.eval_split!r}",
+                "choose pretrain.knn.train_split / eval_split that exist (synmed data info)",
+            )
+        self.num_classes = len(self.train.class_names)
+
+    @staticmethod
+    def _rows(data: ShardDataset, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # evenly spaced rows: deterministic and covering the whole set
+        step = max(1, len(data) // limit)
+        picks = list(range(0, len(data), step))[:limit]
+        samples = data.__getitems__(picks)
+        images = torch.stack([s["image"] for s in samples])
+        labels = torch.tensor([int(s["label"]) for s in samples])
+        return images, labels
+
+    @torch.no_grad()
+    def accuracy(self, backbone: nn.Module, spec: BackboneSpec, device: torch.device) -> float:
+        encoder = ImageEncoder(
+            backbone,
+            EncoderSpec(
+                spec="knn-monitor",
+                kind="ssl",
+                dim=spec.dim,
+                image_size=spec.image_size,
+                in_channels=spec.in_channels,
+                mean=spec.mean,
+                std=spec.std,
+                arch=spec.arch,
+            ),
+        ).to(device)
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            features = {}
+            for name, data in (("train", self.train), ("eval", self.eval)):
+                images, labels = self._rows(data, self.max_images)
+                feats = torch.cat([encoder(chunk.to(device)).cpu() for chunk in images.split(256)])
+                features[name] = (feats, labels)
+        finally:
+            backbone.train(was_training)
+        scores = knn_predict(
+            features["train"][0],
+            features["train"][1],
+            features["eval"][0],
+            num_classes=self.num_classes,
+            k=self.k,
+            temperature=self.temperature,
+        )
+        return float((scores.argmax(1) == features["eval"][1]).float().mean())
