@@ -106,3 +106,25 @@ def test_time_limit_signal_saves_requeues_and_resumes(
     )
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == list(range(1, 401))  # every step once: none lost, none repeated
+
+
+def test_pretrain_ssl_sbatch_on_two_nodes(
+    slurm: dict[str, str], tmp_path: Path, mni16: Path
+) -> None:
+    dino = str(REPO / "configs" / "ssl" / "tiny_dino_vit.yaml")
+    proc = run(
+        ["sbatch", "--parsable", f"--partition={slurm['partition']}", f"--chdir={tmp_path}",
+         "--nodes=2", "--gpus-per-node=0", "--ntasks-per-node=1", "--cpus-per-task=1",
+         "--mem-per-cpu=2G", "--time=10",
+         f"--export=ALL,SYNMED_VENV={VENV},SYNMED_REPO={REPO},OMP_NUM_THREADS=1,TQDM_DISABLE=1",
+         str(REPO / "slurm" / "pretrain_ssl.sbatch"), dino, f"pretrain.sources.real={mni16}",
+         f"run.out_dir={tmp_path}", "pretrain.epochs=1"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip().split(";")[0]
+    wait_until(lambda: squeue_state(job) == "", 240, f"job {job} to finish")
+    log = (tmp_path / f"synmed-ssl-{job}.out").read_text()
+    assert job_state(job) == "COMPLETED", log
+    summary = json.loads((tmp_path / "tiny-dino-vit" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["model_equal_across_ranks"]
+    assert (tmp_path / "tiny-dino-vit" / "export" / "backbone.safetensors").is_file()

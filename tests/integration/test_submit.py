@@ -122,3 +122,19 @@ def test_array_sweep_and_dependency(slurm: dict[str, str], tmp_path: Path, mni16
     starts = dict(line.split("|") for line in dependency)
     first_end = run(["sacct", "-n", "-X", "-P", "-o", "End", "-j", first_id]).stdout.strip()
     assert starts[ids[0]] >= first_end  # afterok: the sweep started only once the first job ended
+
+
+def test_pretrain_grid_as_a_job_array(slurm: dict[str, str], tmp_path: Path, mni16: Path) -> None:
+    """Seed 001's grid is one override per element: pretrain on real, then on synthetic."""
+    dino = str(REPO / "configs" / "ssl" / "tiny_dino_vit.yaml")
+    proc = synmed(
+        "submit", "pretrain", dino, f"pretrain.sources.real={mni16}",
+        f"pretrain.sources.synthetic={mni16}", f"run.out_dir={tmp_path}", "pretrain.epochs=1",
+        "--array", "pretrain.mix=real,synthetic", "--cpus-per-task", "1", "--mem-gb", "2",
+        "--partition", slurm["partition"], "--time", "5", "--wait", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for mix in ("real", "synthetic"):
+        summary = json.loads((tmp_path / f"tiny-dino-vit-mix{mix}" / "summary.json").read_text())
+        assert summary["mix"] == {mix: 1.0} and summary["steps"] == 13
+        assert (Path(summary["export"]) / "config.json").is_file()
