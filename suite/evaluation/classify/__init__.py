@@ -1,0 +1,1 @@
+"""Classification evaluation: linear probe, kNN, fine-tuning, shallow heads, self-validation."""

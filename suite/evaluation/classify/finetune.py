@@ -1,0 +1,182 @@
+"""Full fine-tuning of a backbone plus a linear head, and the exported classifier.
+
+Seed 002's protocol (dvtiendat/contrastive-synthesis-medcls): AdamW (Loshchilov & Hutter, 2019),
+ReduceLROnPlateau on the validation loss, early stopping when it stops improving, and the weights
+of the best validation epoch kept. Selection uses the validation split only; the test split is
+scored once, at the end (DiffBoost, seed 003, selected its epoch on the test files).
+
+The kept classifier is written as ``classifier.safetensors`` (weights only: nothing in it runs as
+code) plus ``classifier.json`` (backbone spec, input size and normalisation, class names, the
+weights' sha256), which ``synmed evaluate self-validate`` loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from suite.errors import DataError
+from suite.evaluation.classify.backbone import ResolvedBackbone
+from suite.evaluation.classify.config import FinetuneConfig
+from suite.evaluation.classify.data import RowsSubset
+from suite.evaluation.classify.features import Preprocess, loader
+from suite.models.backbones import BackboneSpec, build_backbone
+
+WEIGHTS = "classifier.safetensors"
+CONFIG = "classifier.json"
+
+
+class Classifier(nn.Module):
+    """uint8 images -> logits: preprocessing, backbone, linear head."""
+
+    def __init__(self, preprocess: Preprocess, backbone: nn.Module, dim: int, classes: int) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.backbone = backbone
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(self.preprocess(images)).flatten(1))
+
+
+def make_preprocess(backbone: ResolvedBackbone) -> Preprocess:
+    spec = backbone.spec
+    return Preprocess(
+        in_channels=spec.in_channels, size=backbone.input_size, mean=spec.mean, std=spec.std
+    )
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if y.ndim == 2:
+        return F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum")
+    return F.cross_entropy(logits, y.long(), reduction="sum")
+
+
+@torch.no_grad()
+def predict(model: Classifier, rows: RowsSubset, batch_size: int) -> tuple[np.ndarray, float]:
+    """Probabilities ``(N, K)`` (softmax, or sigmoid for multi-label) and the mean loss."""
+    model.eval()
+    probs, total = [], 0.0
+    for images, y in loader([rows], batch_size):
+        logits = model(images)
+        total += float(_loss(logits, y))
+        probs.append((logits.sigmoid() if y.ndim == 2 else logits.softmax(dim=1)).numpy())
+    return np.concatenate(probs), total / max(len(rows.positions), 1)
+
+
+def finetune(
+    backbone: ResolvedBackbone,
+    train_parts: list[RowsSubset],
+    val: RowsSubset,
+    *,
+    num_classes: int,
+    cfg: FinetuneConfig,
+    seed: int,
+) -> tuple[Classifier, dict[str, Any]]:
+    """Train every weight; return the classifier of the best validation epoch and its record."""
+    torch.manual_seed(seed)
+    model = Classifier(make_preprocess(backbone), backbone.build(), backbone.spec.dim, num_classes)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+    best_loss, best_epoch, best_state = float("inf"), -1, copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        seen, running = 0, 0.0
+        for images, y in loader(
+            train_parts, cfg.batch_size, shuffle=True, seed=seed * 1000 + epoch
+        ):
+            opt.zero_grad(set_to_none=True)
+            loss = _loss(model(images), y)
+            (loss / len(y)).backward()
+            opt.step()
+            running += float(loss.detach())
+            seen += len(y)
+        _, val_loss = predict(model, val, cfg.batch_size)
+        plateau.step(val_loss)
+        history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss})
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= cfg.patience:
+            break  # early stopping on the validation loss
+    model.load_state_dict(best_state)
+    return model, {"best_epoch": best_epoch, "val_loss": best_loss, "epochs_run": len(history),
+                   "history": history}  # fmt: skip
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export_classifier(
+    model: Classifier,
+    backbone: ResolvedBackbone,
+    folder: Path,
+    *,
+    class_names: list[str],
+    multilabel: bool,
+    data_shape: tuple[int, ...],
+    provenance: dict[str, Any],
+) -> Path:
+    """Write ``classifier.safetensors`` then ``classifier.json`` (with the weights' digest)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS))
+    config = {
+        "backbone": backbone.spec.to_json(),
+        "input_size": backbone.input_size,
+        "class_names": class_names,
+        "multilabel": multilabel,
+        "data_shape": list(data_shape),  # (C, H, W) of the shard images it was trained on
+        "weights_sha256": _sha256(folder / WEIGHTS),
+        "provenance": provenance,
+    }
+    (folder / CONFIG).write_text(json.dumps(config, indent=1))
+    return folder
+
+
+def load_classifier(folder: str | Path) -> tuple[Classifier, dict[str, Any]]:
+    """An exported classifier, its digest checked and its weights loaded strictly."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    fix = "point --classifier at a finetune/seed-N folder written by synmed evaluate classify"
+    if not folder.is_dir():
+        raise DataError(f"classifier folder {folder} does not exist", fix)
+    for name in (WEIGHTS, CONFIG):
+        if not (folder / name).is_file():
+            raise DataError(f"{folder / name} is missing", fix)
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+        spec = BackboneSpec.from_json(config["backbone"], source=str(folder / CONFIG))
+        names, size = list(config["class_names"]), int(config["input_size"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{folder / CONFIG} is malformed ({err!r})", fix) from None
+    if _sha256(folder / WEIGHTS) != config.get("weights_sha256"):
+        raise DataError(
+            f"{folder / WEIGHTS} does not match the digest in {CONFIG} (changed or truncated)",
+            "export the classifier again",
+        )
+    preprocess = Preprocess(in_channels=spec.in_channels, size=size, mean=spec.mean, std=spec.std)
+    model = Classifier(preprocess, build_backbone(spec), spec.dim, len(names))
+    try:
+        model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
+    except RuntimeError as err:
+        raise DataError(
+            f"{folder / WEIGHTS} does not fit the classifier its {CONFIG} describes: "
+            f"{str(err).splitlines()[0]}",
+            "export the classifier again",
+        ) from None
+    return model.eval(), config
