@@ -36,7 +36,9 @@ def knn_scores(
     for start in range(0, len(query), CHUNK):
         q = F.normalize(torch.as_tensor(query[start : start + CHUNK], dtype=torch.float32), dim=1)
         sim, idx = (q @ bank.T).topk(k, dim=1)
-        weights = (sim / temperature).exp()
+        # shifted by the row's top similarity: the shares are unchanged, and exp cannot overflow
+        # at small temperatures (exp(1 / 0.01) is beyond float32)
+        weights = ((sim - sim[:, :1]) / temperature).exp()
         votes = (weights.unsqueeze(-1) * targets[idx]).sum(dim=1)
         out.append(votes / weights.sum(dim=1, keepdim=True))
     return torch.cat(out).numpy() if out else np.zeros((0, num_classes), np.float32)
