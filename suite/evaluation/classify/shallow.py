@@ -96,8 +96,8 @@ def shallow_scores(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(train, train_labels.astype(np.int64))
-        if name == "svm":
-            return model.decision_function(test)
+        if name == "svm":  # margins through a sigmoid: the 0.5 decision threshold is margin 0
+            return 1.0 / (1.0 + np.exp(-model.decision_function(test)))
         return model.predict_proba(test)
     model = make_pipeline(StandardScaler(), head)
     with warnings.catch_warnings():
