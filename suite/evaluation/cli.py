@@ -16,6 +16,9 @@ def add_evaluate_parser(groups: argparse._SubParsersAction) -> argparse.Argument
     from suite.evaluation.segment.cli import add_parser as add_segment
 
     add_segment(tasks)
+    from suite.evaluation.generator.cli import add_parser as add_generator
+
+    add_generator(tasks)
     from suite.evaluation.classify.cli import add_parser as add_classify
 
     add_classify(tasks)
