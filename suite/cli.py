@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cluster_parser(groups)
     add_evaluate_parser(groups)
+    from suite.pipeline.cli import add_parser as add_run_parser
+
+    add_run_parser(groups)
 
     from suite.launch.submit import STAGES
 

@@ -217,8 +217,8 @@ class NiftiAdapter(SourceAdapter):
         if self.has_masks:
             kind = " + probability maps" if len(self.volumes[0].masks) > 1 else " + label volumes"
         return SourceInfo(
-            class_names=[],
-            label_kind="none",
+            class_names=list(PLANES) if self.options.plane_labels else [],
+            label_kind="multiclass" if self.options.plane_labels else "none",
             mask_names=self.mask_names,
             expected_count=None,  # slices kept depend on min_foreground
             split_policy="group" if len(self.volumes) >= 3 else "slab",
@@ -240,18 +240,26 @@ class NiftiAdapter(SourceAdapter):
                     np.percentile(finite, self.options.clip_percentiles) if finite.size else (0, 0)
                 )
                 foreground = data > lo + BACKGROUND_LEVEL * (hi - lo)
-            axis = self.options.axis
-            fractions = foreground.mean(axis=tuple(a for a in range(3) if a != axis))
-            for index, fraction in enumerate(fractions.tolist()):
-                if fraction < self.options.min_foreground:
-                    continue
-                yield Record(
-                    image=_slice(data, axis, index),
-                    source=f"{volume.image}#slice{index}",
-                    mask=_slice(mask, axis, index) if mask is not None else None,
-                    group=volume.name,
-                    position=float(index),
-                )
+            planes = (0, 1, 2) if self.options.plane_labels else (self.options.axis,)
+            for axis in planes:
+                fractions = foreground.mean(axis=tuple(a for a in range(3) if a != axis))
+                for index, fraction in enumerate(fractions.tolist()):
+                    if fraction < self.options.min_foreground:
+                        continue
+                    plane = PLANES[axis]
+                    yield Record(
+                        image=_slice(data, axis, index),
+                        source=f"{volume.image}#{plane}{index}"
+                        if self.options.plane_labels
+                        else f"{volume.image}#slice{index}",
+                        label=axis if self.options.plane_labels else None,
+                        mask=_slice(mask, axis, index) if mask is not None else None,
+                        # per plane, so slab splits give every split slices of every plane
+                        group=f"{volume.name}#{plane}"
+                        if self.options.plane_labels
+                        else volume.name,
+                        position=float(index),
+                    )
 
     def _mask_volume(
         self, volume: _Volume, shape: tuple[int, ...], affine: np.ndarray, names: list[str]
@@ -297,6 +305,10 @@ def _label_volume(path: Path, data: np.ndarray, names: list[str]) -> np.ndarray:
             f"pass --mask-names with {high + 1} names (background first)",
         )
     return data.astype(np.uint8)
+
+
+# Volumes are in closest-canonical RAS orientation: axis 0 runs left-right, 1 back-front, 2 up-down.
+PLANES = ("sagittal", "coronal", "axial")
 
 
 def _slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:

@@ -43,6 +43,9 @@ class IngestOptions:
     mask_names: list[str] | None = None
     mask_threshold: float = 0.5
     axis: Literal[0, 1, 2] = 2
+    # Slice along all three axes instead, each slice labelled by its plane (sagittal, coronal,
+    # axial): a real label for classification on an unlabelled volume; splits stay per plane slab.
+    plane_labels: bool = False
     min_foreground: float = 0.05  # keep slices whose foreground fraction is at least this
     # NIH ChestX-ray14 / COVIDx: where the image files are; None searches below the source folder.
     images_dir: Path | None = field(default=None, metadata={"must_exist": True})

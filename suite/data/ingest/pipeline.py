@@ -40,6 +40,21 @@ class _Meta:
     positions: list[float | None]
 
 
+def _split_slabs(meta: Any, options: IngestOptions) -> tuple[np.ndarray, list[str]]:
+    """Split ids and slab ids. Each volume's slabs are split on their own, so every split holds
+    slices of every volume (and of every plane, when a volume is sliced along several)."""
+    slabs = slab_groups(meta.groups, [p if p is not None else 0.0 for p in meta.positions])
+    volumes = np.asarray(meta.groups)
+    split = np.zeros(len(slabs), dtype=np.uint8)
+    for volume in dict.fromkeys(meta.groups):
+        rows = np.flatnonzero(volumes == volume)
+        split[rows] = assign_splits(
+            [meta.given[r] for r in rows], [slabs[r] for r in rows],
+            options.split_fractions, options.seed,
+        )  # fmt: skip
+    return split, slabs
+
+
 def ingest(
     source: Path,
     out: Path,
@@ -60,8 +75,9 @@ def ingest(
         meta = _read_all(adapter.records(), info, options, staging / SCRATCH, progress)
         groups = meta.groups
         if info.split_policy == "slab":
-            groups = slab_groups(meta.groups, [p if p is not None else 0.0 for p in meta.positions])
-        split = assign_splits(meta.given, groups, options.split_fractions, options.seed)
+            split, groups = _split_slabs(meta, options)
+        else:
+            split = assign_splits(meta.given, groups, options.split_fractions, options.seed)
         attrs = {
             "source": "real",
             "format": adapter_cls.name,

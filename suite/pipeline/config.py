@@ -1,0 +1,129 @@
+"""Typed config of `synmed run` (torch-free): the run's stages and each stage's settings.
+
+Every stage reads its inputs from the run folder (``run.out_dir/run.name/<stage>``), so a stage's
+section holds only its own choices. The evaluation sections embed the config of the matching
+``synmed evaluate`` command as a mapping (``config:``); the run fills in the shard sets and the
+backbones, and the stage checks it against that command's schema before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from suite.config import MUST_EXIST, RunConfig
+from suite.data.ingest.options import IngestOptions
+from suite.generative.configs import GeneratorConfig
+from suite.ssl.config import PretrainConfig
+from suite.train.config import TrainConfig
+
+StageName = Literal[
+    "ingest",
+    "generator",
+    "sample",
+    "cluster",
+    "pretrain",
+    "eval_generator",
+    "eval_segment",
+    "eval_classify",
+    "report",
+]
+STAGE_ORDER: tuple[str, ...] = StageName.__args__  # type: ignore[attr-defined]
+
+
+@dataclass(kw_only=True, slots=True)
+class IngestStage(IngestOptions):
+    """The real data: a source to ingest (a path or ``demo:NAME``), or shards that exist."""
+
+    source: str | None = None
+    shards: Path | None = field(default=None, metadata={MUST_EXIST: True})
+
+
+@dataclass(kw_only=True, slots=True)
+class GeneratorStage:
+    model: GeneratorConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    split: Literal["train", "val", "test"] | None = "train"
+
+
+@dataclass(kw_only=True, slots=True)
+class SampleStage:
+    num_images: int = 1000
+    per_class: int | None = None
+    shard_size: int = 1000
+    batch_size: int = 32
+    sampler: Literal["ddpm", "ddim", "dpm-solver"] = "dpm-solver"
+    steps: int = 20
+    guidance_scale: float | None = None
+    workers: int = 1
+
+
+@dataclass(kw_only=True, slots=True)
+class ClusterStage:
+    shards: Literal["real", "synthetic"] = "synthetic"
+    encoder: str = "random"
+    k: int = 5
+    representatives: int = 25
+    workers: int = 1
+
+
+@dataclass(kw_only=True, slots=True)
+class PretrainStage:
+    """One pretraining per variant; a variant is a ``pretrain.mix`` over the sources ``real``
+    (the ingested set) and ``synthetic`` (the sampled set): ``synthetic``, ``real``,
+    ``real:0.5,synthetic:0.5``."""
+
+    variants: list[str] = field(default_factory=lambda: ["synthetic", "real"])
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalGeneratorStage:
+    encoders: list[str] = field(default_factory=lambda: ["inception"])
+    real_split: Literal["train", "val", "test"] | None = "train"
+    workers: int = 1
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalBackbonesStage:
+    """An evaluation run once per backbone: ``none`` (random init) and pretrain variants.
+
+    ``shards`` is the labelled (classify) or image+mask (segment) set: None takes the ingested one.
+    ``config`` is the ``synmed evaluate classify|segment`` config, without its shard and backbone
+    keys (the run sets them).
+    """
+
+    backbones: list[str] = field(default_factory=lambda: ["none", "synthetic", "real"])
+    shards: Path | None = field(default=None, metadata={MUST_EXIST: True})
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True, slots=True)
+class SlurmStage:
+    """Resources of the jobs `synmed run --on slurm` submits."""
+
+    partition: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: float | None = None
+    time_min: int = 60
+
+
+@dataclass(kw_only=True, slots=True)
+class PipelineConfig:
+    """The root of a run config (configs/quickstart.yaml, configs/papers/*/run*.yaml)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    stages: list[StageName] = field(default_factory=lambda: list(STAGE_ORDER))
+    ingest: IngestStage = field(default_factory=IngestStage)
+    generator: GeneratorStage = field(default_factory=GeneratorStage)
+    sample: SampleStage = field(default_factory=SampleStage)
+    cluster: ClusterStage = field(default_factory=ClusterStage)
+    pretrain: PretrainStage = field(default_factory=PretrainStage)
+    eval_generator: EvalGeneratorStage = field(default_factory=EvalGeneratorStage)
+    eval_segment: EvalBackbonesStage = field(default_factory=EvalBackbonesStage)
+    eval_classify: EvalBackbonesStage = field(default_factory=EvalBackbonesStage)
+    slurm: SlurmStage = field(default_factory=SlurmStage)

@@ -1,0 +1,396 @@
+"""The stages of a run: what each reads from the run folder, what it writes, how it runs.
+
+A stage is a :class:`Stage` with its name, the stages it reads, the settings its digest covers,
+a check that runs before anything does, and ``run`` (in this process, under whatever launcher).
+To add a stage: a class here, one entry in :data:`STAGES`, and its name in ``config.StageName``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from suite.config import RunConfig, SuiteConfig, from_dict, to_dict
+from suite.errors import ConfigError
+from suite.pipeline.config import PipelineConfig
+
+
+def slug(text: str) -> str:
+    """A folder name for a variant like ``real:0.5,synthetic:0.5``."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a stage sees: the config and the run folder."""
+
+    cfg: PipelineConfig
+    run_dir: Path
+    resume: str = "auto"  # training stages continue a checkpointed run of the same stage
+
+    def folder(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    def real_shards(self) -> Path:
+        return Path(self.cfg.ingest.shards) if self.cfg.ingest.shards else self.folder("ingest")
+
+    def synthetic_shards(self) -> Path:
+        return self.folder("sample")
+
+    def export(self, variant: str) -> Path:
+        return self.folder("pretrain") / slug(variant) / "export"
+
+
+class Stage:
+    name: str = ""
+    #: "train": multi-process training (Submitit on SLURM); "ray": a Ray Data job
+    #: (slurm/sample_ray.sbatch); "task": one process
+    kind: str = "task"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return []
+
+    def settings(self, cfg: PipelineConfig) -> Any:
+        """What the stage's digest covers (besides the digests of the stages it reads)."""
+        return to_dict(getattr(cfg, self.name))
+
+    def check(self, ctx: Context) -> None:
+        """Validate the stage's config before any stage runs (no input need exist yet)."""
+
+    def run(self, ctx: Context) -> dict[str, Any] | None:
+        """Run in this process; return the outputs recorded for the stage, or None when a
+        training stage was stopped by a signal (it is then not complete)."""
+        raise NotImplementedError
+
+
+def digest(name: str, settings: Any, seed: int, upstream: list[str]) -> str:
+    blob = repr((name, to_dict(settings), seed, upstream)).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+# -- stages ----------------------------------------------------------------------------------------
+
+
+class Ingest(Stage):
+    name = "ingest"
+
+    def check(self, ctx: Context) -> None:
+        if not ctx.cfg.ingest.source and not ctx.cfg.ingest.shards:
+            raise ConfigError(
+                "ingest: neither ingest.source nor ingest.shards is set",
+                "set ingest.source (a path or demo:NAME) or ingest.shards (an existing shard set)",
+            )
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.data.demo import resolve_source
+        from suite.data.ingest.options import IngestOptions
+        from suite.data.ingest.pipeline import ingest
+        from suite.data.verify import verify_shard_set
+
+        cfg = ctx.cfg.ingest
+        if cfg.shards:
+            verify_shard_set(cfg.shards)
+            return {"shards": str(Path(cfg.shards).resolve())}
+        assert cfg.source is not None
+        source, defaults = resolve_source(cfg.source)
+        given = {k: v for k, v in to_dict(cfg).items() if k not in ("source", "shards")}
+        base = to_dict(IngestOptions())
+        # the demo's own options (format, mask files...) unless the config sets them
+        options = {**given, **{k: v for k, v in defaults.items() if given.get(k) == base.get(k)}}
+        out = ctx.folder("ingest")
+        ingest(source, out, from_dict(IngestOptions, options, source="ingest"), overwrite=True)
+        return {"shards": str(out.resolve())}
+
+
+def _suite_config(ctx: Context, name: str, out_dir: Path, **sections: Any) -> SuiteConfig:
+    run = RunConfig(name=name, out_dir=out_dir, seed=ctx.cfg.run.seed)
+    return SuiteConfig(run=run, **sections)
+
+
+class Generator(Stage):
+    name = "generator"
+    kind = "train"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return ["ingest"]
+
+    def check(self, ctx: Context) -> None:
+        if ctx.cfg.generator.model is None:
+            raise ConfigError(
+                "generator: generator.model is not set",
+                "add generator.model.kind: ddpm_lucidrains or ddpm_diffusers",
+            )
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.config import DataConfig
+        from suite.generative.train import train_generator
+
+        g = ctx.cfg.generator
+        cfg = _suite_config(
+            ctx, "generator", ctx.run_dir,
+            data=DataConfig(shards=ctx.real_shards(), split=g.split), model=g.model, train=g.train,
+        )  # fmt: skip
+        result = train_generator(cfg, resume=ctx.resume)  # type: ignore[arg-type]
+        if result.get("stopped_at") is not None:
+            return None  # stopped by a signal: not complete; a requeue or a rerun continues it
+        return {"run": str(ctx.folder("generator")), "export": result.get("export")}
+
+
+class Sample(Stage):
+    name = "sample"
+    kind = "ray"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return ["generator"]
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.sampling.job import run_sampling
+
+        s = ctx.cfg.sample
+        summary = run_sampling(
+            ctx.folder("generator"), ctx.folder("sample"), num_images=s.num_images,
+            per_class=s.per_class, shard_size=s.shard_size, batch_size=s.batch_size,
+            sampler=s.sampler, steps=s.steps, seed=ctx.cfg.run.seed,
+            guidance_scale=s.guidance_scale, workers=s.workers,
+        )  # fmt: skip
+        return {"shards": str(ctx.folder("sample").resolve()), "images": summary.get("images")}
+
+
+class Cluster(Stage):
+    name = "cluster"
+    kind = "ray"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return ["sample"] if cfg.cluster.shards == "synthetic" else ["ingest"]
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.features.cluster import cluster_shard_set
+
+        c = ctx.cfg.cluster
+        source = ctx.synthetic_shards() if c.shards == "synthetic" else ctx.real_shards()
+        cluster_shard_set(
+            source, ctx.folder("cluster"), c.encoder, c.k, representatives=c.representatives,
+            workers=c.workers, seed=ctx.cfg.run.seed, overwrite=True,
+        )  # fmt: skip
+        return {"shards": str(ctx.folder("cluster").resolve())}
+
+
+def _uses_synthetic(variants: list[str]) -> bool:
+    return any("synthetic" in v for v in variants)
+
+
+class Pretrain(Stage):
+    name = "pretrain"
+    kind = "train"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return ["ingest"] + (["sample"] if _uses_synthetic(cfg.pretrain.variants) else [])
+
+    def check(self, ctx: Context) -> None:
+        from suite.ssl.data import parse_mix
+
+        if not ctx.cfg.pretrain.variants:
+            raise ConfigError(
+                "pretrain.variants is empty", "e.g. pretrain.variants=[synthetic,real]"
+            )
+        for variant in ctx.cfg.pretrain.variants:
+            parse_mix(variant, {"real": "", "synthetic": ""})
+
+    def run(self, ctx: Context) -> dict[str, Any] | None:
+        from suite.ssl.train import pretrain
+
+        p = ctx.cfg.pretrain
+        exports: dict[str, str] = {}
+        for variant in p.variants:
+            section = from_dict(type(p.pretrain), to_dict(p.pretrain), source="pretrain.pretrain")
+            section.sources = {"real": str(ctx.real_shards())}
+            if _uses_synthetic(p.variants):
+                section.sources["synthetic"] = str(ctx.synthetic_shards())
+            section.mix = variant
+            cfg = _suite_config(ctx, slug(variant), ctx.folder("pretrain"), pretrain=section,
+                                train=p.train)  # fmt: skip
+            result = pretrain(cfg, resume=ctx.resume)  # type: ignore[arg-type]
+            if result.get("stopped_at") is not None:
+                return None
+            exports[variant] = str(ctx.export(variant))
+        return {"exports": exports}
+
+
+class EvalGenerator(Stage):
+    name = "eval_generator"
+    kind = "ray"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return ["ingest", "sample"]
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.evaluation.generator.job import GeneratorEvalOptions, evaluate_generator
+
+        e = ctx.cfg.eval_generator
+        options = GeneratorEvalOptions(
+            encoders=tuple(e.encoders), real_split=e.real_split, workers=e.workers,
+            seed=ctx.cfg.run.seed, overwrite=True,
+        )  # fmt: skip
+        result = evaluate_generator(
+            ctx.real_shards(), ctx.synthetic_shards(), ctx.folder("eval_generator"), options
+        )
+        return {"result": str(ctx.folder("eval_generator") / "result.json"),
+                "fid": result["metrics"].get("fid")}  # fmt: skip
+
+
+class _EvalBackbones(Stage):
+    """Shared by the classify and segment stages: one evaluation per backbone."""
+
+    schema: Any = None
+    backbone_keys: tuple[str, ...] = ()
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        stage = getattr(cfg, self.name)
+        pretrained = [b for b in stage.backbones if b != "none"]
+        needs = [] if stage.shards else ["ingest"]
+        return needs + (["pretrain"] if pretrained else [])
+
+    def check(self, ctx: Context) -> None:
+        stage = getattr(ctx.cfg, self.name)
+        unknown = [b for b in stage.backbones if b != "none" and b not in ctx.cfg.pretrain.variants]
+        if unknown:
+            raise ConfigError(
+                f"{self.name}.backbones names {unknown}, which are not pretrain variants",
+                f"use none or one of pretrain.variants ({', '.join(ctx.cfg.pretrain.variants)})",
+            )
+        for key in self.backbone_keys:
+            section, _, leaf = key.partition(".")
+            if leaf in stage.config.get(section, {}):
+                raise ConfigError(
+                    f"{self.name}.config.{key} is set by the run",
+                    f"remove {self.name}.config.{key}",
+                )
+        self.build(ctx, "none", check_only=True)
+
+    def build(self, ctx: Context, backbone: str, *, check_only: bool = False) -> Any:
+        raise NotImplementedError
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        stage = getattr(ctx.cfg, self.name)
+        results = {}
+        for backbone in stage.backbones:
+            out = ctx.folder(self.name) / slug(backbone)
+            self.evaluate(self.build(ctx, backbone), out)
+            results[backbone] = str(out / "result.json")
+        return {"results": results}
+
+    def evaluate(self, cfg: Any, out: Path) -> None:
+        raise NotImplementedError
+
+    def _data(self, ctx: Context) -> Path:
+        stage = getattr(ctx.cfg, self.name)
+        return Path(stage.shards) if stage.shards else ctx.real_shards()
+
+
+def _pretrained_arch(ctx: Context) -> dict[str, Any]:
+    b = ctx.cfg.pretrain.pretrain.backbone
+    return {"arch": b.arch, "stem": b.stem, "image_size": b.image_size}
+
+
+class EvalSegment(_EvalBackbones):
+    name = "eval_segment"
+    backbone_keys = ("data.shards", "model.backbone")
+
+    def build(self, ctx: Context, backbone: str, *, check_only: bool = False) -> Any:
+        from suite.evaluation.segment.config import SegmentEvalConfig, check_config
+
+        data = dict(getattr(ctx.cfg, self.name).config)
+        data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)),
+                       "seed": ctx.cfg.run.seed}  # fmt: skip
+        model = dict(data.get("model", {}))
+        if backbone == "none":
+            arch = _pretrained_arch(ctx)
+            model.setdefault("encoder", "resnet")
+            if model["encoder"] == "resnet":
+                model.setdefault("arch", arch["arch"])
+                model.setdefault("stem", arch["stem"])
+        else:
+            model["encoder"] = "resnet"
+            model["backbone"] = None if check_only else str(ctx.export(backbone))
+        data["model"] = model
+        data["data"] = {
+            **data.get("data", {}),
+            "shards": None if check_only else str(self._data(ctx)),
+        }
+        cfg = from_dict(SegmentEvalConfig, data, source=f"{self.name}.config")
+        if not check_only:
+            check_config(cfg)
+        return cfg
+
+    def evaluate(self, cfg: Any, out: Path) -> None:
+        from suite.evaluation.segment.run import evaluate_segmentation
+
+        evaluate_segmentation(cfg, out, overwrite=True)
+
+
+class EvalClassify(_EvalBackbones):
+    name = "eval_classify"
+    backbone_keys = ("data.shards",)
+
+    def build(self, ctx: Context, backbone: str, *, check_only: bool = False) -> Any:
+        from suite.evaluation.classify.config import ClassifyConfig
+
+        data = dict(getattr(ctx.cfg, self.name).config)
+        if "backbone" in data:
+            raise ConfigError(f"{self.name}.config.backbone is set by the run", "remove it")
+        data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)),
+                       "seed": ctx.cfg.run.seed}  # fmt: skip
+        if backbone == "none":
+            arch = _pretrained_arch(ctx)
+            data["backbone"] = {"kind": "random", "arch": arch["arch"], "stem": arch["stem"],
+                                "image_size": arch["image_size"]}  # fmt: skip
+        else:
+            data["backbone"] = {
+                "kind": "export",
+                "path": None if check_only else str(ctx.export(backbone)),
+            }
+        data["data"] = {
+            **data.get("data", {}),
+            "shards": None if check_only else str(self._data(ctx)),
+        }
+        return from_dict(ClassifyConfig, data, source=f"{self.name}.config")
+
+    def evaluate(self, cfg: Any, out: Path) -> None:
+        from suite.evaluation.classify.run import run_classify
+
+        run_classify(cfg, out, overwrite=True)
+
+
+class Report(Stage):
+    name = "report"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return [s for s in cfg.stages if s != "report"]
+
+    def settings(self, cfg: PipelineConfig) -> Any:
+        return {}
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.report.cli import write_report
+
+        path = write_report(ctx.run_dir, ctx.folder("report"))
+        return {"report": str(path)}
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Ingest(),
+        Generator(),
+        Sample(),
+        Cluster(),
+        Pretrain(),
+        EvalGenerator(),
+        EvalSegment(),
+        EvalClassify(),
+        Report(),
+    )
+}
