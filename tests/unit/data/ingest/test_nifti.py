@@ -290,3 +290,19 @@ def test_cli_ingests_and_verifies_the_demo(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith(f"ok {out}")
+
+
+def test_plane_labels_slice_every_axis_and_every_split_holds_every_plane(tmp_path: Path) -> None:
+    out = tmp_path / "planes"
+    opts = options(mask=[GM, WM], mask_names=NAMES, image_size=32, plane_labels=True)
+    manifest = ingest(T1, out, opts, progress=False)
+    assert manifest.class_names == ["sagittal", "coronal", "axial"]
+    axial = read(T1, mask=[GM, WM], mask_names=NAMES, axis=2)
+    all_planes = read(T1, mask=[GM, WM], mask_names=NAMES, plane_labels=True)
+    assert sum(r.label == 2 for r in all_planes) == len(axial)  # axis 2 is the axial plane
+    assert {r.group for r in all_planes} == {f"{all_planes[0].group.split('#')[0]}#{p}"
+                                             for p in ("sagittal", "coronal", "axial")}  # fmt: skip
+    for split in ("train", "val", "test"):
+        data = ShardDataset(out, split=split)
+        assert set(data.labels.tolist()) == {0, 1, 2}, split
+        assert data.has_masks
