@@ -70,11 +70,14 @@ class ClusterStage:
 
 @dataclass(kw_only=True, slots=True)
 class PretrainStage:
-    """One pretraining per variant; a variant is a ``pretrain.mix`` over the sources ``real``
+    """One pretraining per variant (and seed); a variant is a ``pretrain.mix`` over the sources ``real``
     (the ingested set) and ``synthetic`` (the sampled set): ``synthetic``, ``real``,
     ``real:0.5,synthetic:0.5``."""
 
     variants: list[str] = field(default_factory=lambda: ["synthetic", "real"])
+    # One pretraining per variant and seed (empty: run.seed); evaluations report mean +- std over
+    # these seeds, so the spread includes the pretraining's.
+    seeds: list[int] = field(default_factory=list)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -88,7 +91,9 @@ class EvalGeneratorStage:
 
 @dataclass(kw_only=True, slots=True)
 class EvalBackbonesStage:
-    """An evaluation run once per backbone: ``none`` (random init) and pretrain variants.
+    """An evaluation run once per backbone: ``none`` (random init) and pretrain variants, and per
+    pretraining seed (``pretrain.seeds``: the random init is seeded alike); with several seeds the
+    backbone's result.json holds the values of all of them (mean +- std over seeds).
 
     ``shards`` is the labelled (classify) or image+mask (segment) set: None takes the ingested one.
     ``config`` is the ``synmed evaluate classify|segment`` config, without its shard and backbone

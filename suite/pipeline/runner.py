@@ -187,6 +187,8 @@ def submit_slurm(
     jobs: list[tuple[str, str]] = []
     after: str | None = None
     config_arg = str(Path(config).resolve()) if config else None
+    # jobs start in other folders: pin the run folder to the one planned here
+    overrides = [*overrides, f"run.out_dir={Path(cfg.run.out_dir).resolve()}"]
     for step in steps:
         if step.action == "skip":
             continue

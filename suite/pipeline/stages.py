@@ -40,8 +40,11 @@ class Context:
     def synthetic_shards(self) -> Path:
         return self.folder("sample")
 
-    def export(self, variant: str) -> Path:
-        return self.folder("pretrain") / slug(variant) / "export"
+    def pretrain_seeds(self) -> list[int]:
+        return list(self.cfg.pretrain.seeds) or [self.cfg.run.seed]
+
+    def export(self, variant: str, seed: int) -> Path:
+        return self.folder("pretrain") / f"{slug(variant)}-seed{seed}" / "export"
 
 
 class Stage:
@@ -205,17 +208,21 @@ class Pretrain(Stage):
         p = ctx.cfg.pretrain
         exports: dict[str, str] = {}
         for variant in p.variants:
-            section = from_dict(type(p.pretrain), to_dict(p.pretrain), source="pretrain.pretrain")
-            section.sources = {"real": str(ctx.real_shards())}
-            if _uses_synthetic(p.variants):
-                section.sources["synthetic"] = str(ctx.synthetic_shards())
-            section.mix = variant
-            cfg = _suite_config(ctx, slug(variant), ctx.folder("pretrain"), pretrain=section,
-                                train=p.train)  # fmt: skip
-            result = pretrain(cfg, resume=ctx.resume)  # type: ignore[arg-type]
-            if result.get("stopped_at") is not None:
-                return None
-            exports[variant] = str(ctx.export(variant))
+            for seed in ctx.pretrain_seeds():
+                section = from_dict(type(p.pretrain), to_dict(p.pretrain), source="pretrain")
+                section.sources = {"real": str(ctx.real_shards())}
+                if _uses_synthetic(p.variants):
+                    section.sources["synthetic"] = str(ctx.synthetic_shards())
+                section.mix = variant
+                cfg = SuiteConfig(
+                    run=RunConfig(name=f"{slug(variant)}-seed{seed}", out_dir=ctx.folder("pretrain"),
+                                  seed=seed),
+                    pretrain=section, train=p.train,
+                )  # fmt: skip
+                result = pretrain(cfg, resume=ctx.resume)  # type: ignore[arg-type]
+                if result.get("stopped_at") is not None:
+                    return None
+                exports[f"{variant}-seed{seed}"] = str(ctx.export(variant, seed))
         return {"exports": exports}
 
 
@@ -270,15 +277,24 @@ class _EvalBackbones(Stage):
                 )
         self.build(ctx, "none", check_only=True)
 
-    def build(self, ctx: Context, backbone: str, *, check_only: bool = False) -> Any:
+    def build(
+        self, ctx: Context, backbone: str, seed: int | None = None, *, check_only: bool = False
+    ) -> Any:
         raise NotImplementedError
 
     def run(self, ctx: Context) -> dict[str, Any]:
         stage = getattr(ctx.cfg, self.name)
+        seeds = ctx.pretrain_seeds()
         results = {}
         for backbone in stage.backbones:
             out = ctx.folder(self.name) / slug(backbone)
-            self.evaluate(self.build(ctx, backbone), out)
+            if len(seeds) == 1:
+                self.evaluate(self.build(ctx, backbone, seeds[0]), out)
+            else:
+                runs = [out / SEEDS_DIR / f"seed{seed}" for seed in seeds]
+                for seed, folder in zip(seeds, runs):
+                    self.evaluate(self.build(ctx, backbone, seed), folder)
+                merge_seed_results(runs, out, seeds)
             results[backbone] = str(out / "result.json")
         return {"results": results}
 
@@ -295,16 +311,51 @@ def _pretrained_arch(ctx: Context) -> dict[str, Any]:
     return {"arch": b.arch, "stem": b.stem, "image_size": b.image_size}
 
 
+SEEDS_DIR = "seeds"  # per-seed results below a merged result.json (reports read the merged one)
+
+
+def merge_seed_results(runs: list[Path], out: Path, seeds: list[int]) -> dict[str, Any]:
+    """One result.json whose metrics hold every seed's values (mean +- std over them); the
+    per-class tables and context are the first seed's, the seeds and runs are listed."""
+    import json
+
+    import numpy as np
+
+    results = [json.loads((run / "result.json").read_text()) for run in runs]
+    merged = dict(results[0])
+    metrics: dict[str, Any] = {}
+    for name, first in results[0].get("metrics", {}).items():
+        if not isinstance(first, dict) or "values" not in first:
+            continue
+        values = [v for r in results for v in r["metrics"][name]["values"] if v is not None]
+        metrics[name] = {
+            "mean": float(np.mean(values)) if values else None,
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "values": values,
+        }
+    merged["metrics"] = metrics
+    merged["context"] = {
+        **results[0].get("context", {}),
+        "pretrain_seeds": seeds,
+        "seed_runs": [str(r) for r in runs],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(merged, indent=1))
+    return merged
+
+
 class EvalSegment(_EvalBackbones):
     name = "eval_segment"
     backbone_keys = ("data.shards", "model.backbone")
 
-    def build(self, ctx: Context, backbone: str, *, check_only: bool = False) -> Any:
+    def build(
+        self, ctx: Context, backbone: str, seed: int | None = None, *, check_only: bool = False
+    ) -> Any:
         from suite.evaluation.segment.config import SegmentEvalConfig, check_config
 
+        seed = ctx.cfg.run.seed if seed is None else seed
         data = dict(getattr(ctx.cfg, self.name).config)
-        data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)),
-                       "seed": ctx.cfg.run.seed}  # fmt: skip
+        data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)), "seed": seed}
         model = dict(data.get("model", {}))
         if backbone == "none":
             arch = _pretrained_arch(ctx)
@@ -314,7 +365,7 @@ class EvalSegment(_EvalBackbones):
                 model.setdefault("stem", arch["stem"])
         else:
             model["encoder"] = "resnet"
-            model["backbone"] = None if check_only else str(ctx.export(backbone))
+            model["backbone"] = None if check_only else str(ctx.export(backbone, seed))
         data["model"] = model
         data["data"] = {
             **data.get("data", {}),
@@ -335,14 +386,16 @@ class EvalClassify(_EvalBackbones):
     name = "eval_classify"
     backbone_keys = ("data.shards",)
 
-    def build(self, ctx: Context, backbone: str, *, check_only: bool = False) -> Any:
+    def build(
+        self, ctx: Context, backbone: str, seed: int | None = None, *, check_only: bool = False
+    ) -> Any:
         from suite.evaluation.classify.config import ClassifyConfig
 
+        seed = ctx.cfg.run.seed if seed is None else seed
         data = dict(getattr(ctx.cfg, self.name).config)
         if "backbone" in data:
             raise ConfigError(f"{self.name}.config.backbone is set by the run", "remove it")
-        data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)),
-                       "seed": ctx.cfg.run.seed}  # fmt: skip
+        data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)), "seed": seed}
         if backbone == "none":
             arch = _pretrained_arch(ctx)
             data["backbone"] = {"kind": "random", "arch": arch["arch"], "stem": arch["stem"],
@@ -350,7 +403,7 @@ class EvalClassify(_EvalBackbones):
         else:
             data["backbone"] = {
                 "kind": "export",
-                "path": None if check_only else str(ctx.export(backbone)),
+                "path": None if check_only else str(ctx.export(backbone, seed)),
             }
         data["data"] = {
             **data.get("data", {}),

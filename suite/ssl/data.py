@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from suite.data.dataset import ShardDataset
-from suite.data.shards import MANIFEST, sha256_file
+from suite.data.shards import MANIFEST, read_manifest, sha256_file
 from suite.data.transforms import sample_seed
 from suite.errors import ConfigError, DataError
 
@@ -62,7 +62,8 @@ class MixedShardDataset(Dataset[Sample]):
     Args:
         sources: name -> shard set folder.
         proportions: name -> share (from :func:`parse_mix`).
-        split: rows of each set to read.
+        split: rows of each set to read (sets without a split column, e.g. sampled ones, are
+            read whole).
         transform: applied to each sample (with ``source`` and ``index`` filled in).
         seed: base seed of the tables.
         verify: the shard check ("sha256" or "size").
@@ -88,7 +89,9 @@ class MixedShardDataset(Dataset[Sample]):
                     f"pretrain source {name!r}: {path} is not a shard set (no {MANIFEST})",
                     f"ingest or sample into {path} first, or fix pretrain.sources.{name}",
                 )
-            data = ShardDataset(path, split=split, verify=verify)  # type: ignore[arg-type]
+            # A set without splits (a sampled one) holds nothing back: all of it is read.
+            has_splits = bool(read_manifest(path).split_counts())
+            data = ShardDataset(path, split=split if has_splits else None, verify=verify)  # type: ignore[arg-type]
             if len(data) == 0:
                 raise DataError(
                     f"pretrain source {name!r}: {path} has no images in split {split!r}",
