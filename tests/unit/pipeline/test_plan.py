@@ -37,7 +37,11 @@ RUN_CONFIGS = [
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_run_config_plans(path: Path, tmp_path: Path) -> None:
-    cfg = load_config(path, [f"run.out_dir={tmp_path}"], schema=PipelineConfig)
+    overrides = [f"run.out_dir={tmp_path}"]
+    if "imagenet" in path.read_text():  # a cluster's local weights file; any file stands in
+        (tmp_path / "weights.pth").write_bytes(b"")
+        overrides.append(f"pretrain.imagenet_weights={tmp_path / 'weights.pth'}")
+    cfg = load_config(path, overrides, schema=PipelineConfig)
     run_dir, steps = plan(cfg)  # checks every stage's config, the evaluations' included
     assert [s.action for s in steps] == ["run"] * len(cfg.stages)
 
@@ -79,7 +83,11 @@ def test_evaluation_configs_are_checked_before_anything_runs(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="epochz"):
         plan(load(tmp_path, "eval_segment.config.train.epochz=3"))
     with pytest.raises(ConfigError, match="not pretrain variants"):
+        plan(load(tmp_path, "eval_classify.backbones=[none,xray]"))
+    with pytest.raises(ConfigError, match="needs ImageNet weights for resnet18"):
         plan(load(tmp_path, "eval_classify.backbones=[none,imagenet]"))
+    with pytest.raises(ConfigError, match="not pretrain variants"):
+        plan(load(tmp_path, "eval_segment.backbones=[imagenet]"))  # classification only
     with pytest.raises(ConfigError, match="eval_segment.config.data.shards is set by the run"):
         plan(load(tmp_path, "eval_segment.config.data.shards=/x"))
     with pytest.raises(ConfigError, match="is not a source"):
