@@ -385,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     from suite.pipeline.cli import add_parser as add_run_parser
 
     add_run_parser(groups)
+    from suite.report.cli import add_parser as add_report_parser
+
+    add_report_parser(groups)
 
     from suite.launch.submit import STAGES
 

@@ -1,0 +1,204 @@
+"""Stage outputs shaped as their writers write them, for the report tests.
+
+The classification result is computed with the evaluator's own scoring (``score``, ``summarize``)
+on fixed predictions, so its keys are exactly those of ``suite/evaluation/classify/run.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from suite.data.writer import ShardSetWriter
+from suite.evaluation.classify.metrics import score, summarize
+from suite.evaluation.classify.run import finite_json
+from tests.unit.data.helpers import pattern
+
+CLASSES = ["a", "b", "c"]
+
+
+def write_png(path: Path, size: int = 24) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.arange(size * size, dtype=np.uint8).reshape(size, size)).save(path)
+    return path
+
+
+def classify_result(folder: Path, seeds: tuple[int, ...] = (0, 1)) -> dict:
+    """A classify result.json of two protocols over ``seeds`` (predictions differ per seed)."""
+    y = np.arange(30) % 3
+    runs: dict[str, list] = {"linear_probe": [], "knn": []}
+    for protocol, noise in (("linear_probe", 1.2), ("knn", 2.0)):
+        for seed in seeds:
+            rng = np.random.default_rng(seed + (10 if protocol == "knn" else 0))
+            probs = rng.random((30, 3)) * noise
+            probs[np.arange(30), y] += 0.5
+            runs[protocol].append(score(y, probs / probs.sum(1, keepdims=True), CLASSES))
+    result = {
+        "task": "classify",
+        "metrics": {
+            f"{p}.{m}": summarize([r.metrics[m] for r in rs])
+            for p, rs in runs.items()
+            for m in rs[0].metrics
+        },
+        "per_class": {
+            p: {
+                c: {m: summarize([r.per_class[c][m] for r in rs]) for m in rs[0].per_class[c]}
+                for c in CLASSES
+            }
+            for p, rs in runs.items()
+        },  # fmt: skip
+        "confusion": {
+            p: {
+                "classes": CLASSES,
+                "kind": "single",
+                "total": np.sum([r.confusion for r in rs], axis=0).tolist(),
+                "per_seed": {str(s): r.confusion for s, r in zip(seeds, rs)},
+            }
+            for p, rs in runs.items()
+        },
+        "context": {
+            "backbone": {"kind": "export", "arch": "resnet18", "path": "/x/pretrain/real/export"},
+            "seeds": list(seeds),
+            "split_sizes": {"train": 24, "train_synthetic": 0, "val": 6, "test": 30},
+            "label_fraction": 1.0,
+            "synthetic": None,
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "result.json").write_text(json.dumps(finite_json(result), indent=1))
+    return json.loads((folder / "result.json").read_text())
+
+
+def segment_result(folder: Path, dice: tuple[float, ...] = (0.454, 0.488)) -> dict:
+    """A segment result.json (two classes), its per-case CSV and case figure."""
+
+    def summary(values: tuple[float, ...]) -> dict:
+        return {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "values": list(values),
+            "case_std": 0.1,
+        }
+
+    metrics = {m: summary(tuple(d * k for d in dice)) for m, k in
+               (("dice", 1.0), ("iou", 0.7), ("precision", 1.1), ("recall", 0.9), ("hd95", 9.0))}  # fmt: skip
+    result = {
+        "task": "segment",
+        "metrics": metrics,
+        "per_class": {
+            "gm": {m: summary(tuple(v * 1.5 for v in s["values"])) for m, s in metrics.items()},
+            "wm": {m: summary(tuple(v * 0.4 for v in s["values"])) for m, s in metrics.items()},
+        },
+        "per_case": "per_case.csv",
+        "figure": "cases.png",
+        "context": {
+            "encoder": {"encoder": "conv", "channels": [16, 32], "init": "random"},
+            "seeds": list(range(len(dice))),
+            "split_sizes": {"train": 106, "val": 13, "test": 14},
+            "training_data": {"kind": "real", "real": "shards/mni152"},
+            "report_split": "test",
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    (folder / "per_case.csv").write_text("seed,case,class,dice\n0,1,gm,0.5\n")
+    write_png(folder / "cases.png")
+    return result
+
+
+def generator_result(
+    folder: Path, real: Path, fake: Path, fid: float, *, per_class: bool = True
+) -> dict:
+    """A generator result.json as evaluate_generator writes it (two encoders)."""
+    result = {
+        "task": "generator",
+        "metrics": {
+            "fid": fid,
+            "fd_random_32": fid / 10,
+            "kid_mean": 0.0123,
+            "kid_std": 0.0021,
+            "precision": 0.7,
+            "recall": 0.55,
+            "density": 0.9,
+            "coverage": 0.8,
+        },
+        "per_class": {
+            c: {
+                "fid": None if c == "c" else fid + i,
+                "fd_random_32": 1.0 + i,
+                "n_real": 4,
+                "n_fake": 1 if c == "c" else 5,
+            }
+            for i, c in enumerate(CLASSES)
+        }
+        if per_class
+        else {},  # fmt: skip
+        "context": {
+            "real": str(real),
+            "fake": str(fake),
+            "encoders": [{"spec": "inception", "kind": "inception"}, {"spec": "random:32"}],
+            "n_real": 12,
+            "n_fake": 12,
+            "split": "train",
+            "options": {"seed": 0, "encoders": ["inception", "random:32"]},
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def training_run(folder: Path, *, pretrain: bool, steps: int = 50) -> dict:
+    """summary.json + metrics.jsonl of a training run (kNN records for pretraining)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for step in range(10, steps + 1, 10):
+        records.append({"step": step, "epoch": step / 25, "loss": 2.0 / step, "lr": 1e-3})
+        if pretrain and step % 20 == 0:
+            records.append({"step": step, "epoch": step / 25, "knn_accuracy": 0.3 + step / 1000})
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"run": str(folder), "steps": steps, "epochs": steps / 25, "world_size": 1,
+               "global_batch": 8, "final_loss": [r["loss"] for r in records if "loss" in r][-1],
+               "seconds": 12.5}  # fmt: skip
+    summary |= (
+        {
+            "method": "simclr",
+            "arch": "resnet18",
+            "mix": {"real": 0.5, "synthetic": 0.5},
+            "knn_accuracy": 0.35,
+        }  # fmt: skip
+        if pretrain
+        else {"model": "ddpm_lucidrains"}
+    )
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def sampled_set(folder: Path, n: int = 12, steps: int = 20, sampler: str = "ddim") -> Path:
+    """A synthetic shard set as ``synmed sample`` leaves it: manifest attrs, summary, grid."""
+    folder.mkdir(parents=True, exist_ok=True)
+    attrs = {"source": "synthetic", "sampler": sampler, "sampling_steps": steps,
+             "class_names": CLASSES, "label_kind": "multiclass"}  # fmt: skip
+    writer = ShardSetWriter(folder, attrs, shard_size=8)
+    for i in range(n):
+        writer.add({"images": 255 - pattern(i, 16), "index": i, "labels": i % 3})
+    writer.close()
+    summary = {"images": n, "shards": 2, "sampler": sampler, "sampling_steps": steps,
+               "guidance_scale": 1.0, "seed": 0, "workers": 1, "images_per_s": 3.5,
+               "checkpoint": "/runs/generator"}  # fmt: skip
+    (folder / "sample_summary.json").write_text(json.dumps(summary, indent=1))
+    write_png(folder / "samples.png")
+    return folder
+
+
+def cluster_output(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {"shards": "/runs/sample", "images": 12, "k": 3, "seed": 0,
+               "encoder": {"spec": "random:32", "kind": "random"}, "cluster_sizes": [5, 4, 3]}  # fmt: skip
+    (folder / "cluster_summary.json").write_text(json.dumps(summary, indent=1))
+    (folder / "clusters.json").write_text(json.dumps({"k": 3, "clusters": []}))
+    write_png(folder / "embedding.png")
+    return folder

@@ -1,0 +1,36 @@
+"""report.md: every section present, every relative link resolves from the report folder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from suite.report.discover import discover
+from suite.report.markdown import compose, slugs
+
+
+def test_every_link_resolves_and_every_kind_has_its_section(run_dir: Path, tmp_path: Path) -> None:
+    out = run_dir / "report"
+    out.mkdir()
+    text = compose(discover(run_dir), out, out)
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert links and all(not Path(link).is_absolute() for link in links)
+    for link in links:
+        assert (out / link).is_file(), link
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert headings == ["Generator quality", "Classification", "Segmentation", "Training",
+                        "Sampling", "Clusters", "Real and synthetic samples"]  # fmt: skip
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert {"generator_vs_steps.png", "loss_generator.png", "loss_pretrain.png",
+            "knn_accuracy.png", "embedding_cluster.png", "real_vs_synthetic_0.png",
+            "real_vs_synthetic_1.png", "f1_per_class_eval-classify-none.png",
+            "confusion_eval-classify-none_knn.png", "cases_eval-segment-none.png"} <= figures  # fmt: skip
+    assert all(f"figures/{name}" in text for name in figures)  # nothing drawn without a link
+    assert "| eval_generator-50 | sample-50 | ingest (train) | 12 | 12 | ddim | 50 |" in text
+
+
+def test_slugs_are_unique_and_safe(run_dir: Path) -> None:
+    found = discover(run_dir)
+    names = list(slugs(found).values())
+    assert len(names) == len(set(names))
+    assert all(re.fullmatch(r"[a-z0-9-]+", n) for n in names)
