@@ -12,9 +12,14 @@ bash scripts/setup.sh
 
 started_slurm=0
 if [ "$(id -u)" = 0 ]; then
-    if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
-        echo "test: installing Debian's dataset-fashion-mnist (real data for the IDX tests)"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    # real data for the IDX tests; ip for the network-namespace SLURM (scripts/netns-slurm.sh)
+    missing=()
+    for pkg in dataset-fashion-mnist iproute2; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "test: installing Debian's ${missing[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     if ! timeout 10 sinfo -h >/dev/null 2>&1; then
         echo "test: no SLURM controller answers; bringing up the local one (scripts/local-slurm.sh)"

@@ -51,3 +51,19 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def netns_slurm(slurm: dict[str, str]):
+    """A second SLURM whose nodes are network hosts of their own (scripts/netns-slurm.sh): namespaces
+    on a private bridge. Needs the loopback cluster's munge (hence ``slurm``); stopped at the end."""
+    script = REPO / "scripts" / "netns-slurm.sh"
+    if os.geteuid() != 0:
+        _need("network namespaces need root (scripts/netns-slurm.sh)")
+    if shutil.which("ip") is None or shutil.which("nsenter") is None:
+        _need("ip and nsenter are missing (apt-get install iproute2 util-linux)")
+    up = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True, timeout=180)
+    if up.returncode != 0:
+        pytest.fail(f"scripts/netns-slurm.sh up failed:\n{up.stderr[-2000:]}")
+    yield {"partition": "net", "exec": ["bash", str(script), "exec"]}
+    subprocess.run(["bash", str(script), "down"], capture_output=True, text=True, timeout=120)

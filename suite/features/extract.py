@@ -123,7 +123,7 @@ def extract_features(
     GPU each where the cluster has GPUs). The per-shard ``.npy`` files in ``scratch`` are deleted
     once assembled.
     """
-    from suite.launch.ray_runtime import actor_resources, ray_session
+    from suite.launch.ray_runtime import actor_resources, index_dataset, ray_session
 
     if workers < 1 or batch_size < 1:
         raise DataError("--workers and --batch-size must be at least 1", "pass positive values")
@@ -144,7 +144,7 @@ def extract_features(
         cpus = ray.cluster_resources().get("CPU", 1)
         threads = 1 if "num_gpus" in resources else max(1, int(cpus // workers))
         start = time.perf_counter()
-        ds = ray.data.range(len(files), override_num_blocks=len(files)).map_batches(
+        ds = index_dataset(ray, len(files)).map_batches(
             EncodeShards,
             batch_size=1,  # one shard per call: a shard is the unit of work and of retry
             compute=ActorPoolStrategy(

@@ -18,17 +18,32 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+ACTOR_START_TIMEOUT_S = 600
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[Any]:
     """Yield the ``ray`` module, initialised; shut down on exit only if this call started Ray."""
     import ray
+    from ray.data import DataContext
+
+    # An actor pool starts work once all its actors hold their model: otherwise the first actor up
+    # takes every shard of a short job, and a cluster short of the requested GPUs fails here, after
+    # this wait, instead of running on fewer workers than asked for.
+    DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
 
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         yield ray
         return
     if address:
-        ray.init(address=address, log_to_driver=True)
+        # slurm/sample_ray.sbatch names this node's address: Ray would otherwise find it by
+        # connecting towards a public DNS server
+        ray.init(
+            address=address,
+            log_to_driver=True,
+            _node_ip_address=os.environ.get("SYNMED_RAY_NODE_IP"),
+        )
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
@@ -37,11 +52,24 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
         ray.shutdown()
 
 
-def actor_resources(ray: Any, workers: int) -> dict[str, float]:
+def actor_resources(ray: Any, workers: int) -> dict[str, Any]:
     """Per-actor resources: one GPU each where the cluster has GPUs; otherwise a fraction of a CPU,
-    so the read tasks that feed the pool still get a CPU (a pool holding every CPU deadlocks)."""
+    so the read tasks that feed the pool still get a CPU (a pool holding every CPU deadlocks).
+
+    Actors are spread over the nodes: packed, fractional-CPU actors would all land on one node.
+    """
+    spread = {"scheduling_strategy": "SPREAD"}
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus >= 1:
-        return {"num_gpus": 1}
+        return {"num_gpus": 1, **spread}
     cpus = ray.cluster_resources().get("CPU", 1)
-    return {"num_cpus": max(0.25, min(1.0, (cpus - 1) / max(1, workers)))}
+    return {"num_cpus": max(0.25, min(1.0, (cpus - 1) / max(1, workers))), **spread}
+
+
+def index_dataset(ray: Any, n: int) -> Any:
+    """A Ray dataset of rows ``{"id": i}`` for i < n, one block each, made in the driver.
+
+    Not ``ray.data.range``: its read task asks for a whole CPU next to the actor pool, and on a
+    one-CPU allocation (or Ray node) it waits for ever behind the pool's fraction.
+    """
+    return ray.data.from_items([{"id": i} for i in range(n)], override_num_blocks=n)

@@ -100,6 +100,8 @@ def _executor(folder: Path, name: str, res: Resources, after: str | None) -> sub
         params["slurm_partition"] = res.partition
     if after:
         params["slurm_additional_parameters"]["dependency"] = f"afterok:{after}"
+        # a failed stage cancels the ones after it instead of leaving them pending for ever
+        params["slurm_additional_parameters"]["kill-on-invalid-dep"] = "yes"
     executor.update_parameters(**params)
     return executor
 

@@ -205,12 +205,12 @@ def submit_slurm(
                        f"--job-name=synmed-{step.stage}"]  # fmt: skip
             if s.partition:
                 command.append(f"--partition={s.partition}")
-            if s.gpus_per_node:
-                command.append(f"--gpus-per-node={s.gpus_per_node}")
+            # always explicit: the script's own #SBATCH default asks for GPUs
+            command.append(f"--gpus-per-node={s.gpus_per_node}")
             if s.mem_gb:
                 command.append(f"--mem={int(s.mem_gb * 1024)}M")
             if after:
-                command.append(f"--dependency=afterok:{after}")
+                command += [f"--dependency=afterok:{after}", "--kill-on-invalid-dep=yes"]
             venv = venv or str(Path(sys.executable).parent.parent)
             command.append(f"--export=ALL,SYNMED_VENV={venv}")
             command += [str(sbatch), "run", *([config_arg] if config_arg else []), *overrides,

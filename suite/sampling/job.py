@@ -38,7 +38,9 @@ from suite.errors import ConfigError, ShardError
 from suite.sampling.samplers import SAMPLERS, make_scheduler
 
 PLAN_FILE = "job.json"
-WORKERS_DIR = ".workers"  # each live actor leaves its pid here (for people and fault tests)
+# each actor leaves a file "<node address>_<pid>" here (for people and fault tests); the summary
+# lists them as the job's actors
+WORKERS_DIR = ".workers"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +224,11 @@ class ShardSampler:
             )
         self.model.to(self.device).eval()
         self.pid = os.getpid()
+        import ray
+
+        self.node = ray.util.get_node_ip_address()
         (self.out / WORKERS_DIR).mkdir(exist_ok=True)
-        (self.out / WORKERS_DIR / str(self.pid)).write_text(str(time.time()))
+        (self.out / WORKERS_DIR / f"{self.node}_{self.pid}").write_text(str(time.time()))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from suite.sampling.samplers import sample_images
@@ -261,7 +266,7 @@ class ShardSampler:
             finished.append(time.time())
         return {
             "record": np.array(records, dtype=object),
-            "pid": np.full(len(records), self.pid, dtype=np.int64),
+            "worker": np.full(len(records), f"{self.node}/{self.pid}", dtype=object),
             "started": np.array(started),
             "finished": np.array(finished),
         }
@@ -305,13 +310,14 @@ def run_sampling(
     make_scheduler(model, sampler, steps)  # a bad step count fails here, before Ray starts
     del model
     todo = prepare_output(out, plan, checkpoint_str)
+    _clean_workers(out)  # the actors of an earlier, interrupted run
     done_before = len(plan.shards()) - len(todo)
     if done_before:
         print(
             f"synmed sample: {done_before} of {len(plan.shards())} shards already complete; sampling the rest"
         )
     t0 = time.time()
-    per_worker: dict[int, int] = {}
+    per_worker: dict[str, int] = {}  # "node address/pid" -> images
     window = (float("inf"), float("-inf"))  # first shard started .. last shard written
     written: dict[str, ShardRecord] = {}  # this run's shards, as their writers recorded them
     if todo:
@@ -335,7 +341,7 @@ def run_sampling(
                 record = ShardRecord(**json.loads(row["record"]))
                 written[record.file] = record
                 count = record.count
-                per_worker[int(row["pid"])] = per_worker.get(int(row["pid"]), 0) + count
+                per_worker[row["worker"]] = per_worker.get(row["worker"], 0) + count
                 window = (min(window[0], row["started"]), max(window[1], row["finished"]))
     seconds = time.time() - t0
     # Shards from an earlier run are read back (and hashed) once; this run's come with their records.
@@ -344,7 +350,7 @@ def run_sampling(
         for n, _, _ in plan.shards()
     ]
     write_manifest(out, records, shard_attrs(plan, checkpoint_str))
-    _clean_workers(out)
+    actors = _clean_workers(out)
     sampled = sum(per_worker.values())
     summary = {
         "out": str(out),
@@ -356,7 +362,9 @@ def run_sampling(
         "guidance_scale": plan.guidance_scale,
         "seed": plan.seed,
         "workers": workers,
-        "images_per_worker": {str(pid): n for pid, n in per_worker.items()},
+        "images_per_worker": per_worker,
+        "images_per_node": _per_node(per_worker),
+        "actors": actors,  # "node address/pid" of every actor started, busy or not
         "wall_seconds": seconds,
         "images_per_s": sampled / seconds if seconds > 0 and sampled else None,
         # Without Ray's and the actors' start-up: from the first shard begun to the last written.
@@ -368,6 +376,14 @@ def run_sampling(
     atomic_write_text(out / "sample_summary.json", json.dumps(summary, indent=1))
     _grid(out)
     return summary
+
+
+def _per_node(per_worker: dict[str, int]) -> dict[str, int]:
+    nodes: dict[str, int] = {}
+    for worker, count in per_worker.items():
+        node = worker.rsplit("/", 1)[0]
+        nodes[node] = nodes.get(node, 0) + count
+    return nodes
 
 
 def _record_of(path: Path, plan: SamplingPlan) -> ShardRecord:
@@ -390,12 +406,16 @@ def _record_of(path: Path, plan: SamplingPlan) -> ShardRecord:
     )
 
 
-def _clean_workers(out: Path) -> None:
+def _clean_workers(out: Path) -> list[str]:
+    """Remove the actors' files; return who they were, as "node address/pid"."""
     folder = out / WORKERS_DIR
+    actors = []
     if folder.is_dir():
-        for p in folder.iterdir():
+        for p in sorted(folder.iterdir()):
+            actors.append(p.name.replace("_", "/", 1))
             p.unlink()
         folder.rmdir()
+    return actors
 
 
 def _grid(out: Path, n: int = 64) -> None:

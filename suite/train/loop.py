@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -382,7 +383,13 @@ class TrainLoop(ABC):
                     return {"stopped_at": step, "checkpoint": str(checkpoint)}
         bar.close()
         summary = self._finish(start_step, time.time() - t0, loss_value)
-        acc.end_training()  # last: it also tears down the process group
+        for tracker in acc.trackers:
+            tracker.finish()
+        # Not acc.end_training(): it destroys the process group, and a run's pretrain stage trains
+        # every variant and seed in one job (torchrun's store takes no second rendezvous). The group
+        # lives as long as the process; Accelerate's per-trainer state is reset for the next one.
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
         return summary
 
     def _step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float | None, list[int]]:

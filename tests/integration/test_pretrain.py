@@ -102,6 +102,31 @@ def test_two_gloo_ranks_keep_student_teacher_and_centre_equal(mni16: Path, tmp_p
     assert len(seen[0]) == len(seen[1]) == 48 and not seen[0] & seen[1]
 
 
+def test_one_process_group_per_trainer_when_a_job_trains_twice(mni16: Path, tmp_path: Path) -> None:
+    # a run's pretrain stage trains every variant and seed in one job: each trainer tears its
+    # process group down and the next one must bring up its own
+    script = tmp_path / "twice.py"
+    script.write_text(
+        "import sys\n"
+        "from suite.config import load_config\n"
+        "from suite.ssl.train import pretrain\n"
+        "for name in ('first', 'second'):\n"
+        "    cfg = load_config(sys.argv[1], [*sys.argv[2:], f'run.name={name}'])\n"
+        "    pretrain(cfg)\n"
+    )
+    accelerate = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(script), DINO,
+         f"pretrain.sources.real={mni16}", f"run.out_dir={tmp_path}", "pretrain.epochs=1"],
+        capture_output=True, text=True, timeout=300, env=ENV, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("first", "second"):
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["world_size"] == 2 and summary["model_equal_across_ranks"]
+
+
 def test_sigkill_then_resume_matches_the_uninterrupted_run(mni16: Path, tmp_path: Path) -> None:
     common = [DINO, f"pretrain.sources.real={mni16}", "train.checkpoint_every=5",
               "train.num_workers=1"]  # fmt: skip

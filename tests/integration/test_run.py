@@ -80,7 +80,11 @@ def test_slurm_run_submits_one_job_per_stage_in_order(
                "the report job to end")  # fmt: skip
     run_dir = tmp_path / "quickstart"
     states = {i: job_state(i) for i in ids}
-    logs = "\n".join(p.read_text()[-2000:] for p in (run_dir / "submitit").rglob("*.out"))
+    logs = "\n".join(
+        f"{p}:\n{p.read_text()[-2000:]}"
+        for p in sorted((run_dir / "submitit").rglob("*"))
+        if p.suffix in {".out", ".err"}
+    )
     assert set(states.values()) == {"COMPLETED"}, (states, logs)
     assert (run_dir / "report" / "report.md").is_file()
     sample = json.loads((run_dir / "stages" / "sample.json").read_text())

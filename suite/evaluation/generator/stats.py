@@ -202,7 +202,7 @@ def compute_set_stats(
     Per-class statistics are computed for labelled sets. The shards' sha256 digests are not checked
     here: the caller does that once per set.
     """
-    from suite.launch.ray_runtime import actor_resources, ray_session
+    from suite.launch.ray_runtime import actor_resources, index_dataset, ray_session
 
     directory = Path(shards).resolve()
     manifest = read_manifest(directory)
@@ -223,7 +223,7 @@ def compute_set_stats(
         cpus = ray.cluster_resources().get("CPU", 1)
         threads = 1 if "num_gpus" in resources else max(1, int(cpus // workers))
         start = time.perf_counter()
-        ds = ray.data.range(len(files), override_num_blocks=len(files)).map_batches(
+        ds = index_dataset(ray, len(files)).map_batches(
             ShardStats,
             batch_size=1,  # one shard per call: a shard is the unit of work and of retry
             compute=ActorPoolStrategy(
