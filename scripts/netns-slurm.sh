@@ -175,7 +175,7 @@ wait_for() {
 nodes_idle() {
     local states
     states=$(in_ns ctl sinfo -h -N -o '%N %t') || return 1
-    [[ $(grep -cE ' (idle|mix|alloc)$' <<<"$states") == "${#NODES[@]}" ]] || {
+    [[ $(grep -cE ' (idle|mix|alloc|comp)$' <<<"$states") == "${#NODES[@]}" ]] || {
         local n
         for n in "${NODES[@]}"; do
             grep -qE "^$n (down|drain|fail)" <<<"$states" &&
@@ -195,7 +195,8 @@ cmd_up() {
     write_conf
     if ! pid_alive "$RUN_DIR/slurmctld.pid"; then
         log "starting slurmctld in $(ns_of ctl) ($(addr_of ctl):$CTLD_PORT)"
-        in_ns ctl slurmctld </dev/null >>"$LOG_DIR/slurmctld.start.log" 2>&1 ||
+        # -c: a clean start; jobs of an earlier life of this test cluster are of no use
+        in_ns ctl slurmctld -c </dev/null >>"$LOG_DIR/slurmctld.start.log" 2>&1 ||
             die "slurmctld failed: $(tail -n 5 "$LOG_DIR/slurmctld.log" 2>/dev/null)"
     fi
     wait_for 30 in_ns ctl scontrol ping || die "slurmctld does not answer (see $LOG_DIR/slurmctld.log)"
@@ -214,9 +215,20 @@ cmd_up() {
 cmd_down() {
     [[ $EUID -eq 0 ]] || die "must run as root"
     stop_daemons
-    local host
+    local host pids
     for host in "${NODES[@]}" ctl; do
-        if ip netns list | grep -qw "^$(ns_of "$host")"; then ip netns del "$(ns_of "$host")"; fi
+        ip netns list | grep -qw "^$(ns_of "$host")" || continue
+        # whatever jobs left in the namespace (job steps, Ray nodes): all of it is this cluster's
+        pids=$(ip netns pids "$(ns_of "$host")" | tr '\n' ' ')
+        if [[ -n ${pids// /} ]]; then
+            log "stopping what is left in $(ns_of "$host"): $pids"
+            # shellcheck disable=SC2086
+            kill -TERM $pids 2>/dev/null || true
+            sleep 2
+            # shellcheck disable=SC2086
+            kill -KILL $(ip netns pids "$(ns_of "$host")") 2>/dev/null || true
+        fi
+        ip netns del "$(ns_of "$host")"
     done
     echo "netns-slurm: down"
 }

@@ -64,6 +64,7 @@ def netns_slurm(slurm: dict[str, str]):
         _need("ip and nsenter are missing (apt-get install iproute2 util-linux)")
     up = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True, timeout=180)
     if up.returncode != 0:
+        subprocess.run(["bash", str(script), "down"], capture_output=True, text=True, timeout=120)
         pytest.fail(f"scripts/netns-slurm.sh up failed:\n{up.stderr[-2000:]}")
     yield {"partition": "net", "exec": ["bash", str(script), "exec"]}
     subprocess.run(["bash", str(script), "down"], capture_output=True, text=True, timeout=120)
