@@ -208,6 +208,7 @@ class ShardSampler:
     """A Ray Data actor: loads the generator once, then samples and writes one shard per call."""
 
     def __init__(self, checkpoint: str, plan: dict[str, Any], out: str) -> None:
+        import ray
         import torch
 
         from suite.generative.registry import load_generator
@@ -224,8 +225,6 @@ class ShardSampler:
             )
         self.model.to(self.device).eval()
         self.pid = os.getpid()
-        import ray
-
         self.node = ray.util.get_node_ip_address()
         (self.out / WORKERS_DIR).mkdir(exist_ok=True)
         (self.out / WORKERS_DIR / f"{self.node}_{self.pid}").write_text(str(time.time()))
