@@ -14,7 +14,6 @@ and provenance; the manifest lists each shard with its count, sha256 and per-cla
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from suite.artifacts.digests import sha256_file
 from suite.errors import ShardError
 
 SCHEMA_VERSION = 1
@@ -48,14 +48,6 @@ STRING_DATASETS = ("source", "group")
 
 def shard_name(number: int) -> str:
     return f"shard-{number:05d}.h5"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:
