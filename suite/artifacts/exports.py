@@ -101,7 +101,9 @@ def export_folder(path: Path) -> Path:
     return path / "export" if (path / "export" / EXPORT_META).is_file() else path
 
 
-def read_export(path: Path, kind: ExportKind, *, verify: bool = True) -> tuple[Path, ExportMeta, str]:
+def read_export(
+    path: Path, kind: ExportKind, *, verify: bool = True
+) -> tuple[Path, ExportMeta, str]:
     """Read and check an export of ``kind`` (a run folder or its export/ folder): the metadata
     file must exist and name ``kind``, and every file must match its digest (``verify``) before
     anything is loaded. Returns (folder, metadata, the export's digest)."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from suite.data.shards import SCHEMA_VERSION, SPLITS, Manifest, read_manifest, sha256_file
+from suite.data.shards import READABLE_VERSIONS, SPLITS, Manifest, read_manifest, sha256_file
 from suite.errors import ShardError
 
 Sample = dict[str, Any]
@@ -153,9 +153,9 @@ class ShardDataset(Dataset[Sample]):
     @staticmethod
     def _check_schema(h5: h5py.File, name: str) -> None:
         version = int(h5.attrs.get("schema_version", -1))
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ShardError(
-                f"{name} has schema version {version}, expected {SCHEMA_VERSION}",
+                f"{name} has schema version {version}, expected one of {READABLE_VERSIONS}",
                 "re-create the shard set with this synmed",
             )
 

@@ -8,8 +8,11 @@ A shard set is a folder::
 Each shard holds ``images`` (N, C, H, W) uint8, chunked one image per chunk and compressed, and
 ``index`` (N,) int64, the global sample index. Optional datasets: ``labels`` (N,) int64 (multiclass)
 or (N, K) uint8 (multilabel), ``masks`` (N, 1, H, W) uint8, ``split`` (N,) uint8 (0 train, 1 val,
-2 test), ``features`` (N, D) float32, ``cluster`` (N,) int32. File attributes carry the schema version
-and provenance; the manifest lists each shard with its count, sha256 and per-class counts.
+2 test), ``features`` (N, D) float32, ``cluster`` (N,) int32, and since schema version 2 ``prompts``
+(N,) UTF-8 strings (the text a row was generated from) and ``source_index`` (N,) int64 (the index of
+the conditioning row a generated row came from, so image+mask pairs stay paired). File attributes
+carry the schema version and provenance; the manifest lists each shard with its count, sha256 and
+per-class counts. Sets of every version in :data:`READABLE_VERSIONS` are read.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import numpy as np
 from suite.artifacts.digests import sha256_file
 from suite.errors import ShardError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# 1: the columns up to ``group``; 2: adds the optional ``prompts`` and ``source_index``
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
 # dtype and rank (without N) of every dataset a shard may hold; None = any trailing shape.
@@ -42,8 +47,10 @@ DATASETS: dict[str, tuple[str, int | None]] = {
     "cluster": ("int32", 0),
     "source": ("", 0),  # the file (and frame or slice) a real image came from; UTF-8 strings
     "group": ("", 0),  # patient or volume id that the split kept together
+    "prompts": ("", 0),  # the text prompt a generated row was made from
+    "source_index": ("int64", 0),  # the conditioning row a generated row came from
 }
-STRING_DATASETS = ("source", "group")
+STRING_DATASETS = ("source", "group", "prompts")
 
 
 def shard_name(number: int) -> str:
@@ -251,9 +258,10 @@ def read_manifest(directory: str | Path) -> Manifest:
         attrs = dict(body.get("attrs") or {})
     except (ValueError, KeyError, TypeError) as err:
         raise ShardError(f"{path} is malformed ({err})", "re-create the shard set") from None
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ShardError(
-            f"{path} has schema version {version}; this synmed reads version {SCHEMA_VERSION}",
+            f"{path} has schema version {version}; this synmed reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}",
             "re-create the shard set with this version, or use the synmed that wrote it",
         )
     return Manifest(shards=shards, attrs=attrs, schema_version=version)

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from suite.data.shards import DATASETS, SCHEMA_VERSION, SPLITS, read_manifest, sha256_file
+from suite.data.shards import DATASETS, READABLE_VERSIONS, SPLITS, read_manifest, sha256_file
 from suite.errors import ShardError
 
 
@@ -52,9 +52,9 @@ def verify_shard_set(directory: str | Path, *, digests: bool = True) -> VerifyRe
             ) from None
         with h5:
             version = int(h5.attrs.get("schema_version", -1))
-            if version != SCHEMA_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise ShardError(
-                    f"{path}: schema version {version}, expected {SCHEMA_VERSION}", "re-create it"
+                    f"{path}: schema version {version}, expected one of {READABLE_VERSIONS}", "re-create it"
                 )
             for key in ("images", "index"):
                 if key not in h5:

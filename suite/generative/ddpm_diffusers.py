@@ -7,24 +7,25 @@ the last one meaning "no class", and labels are dropped to it with probability `
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from torch import nn
 
-from suite.config import from_dict
 from suite.errors import ConfigError
-from suite.generative.base import Generator
+from suite.generative.base import Conditions, OptimizerSpec
 from suite.generative.configs import DiffusersDDPMConfig
+from suite.generative.diffusion import DiffusionGenerator
+from suite.generative.optim import adam_with_schedule
 
-SYNMED_JSON = "synmed.json"
 
+class DiffusersDDPM(DiffusionGenerator):
+    config_class = DiffusersDDPMConfig
+    conditions = ("labels",)
 
-class DiffusersDDPM(Generator):
     def __init__(self, config: DiffusersDDPMConfig, unet: UNet2DModel | None = None) -> None:
         super().__init__()
         if len(config.attention) != len(config.block_out_channels):
@@ -73,8 +74,15 @@ class DiffusersDDPM(Generator):
             )
         return labels.to(device=device, dtype=torch.long)
 
-    def training_loss(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        x0 = images * 2 - 1
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"unet": self.unet}
+
+    def configure_optimizers(self, train_cfg: Any) -> dict[str, OptimizerSpec]:
+        return {"model": adam_with_schedule(self.parameters(), train_cfg)}
+
+    def loss(self, batch: dict[str, torch.Tensor], objective: str) -> torch.Tensor:
+        labels = batch.get("label")
+        x0 = batch["image"] * 2 - 1
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.config.timesteps, (x0.shape[0],), device=x0.device)
         xt = self.scheduler.add_noise(x0, noise, t)
@@ -97,7 +105,22 @@ class DiffusersDDPM(Generator):
         keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
         return {k: self.scheduler.config[k] for k in keys}
 
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.config.channels, self.config.image_size, self.config.image_size)
+
     def denoise(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        conditions: Conditions | None,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        labels = None
+        if conditions is not None and conditions.labels is not None:
+            labels = torch.as_tensor(conditions.labels, device=x.device)
+        return self._guided(x, t, labels, guidance_scale)
+
+    def _guided(
         self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance_scale: float
     ) -> torch.Tensor:
         """The UNet's output at (x, t), with classifier-free guidance when a scale other than 1 is
@@ -126,22 +149,18 @@ class DiffusersDDPM(Generator):
         shape = (n, self.config.channels, self.config.image_size, self.config.image_size)
         x = torch.randn(shape, generator=g).to(device)
         for t in scheduler.timesteps:
-            out = self.denoise(x, t.to(device), labels, self.config.guidance_scale)
+            out = self._guided(x, t.to(device), labels, self.config.guidance_scale)
             x = scheduler.step(out, t, x).prev_sample
         return ((x + 1) / 2).clamp(0, 1)
 
-    def export(self, directory: Path, provenance: dict[str, Any]) -> None:
+    def export_files(self, directory: Path) -> None:
         # A standard diffusers folder: DiffusionPipeline.from_pretrained(directory) loads it.
         DDPMPipeline(unet=self.unet, scheduler=self.scheduler).save_pretrained(
             directory, safe_serialization=True
         )
-        body = {"model": dataclasses.asdict(self.config), "provenance": provenance}
-        (directory / SYNMED_JSON).write_text(json.dumps(body, indent=1))
 
     @classmethod
-    def load_exported(cls, directory: Path) -> DiffusersDDPM:
-        body = json.loads((directory / SYNMED_JSON).read_text())
-        config = from_dict(DiffusersDDPMConfig, body["model"], source=str(directory / SYNMED_JSON))
+    def load_exported(cls, directory: Path, config: DiffusersDDPMConfig) -> DiffusersDDPM:
         unet = UNet2DModel.from_pretrained(directory / "unet")
         model = cls(config, unet=unet)
         model.scheduler = DDPMScheduler.from_pretrained(directory / "scheduler")

@@ -1,16 +1,17 @@
-"""`synmed train generator`: the training loop (:mod:`suite.train.loop`) for every generator kind.
+"""`synmed train generator`: the training loop (:mod:`suite.train.loop`) for every generator family.
 
-What a generator adds to the shared loop: an EMA of the weights (what previews and exports use),
-an LR schedule, and preview grids.
+The family owns its step (:meth:`Generator.train_step`) and its optimizers; the trainer adds an
+EMA of the trainable modules only (what previews and exports use; a frozen base is never copied),
+each optimizer's LR schedule, and preview grids.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedDataParallelKwargs
 from ema_pytorch import EMA
 
 from suite.config import SuiteConfig
@@ -19,28 +20,17 @@ from suite.data.shards import MANIFEST, sha256_file
 from suite.data.transforms import Compose, SeededAugment, to_float
 from suite.errors import ConfigError, DataError
 from suite.generative.base import Generator
-from suite.generative.registry import build_generator, export_generator
+from suite.generative.export import export_generator
+from suite.generative.registry import build_generator
 from suite.launch.task import run_training
-from suite.train.loop import EXPORT_DIR, Resume, TrainLoop
+from suite.train.loop import EXPORT_DIR, Resume, StepContext, TrainLoop
 from suite.train.monitor import save_grid
 
 __all__ = ["EXPORT_DIR", "GeneratorTrainer", "train_generator"]
 
 
-def _lr_lambda(cfg: Any) -> Any:
-    def factor(step: int) -> float:
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.lr_schedule == "cosine":
-            progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return factor
-
-
 class GeneratorTrainer(TrainLoop):
-    """Builds a generator, its EMA and optimizer from a config; :meth:`fit` trains it."""
+    """Builds a generator, its EMA and optimizers from a config; :meth:`fit` trains it."""
 
     title = "train generator"
     resume_safe = frozenset(
@@ -120,23 +110,27 @@ class GeneratorTrainer(TrainLoop):
     def build(self) -> None:
         tc, acc = self.train_cfg, self.accelerator
         self.generator: Generator = build_generator(self.cfg.model)
+        self.trainables = torch.nn.ModuleDict(self.generator.trainable_modules())
         self.ema = EMA(
-            self.generator,
+            self.trainables,
             beta=tc.ema_decay,
             update_every=tc.ema_update_every,
             update_after_step=tc.ema_update_after_step,
             include_online_model=False,
         )
-        self.optimizer = torch.optim.Adam(
-            self.generator.parameters(),
-            lr=tc.lr,
-            betas=tuple(tc.adam_betas),
-            weight_decay=tc.weight_decay,
-        )
-        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(tc))
-        # The LR schedule is stepped by hand once per optimizer step (after_step): Accelerate's
-        # wrapper would step it once per process.
-        self.model, self.optimizer = acc.prepare(self.generator, self.optimizer)
+        specs = self.generator.configure_optimizers(tc)
+        # The LR schedules are stepped by the step context once per optimizer step: Accelerate's
+        # wrapper would step them once per process.
+        self.schedules = {
+            name: torch.optim.lr_scheduler.LambdaLR(spec.optimizer, spec.lr_lambda)
+            for name, spec in specs.items()
+        }
+        if self.generator.find_unused_parameters:
+            # read by prepare(): a family whose steps leave parameters without gradients
+            acc.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)
+        prepared = acc.prepare(self.generator, *(spec.optimizer for spec in specs.values()))
+        self.model, optimizers = prepared[0], prepared[1:]
+        self.optimizers = dict(zip(specs, optimizers))
         self.ema.to(acc.device)
 
     def set_epoch(self, epoch: int) -> None:
@@ -147,25 +141,33 @@ class GeneratorTrainer(TrainLoop):
 
     # -- state and hooks ---------------------------------------------------------------------------
 
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.generator.trainable_state()
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.load_trainable_state(state)
+
     def extra_state(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict(), "lr_schedule": self.lr_schedule.state_dict()}
+        return {"ema": self.ema.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.ema.load_state_dict(state["ema"])
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
 
     def synced_modules(self) -> dict[str, torch.nn.Module]:
-        return {**super().synced_modules(), "ema": self.ema.ema_model}
+        return {"model": self.trainables, "ema": self.ema.ema_model}
 
-    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+    def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         device = self.accelerator.device
-        images = batch["image"].to(device, non_blocking=True)
-        labels = batch.get("label")
-        labels = labels.to(device) if isinstance(labels, torch.Tensor) else None
-        return self.model(images, labels)
+        return {
+            k: v.to(device, non_blocking=True)
+            for k, v in batch.items()
+            if k in ("image", "label", "mask") and isinstance(v, torch.Tensor)
+        }
+
+    def train_step(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        return self.generator.train_step(ctx)
 
     def after_step(self) -> None:
-        self.lr_schedule.step()
         self.ema.update()
 
     def on_step_end(self) -> None:
@@ -176,33 +178,42 @@ class GeneratorTrainer(TrainLoop):
             self._preview()
 
     def _preview(self) -> None:
-        tc = self.train_cfg
-        model = self.ema.ema_model
+        tc, model = self.train_cfg, self.generator
         labels = None
         if model.num_classes:
             labels = (
                 torch.arange(tc.sample_images, device=self.accelerator.device) % model.num_classes
             )
-        images = model.sample_preview(
-            tc.sample_images, steps=tc.sample_steps, seed=self.cfg.run.seed, labels=labels
-        )
+        with model.weights_from(dict(self.ema.ema_model.items())):
+            was_training = model.training
+            model.eval()
+            images = model.sample_preview(
+                tc.sample_images, steps=tc.sample_steps, seed=self.cfg.run.seed, labels=labels
+            )
+            model.train(was_training)
         save_grid(images, self.run_dir / "samples" / f"step-{self.step:08d}.png")
 
     # -- export ------------------------------------------------------------------------------------
 
     def export(self, folder: Path, provenance: dict[str, Any]) -> None:
-        export_generator(
-            self.ema.ema_model,
-            folder,
-            {
-                **provenance,
-                "data_manifest_sha256": self.data_digest,
-                "data": str(Path(self.cfg.data.shards).resolve()),
-                "ema_decay": self.train_cfg.ema_decay,
-                "weights": "ema",
-                "class_names": self.dataset.class_names,
-            },
-        )
+        model = self.generator
+        with model.weights_from(dict(self.ema.ema_model.items())):
+            was_training = model.training
+            model.eval()
+            export_generator(
+                model,
+                folder,
+                {
+                    **provenance,
+                    "data_manifest_sha256": self.data_digest,
+                    "data": str(Path(self.cfg.data.shards).resolve()),
+                    "ema_decay": self.train_cfg.ema_decay,
+                    "weights": "ema",
+                    "class_names": self.dataset.class_names,
+                },
+                class_names=self.dataset.class_names,
+            )
+            model.train(was_training)
 
 
 def train_generator(cfg: SuiteConfig, *, resume: Resume = "no") -> dict[str, Any]:

@@ -9,6 +9,12 @@ writers. The driver writes the manifest once every shard exists.
 
 Re-running the same command resumes: shards already on disk for the same plan are skipped. A folder
 holding another plan's shards is refused, naming what differs.
+
+With ``--conditions SET`` every output row is made from one row of a conditioning shard set (its
+class label, mask, conditioning image or prompt: whatever the generator family declares it reads),
+``--per-condition K`` rows per conditioning row; output row ``i`` comes from conditioning row
+``i // K`` and carries its ``source_index`` (and its mask, where the set has masks), so image+mask
+pairs stay paired. The job does not know which family it holds: it asks the generator to sample.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +33,16 @@ import numpy as np
 
 import suite
 from suite.data.shards import (
+    MANIFEST,
     ShardRecord,
     atomic_write_text,
+    sha256_file,
     shard_name,
     write_manifest,
     write_shard,
 )
 from suite.data.transforms import sample_seed
 from suite.errors import ConfigError, ShardError
-from suite.sampling.samplers import SAMPLERS, make_scheduler
 
 PLAN_FILE = "job.json"
 # each actor leaves a file "<node address>_<pid>" here (for people and fault tests); the summary
@@ -58,14 +65,41 @@ class SamplingPlan:
     class_names: tuple[str, ...]
     per_class: int | None
     class_weights: tuple[float, ...] | None
+    # conditioning set (manifest digest), its split and rows, and outputs per row
+    conditions_digest: str | None = None
+    conditions_split: str | None = None
+    condition_rows: int = 0
+    per_condition: int | None = None
+    # the condition kinds read from the set (the family's declaration met by the set's columns)
+    condition_kinds: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        body = asdict(self)
+        # Unconditioned plans keep the digest they had before conditioning existed, so their
+        # folders still resume.
+        for key in _CONDITION_FIELDS:
+            if not body[key]:
+                del body[key]
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def conditioned(self) -> bool:
+        return self.conditions_digest is not None
 
     @property
     def conditional(self) -> bool:
-        return self.per_class is not None or self.class_weights is not None
+        """Whether output rows carry class labels."""
+        return (
+            self.per_class is not None
+            or self.class_weights is not None
+            or "labels" in self.condition_kinds
+        )
+
+    def condition_row(self, start: int, stop: int) -> np.ndarray:
+        """The conditioning row of each output index."""
+        assert self.per_condition is not None
+        return np.arange(start, stop) // self.per_condition
 
     def shards(self) -> list[tuple[int, int, int]]:
         """(shard number, first index, end index) covering 0..num_images."""
@@ -79,6 +113,8 @@ class SamplingPlan:
         """Class of each index: round-robin with --per-class (every prefix stays balanced), or drawn
         from --class-weights with a uniform seeded by (seed, index)."""
         index = np.arange(start, stop)
+        if self.conditioned:
+            return None  # from the conditioning rows
         if self.per_class is not None:
             return (index % len(self.class_names)).astype(np.int64)
         if self.class_weights is not None:
@@ -89,11 +125,33 @@ class SamplingPlan:
         return None
 
 
+_CONDITION_FIELDS = (
+    "conditions_digest",
+    "conditions_split",
+    "condition_rows",
+    "per_condition",
+    "condition_kinds",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionSource:
+    """A conditioning shard set as the plan sees it."""
+
+    digest: str
+    split: str | None
+    rows: int
+    kinds: tuple[str, ...]
+
+
 def make_plan(
     checkpoint_digest: str,
     class_names: list[str],
     num_classes: int,
     *,
+    samplers: tuple[str, ...],
+    conditions: ConditionSource | None = None,
+    per_condition: int | None = None,
     num_images: int | None,
     per_class: int | None,
     class_weights: list[float] | None,
@@ -104,8 +162,31 @@ def make_plan(
     seed: int,
     guidance_scale: float,
 ) -> SamplingPlan:
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {sampler!r}", f"use one of: {', '.join(SAMPLERS)}")
+    if sampler not in samplers:
+        raise ConfigError(
+            f"sampler {sampler!r} is not one this generator declares",
+            f"use one of: {', '.join(samplers)}",
+        )
+    if conditions is not None:
+        if per_class is not None or class_weights is not None:
+            raise ConfigError(
+                "--conditions gives each row its condition; --per-class / --class-weights cannot "
+                "be combined with it",
+                "drop --per-class / --class-weights",
+            )
+        k = per_condition if per_condition is not None else 1
+        if k < 1:
+            raise ConfigError("--per-condition must be at least 1", "pass --per-condition K >= 1")
+        if num_images is not None and num_images != k * conditions.rows:
+            raise ConfigError(
+                f"--num-images {num_images} differs from --per-condition {k} x "
+                f"{conditions.rows} conditioning rows",
+                "give one of them",
+            )
+        num_images = k * conditions.rows
+        per_condition = k
+    elif per_condition is not None:
+        raise ConfigError("--per-condition needs --conditions SET", "add --conditions SET")
     if (per_class is not None or class_weights is not None) and not num_classes:
         raise ConfigError(
             "--per-class / --class-weights need a class-conditional generator",
@@ -142,6 +223,19 @@ def make_plan(
         class_names=tuple(names) if num_classes else (),
         per_class=per_class,
         class_weights=tuple(class_weights) if class_weights is not None else None,
+        conditions_digest=conditions.digest if conditions else None,
+        conditions_split=conditions.split if conditions else None,
+        condition_rows=conditions.rows if conditions else 0,
+        per_condition=per_condition,
+        condition_kinds=conditions.kinds if conditions else (),
+    )
+
+
+def plan_from_dict(body: dict[str, Any]) -> SamplingPlan:
+    """A plan read back from job.json (JSON lists back to tuples)."""
+    tuples = ("class_names", "class_weights", "condition_kinds")
+    return SamplingPlan(
+        **{k: tuple(v) if k in tuples and v is not None else v for k, v in body.items()}
     )
 
 
@@ -155,7 +249,9 @@ def prepare_output(out: Path, plan: SamplingPlan, checkpoint: str) -> list[tuple
     if plan_path.is_file():
         old = json.loads(plan_path.read_text())["plan"]
         new = asdict(plan)
-        differ = sorted(k for k in new if _norm(old.get(k)) != _norm(new[k]))
+        # a job.json from before conditioning existed lacks those keys: they had their defaults
+        defaults = {f.name: f.default for f in fields(SamplingPlan)}
+        differ = sorted(k for k in new if _norm(old.get(k, defaults[k])) != _norm(new[k]))
         if differ:
             raise ShardError(
                 f"{out} holds shards of another sampling job: {', '.join(f'{k} {old.get(k)!r} != {new[k]!r}' for k in differ)}",
@@ -197,6 +293,7 @@ def shard_attrs(plan: SamplingPlan, checkpoint: str) -> dict[str, Any]:
         "class_names": list(plan.class_names),
         "label_kind": "multiclass" if plan.conditional else "none",
         "job_digest": plan.digest,
+        **({"conditions_digest": plan.conditions_digest} if plan.conditioned else {}),
         "synmed_version": suite.__version__,
     }
 
@@ -207,14 +304,15 @@ def shard_attrs(plan: SamplingPlan, checkpoint: str) -> dict[str, Any]:
 class ShardSampler:
     """A Ray Data actor: loads the generator once, then samples and writes one shard per call."""
 
-    def __init__(self, checkpoint: str, plan: dict[str, Any], out: str) -> None:
+    def __init__(
+        self, checkpoint: str, plan: dict[str, Any], out: str, conditions: str | None = None
+    ) -> None:
         import ray
         import torch
 
-        from suite.generative.registry import load_generator
+        from suite.generative.export import load_generator
 
-        self.plan = SamplingPlan(**{**plan, "class_names": tuple(plan["class_names"]),
-                                    "class_weights": tuple(plan["class_weights"]) if plan["class_weights"] else None})  # fmt: skip
+        self.plan = plan_from_dict(plan)
         self.out = Path(out)
         self.checkpoint = checkpoint
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -224,43 +322,23 @@ class ShardSampler:
                 f"{checkpoint} changed while sampling (digest differs)", "rerun the job"
             )
         self.model.to(self.device).eval()
+        self.conditions = (
+            ConditionReader(Path(conditions), self.plan) if conditions is not None else None
+        )
         self.pid = os.getpid()
         self.node = ray.util.get_node_ip_address()
         (self.out / WORKERS_DIR).mkdir(exist_ok=True)
         (self.out / WORKERS_DIR / f"{self.node}_{self.pid}").write_text(str(time.time()))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from suite.sampling.samplers import sample_images
-
         records, started, finished = [], [], []
         for number, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
             started.append(time.time())
-            plan = self.plan
-            labels = plan.labels(int(start), int(stop))
-            images = []
-            for s in range(int(start), int(stop), plan.batch_size):
-                e = min(s + plan.batch_size, int(stop))
-                images.append(
-                    sample_images(
-                        self.model,
-                        range(s, e),
-                        sampler=plan.sampler,
-                        steps=plan.steps,
-                        seed=plan.seed,
-                        labels=labels[s - int(start) : e - int(start)]
-                        if labels is not None
-                        else None,
-                        guidance_scale=plan.guidance_scale,
-                        device=self.device,
-                    )
-                )
-            arrays = {
-                "images": np.concatenate(images),
-                "index": np.arange(int(start), int(stop), dtype=np.int64),
-            }
-            if labels is not None:
-                arrays["labels"] = labels
-            rec = write_shard(self.out, int(number), arrays, shard_attrs(plan, self.checkpoint))
+            arrays = sample_rows(self.model, self.plan, int(start), int(stop), self.conditions,
+                                 self.device)  # fmt: skip
+            rec = write_shard(
+                self.out, int(number), arrays, shard_attrs(self.plan, self.checkpoint)
+            )
             records.append(json.dumps(asdict(rec)))
             finished.append(time.time())
         return {
@@ -269,6 +347,75 @@ class ShardSampler:
             "started": np.array(started),
             "finished": np.array(finished),
         }
+
+
+class ConditionReader:
+    """The rows of a conditioning shard set that a plan reads, as :class:`Conditions`."""
+
+    def __init__(self, directory: Path, plan: SamplingPlan, verify: str = "size") -> None:
+        from suite.data.dataset import ShardDataset
+
+        self.plan = plan
+        self.data = ShardDataset(directory, split=plan.conditions_split, verify=verify)
+        if len(self.data) != plan.condition_rows:
+            raise ShardError(
+                f"{directory} has {len(self.data)} rows for split {plan.conditions_split}, the "
+                f"job was planned on {plan.condition_rows}",
+                "sample again into a new --out",
+            )
+
+    def rows(self, rows: np.ndarray) -> Any:
+        from suite.generative.base import Conditions
+
+        samples = [self.data[int(r)] for r in rows]
+        kinds = self.plan.condition_kinds
+        return Conditions(
+            labels=np.array([int(s["label"]) for s in samples], dtype=np.int64)
+            if "labels" in kinds
+            else None,
+            masks=np.stack([s["mask"].numpy() for s in samples]) if "masks" in kinds else None,
+            images=np.stack([s["image"].numpy() for s in samples]) if "images" in kinds else None,
+            source_index=np.array([s["index"] for s in samples], dtype=np.int64),
+        )
+
+
+def sample_rows(
+    model: Any,
+    plan: SamplingPlan,
+    start: int,
+    stop: int,
+    conditions: ConditionReader | None,
+    device: Any,
+) -> dict[str, np.ndarray]:
+    """The arrays of output rows ``start..stop``, sampled ``plan.batch_size`` at a time."""
+    from suite.generative.base import Conditions, SampleOptions
+
+    options = SampleOptions(
+        sampler=plan.sampler, steps=plan.steps, guidance_scale=plan.guidance_scale
+    )
+    labels = plan.labels(start, stop)
+    parts: dict[str, list[Any]] = {}
+    for s in range(start, stop, plan.batch_size):
+        e = min(s + plan.batch_size, stop)
+        if conditions is not None:
+            cond = conditions.rows(plan.condition_row(s, e))
+        elif labels is not None:
+            cond = Conditions(labels=labels[s - start : e - start])
+        else:
+            cond = None
+        out = model.sample(range(s, e), plan.seed, cond, options, device)
+        parts.setdefault("images", []).append(out.images)
+        if out.labels is not None and plan.conditional:
+            parts.setdefault("labels", []).append(np.asarray(out.labels, dtype=np.int64))
+        if out.masks is not None:
+            parts.setdefault("masks", []).append(out.masks)
+        if out.prompts is not None:
+            parts.setdefault("prompts", []).append(np.asarray(out.prompts, dtype=object))
+        if cond is not None and cond.source_index is not None:
+            parts.setdefault("source_index", []).append(cond.source_index)
+    images = np.concatenate(parts.pop("images"))
+    index = np.arange(start, stop, dtype=np.int64)
+    return {"images": images, "index": index, **{k: np.concatenate(v) for k, v in parts.items()}}
 
 
 # -- the driver ---------------------------------------------------------------------------------------
@@ -289,12 +436,17 @@ def run_sampling(
     guidance_scale: float | None = None,
     workers: int = 1,
     ray_address: str | None = None,
+    conditions: Path | None = None,
+    conditions_split: str | None = "train",
+    per_condition: int | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sampling job; returns its summary (also written as sample_summary.json)."""
-    from suite.generative.registry import load_generator
+    from suite.generative.base import SampleOptions
+    from suite.generative.export import load_generator
     from suite.launch.ray_runtime import actor_resources, ray_session
 
     model, digest = load_generator(checkpoint)
+    source = condition_source(model, conditions, conditions_split) if conditions else None
     checkpoint_str = str(Path(checkpoint).resolve())
     guidance = (
         guidance_scale
@@ -302,11 +454,13 @@ def run_sampling(
         else float(getattr(model.config, "guidance_scale", 1.0))
     )
     plan = make_plan(
-        digest, model.class_names, model.num_classes, num_images=num_images, per_class=per_class,
+        digest, model.class_names, model.num_classes, samplers=model.samplers, conditions=source,
+        per_condition=per_condition, num_images=num_images, per_class=per_class,
         class_weights=class_weights, shard_size=shard_size, batch_size=batch_size, sampler=sampler,
         steps=steps, seed=seed, guidance_scale=guidance,
     )  # fmt: skip
-    make_scheduler(model, sampler, steps)  # a bad step count fails here, before Ray starts
+    # a bad step count fails here, before Ray starts
+    model.check_sampling(SampleOptions(sampler=sampler, steps=steps, guidance_scale=guidance))
     del model
     todo = prepare_output(out, plan, checkpoint_str)
     _clean_workers(out)  # the actors of an earlier, interrupted run
@@ -331,6 +485,7 @@ def run_sampling(
                     "checkpoint": checkpoint_str,
                     "plan": asdict(plan),
                     "out": str(out),
+                    "conditions": str(Path(conditions).resolve()) if conditions else None,
                 },
                 batch_size=1,
                 compute=ActorPoolStrategy(size=min(workers, len(items))),
@@ -377,6 +532,43 @@ def run_sampling(
     return summary
 
 
+def condition_source(model: Any, conditions: Path, split: str | None) -> ConditionSource:
+    """Check a conditioning set against what the generator reads (before Ray starts): every
+    condition kind the family declares must be a column of the set."""
+    from suite.data.dataset import ShardDataset
+
+    declared = tuple(model.conditions)
+    if not declared:
+        raise ConfigError(
+            f"this {type(model).__name__} generator reads no conditions",
+            "drop --conditions, or train a conditioned generator",
+        )
+    data = ShardDataset(conditions, split=split, verify="sha256")
+    if len(data) == 0:
+        raise ShardError(
+            f"{conditions} has no rows for split {split}", "pick another --conditions-split"
+        )
+    have = {
+        "labels": data.label_kind == "multiclass",
+        "masks": data.has_masks,
+        "images": True,
+        "prompts": data.read_column("prompts") is not None,
+    }
+    kinds = tuple(k for k in declared if have.get(k, False))
+    if not kinds:
+        raise ShardError(
+            f"{conditions} has none of the conditions this generator reads ({', '.join(declared)})",
+            "pass a set with those columns (e.g. a labelled or masked set)",
+        )
+    if "labels" in kinds and len(data.class_names) != model.num_classes:
+        raise ShardError(
+            f"{conditions} has {len(data.class_names)} classes, the generator {model.num_classes}",
+            "condition on a set with the generator's classes",
+        )
+    digest = sha256_file(Path(conditions) / MANIFEST)
+    return ConditionSource(digest=digest, split=split, rows=len(data), kinds=kinds)
+
+
 def _per_node(per_worker: dict[str, int]) -> dict[str, int]:
     nodes: dict[str, int] = {}
     for worker, count in per_worker.items():
@@ -387,8 +579,6 @@ def _per_node(per_worker: dict[str, int]) -> dict[str, int]:
 
 def _record_of(path: Path, plan: SamplingPlan) -> ShardRecord:
     """The manifest record of a finished shard, recomputed from the file itself."""
-    from suite.data.shards import sha256_file
-
     with h5py.File(path, "r") as h5:
         index = h5["index"][:]
         labels = h5["labels"][:] if "labels" in h5 else None

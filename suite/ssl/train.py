@@ -126,7 +126,8 @@ class SSLTrainer(TrainLoop):
             optimizer = torch.optim.SGD(
                 groups, lr=self.peak_lr, momentum=0.9, weight_decay=pc.weight_decay
             )
-        self.model, self.optimizer = acc.prepare(self.method, optimizer)
+        self.model, optimizer = acc.prepare(self.method, optimizer)
+        self.optimizers = {"model": optimizer}
         self.monitor = (
             KNNMonitor(
                 pc.knn.shards,

@@ -10,14 +10,17 @@ resumable bit for bit:
   whatever a trainer adds (:meth:`TrainLoop.extra_state`: an EMA, a teacher, a loss centre);
 - previews fork the RNG, so they never change what training draws.
 
-A trainer implements :meth:`build_dataset`, :meth:`build`, :meth:`loss` and :meth:`export`, and may
-override the hooks (``before_step``, ``after_backward``, ``after_step``, ``on_step_end``,
-``log_extras``).
+A trainer implements :meth:`build_dataset`, :meth:`build` and :meth:`export`, and either
+:meth:`loss` (one optimizer, one objective) or the public :meth:`TrainLoop.train_step`, which owns
+the order of several optimizers' backward and step calls through a
+:class:`~suite.train.step.StepContext` (a generator family's ``train_step``). It may override the
+hooks (``before_step``, ``after_backward``, ``after_step``, ``on_step_end``, ``log_extras``). The
+run state holds every named optimizer and LR schedule, the grad scaler and the
+:class:`~suite.train.state.TrainState` (step, epoch, a family's phase, named RNGs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -35,11 +38,15 @@ from tqdm import tqdm
 
 from suite.config import config_digest, dump_yaml, load_config, to_dict
 from suite.data.shards import atomic_write_text
-from suite.errors import ConfigError, SynmedError
+from suite.errors import ConfigError
 from suite.train import run_state
 from suite.train.memory import keep_heap_between_steps
 from suite.train.monitor import MetricsLog, save_loss_curve, write_summary
 from suite.train.sampler import ResumableShardSampler
+from suite.train.state import TrainState
+from suite.train.step import StepContext, TrainingError
+
+__all__ = ["EXPORT_DIR", "Resume", "StepContext", "TrainLoop", "TrainingError"]
 
 # "no": a fresh run (refuses a folder with checkpoints); "yes": continue, a checkpoint must exist;
 # "auto": continue when there is one (jobs that may be requeued use this).
@@ -58,10 +65,6 @@ RESUME_SAFE = frozenset(
         "train.record_indices",
     }
 )
-
-
-class TrainingError(SynmedError):
-    """Training cannot go on (a non-finite loss, a data set too small for the batch)."""
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -136,7 +139,8 @@ class TrainLoop(ABC):
                 f"{cfg.train.grad_accum}",
                 "lower train.batch_size or train.grad_accum, or use more data",
             )
-        self.step = 0
+        self.state = TrainState()
+        self.schedules: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.build()
         self._stop_requested: Callable[[], bool] = lambda: False
         self._stop_agreed = False
@@ -150,12 +154,27 @@ class TrainLoop(ABC):
 
     @abstractmethod
     def build(self) -> None:
-        """Set ``self.model`` and ``self.optimizer`` (both passed through ``accelerator.prepare``)
-        and whatever else the trainer keeps (EMA, teacher, loss)."""
+        """Set ``self.model`` and ``self.optimizers`` (name -> optimizer, all passed through
+        ``accelerator.prepare``), optionally ``self.schedules`` (name -> LR scheduler, stepped
+        after its optimizer), and whatever else the trainer keeps (EMA, teacher, loss)."""
 
-    @abstractmethod
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The loss of one micro-batch (called inside autocast and the no-sync context)."""
+        """The loss of one micro-batch (called inside autocast and the no-sync context), for
+        trainers that keep the default :meth:`train_step`."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither loss() nor train_step()")
+
+    def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A micro-batch as :meth:`train_step` receives it (e.g. moved to the device)."""
+        return batch
+
+    def train_step(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """One optimizer step; returns the mean loss of each objective. The default: one
+        optimizer named "model" and :meth:`loss`, with :meth:`after_backward` between the
+        backward passes and the step."""
+        loss = ctx.accumulate("model", self.loss)
+        self.after_backward()
+        ctx.step("model")
+        return {"loss": loss}
 
     @abstractmethod
     def export(self, folder: Path, provenance: dict[str, Any]) -> None:
@@ -207,8 +226,22 @@ class TrainLoop(ABC):
     # -- run folder and run state ------------------------------------------------------------------
 
     @property
+    def step(self) -> int:
+        return self.state.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.state.step = value
+        self.state.epoch = value // self.steps_per_epoch
+
+    @property
     def epoch(self) -> int:
         return self.step // self.steps_per_epoch
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The first optimizer (the only one of single-optimizer trainers); its LR is logged."""
+        return next(iter(self.optimizers.values()))
 
     def _prepare_run_dir(self, resume: Resume) -> None:
         acc, cfg = self.accelerator, self.cfg
@@ -258,10 +291,11 @@ class TrainLoop(ABC):
     def _state(self) -> dict[str, Any]:
         scaler = self.accelerator.scaler
         return {
-            "model": self.accelerator.unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": self.model_state(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedules": {n: s.state_dict() for n, s in self.schedules.items()},
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "step": self.step,
+            "train_state": self.state.state_dict(),
             "data": {
                 "steps_per_epoch": self.steps_per_epoch,
                 "samples_per_step": self.samples_per_step,
@@ -279,14 +313,30 @@ class TrainLoop(ABC):
                 "batch size)",
                 "resume with the same world size and batch settings",
             )
-        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_model_state(state["model"])
+        if set(state["optimizers"]) != set(self.optimizers):
+            raise ConfigError(
+                f"--resume: {checkpoint.name} holds optimizers {sorted(state['optimizers'])}, "
+                f"this run has {sorted(self.optimizers)}",
+                "resume with the same model settings, or start a new run.name",
+            )
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        for name, schedule in self.schedules.items():
+            schedule.load_state_dict(state["schedules"][name])
         if state["scaler"] is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         self.load_extra_state(state)
-        self.step = int(state["step"])
+        self.state.load_state_dict(state["train_state"])
         if rng is not None:
             run_state.set_rng_state(rng)
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds of the model (a generator trainer keeps only what trains)."""
+        return self.accelerator.unwrap_model(self.model).state_dict()
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.accelerator.unwrap_model(self.model).load_state_dict(state)
 
     def save(self) -> Path:
         acc = self.accelerator
@@ -348,7 +398,7 @@ class TrainLoop(ABC):
             for _ in range(self.steps_per_epoch - in_epoch):
                 if self.step >= max_steps:
                     break
-                loss_value, grad_norm, indices = self._step(batches)
+                loss_value, grad_norm, indices, extras = self._step(batches)
                 self.step += 1
                 seen_since_log += self.samples_per_step * self.world
                 bar.update(1)
@@ -364,6 +414,7 @@ class TrainLoop(ABC):
                         "loss": loss_value,
                         "lr": self.optimizer.param_groups[0]["lr"],
                         "images_per_s": rate,
+                        **extras,
                         **self.log_extras(),
                     }
                     if grad_norm is not None:
@@ -392,44 +443,47 @@ class TrainLoop(ABC):
         GradientState._reset_state()
         return summary
 
-    def _step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float | None, list[int]]:
+    def _step(
+        self, batches: Iterator[dict[str, Any]]
+    ) -> tuple[float, float | None, list[int], dict[str, float]]:
         acc, tc = self.accelerator, self.train_cfg
         self.model.train()
         self.before_step()
-        total = torch.zeros((), device=acc.device)
-        indices: list[int] = []
-        for micro in range(tc.grad_accum):
-            batch = next(batches)
-            indices += batch["index"].tolist()
-            sync = (
-                contextlib.nullcontext() if micro == tc.grad_accum - 1 else acc.no_sync(self.model)
-            )
-            with sync, acc.autocast():
-                loss = self.loss(batch)
-            acc.backward(loss / tc.grad_accum)
-            total += loss.detach().float()
-        # One collective per step carries the loss for the log (a NaN on any rank stops every rank)
-        # and every rank's wish to stop (a preemption signal), so all ranks agree on both.
+        micro_batches = [next(batches) for _ in range(tc.grad_accum)]
+        indices = [i for batch in micro_batches for i in batch["index"].tolist()]
+        ctx = StepContext(
+            accelerator=acc,
+            model=self.model,
+            micro_batches=[self.prepare_batch(b) for b in micro_batches],
+            optimizers=self.optimizers,
+            schedules=self.schedules,
+            step_number=self.step + 1,
+            max_grad_norm=tc.max_grad_norm,
+            state=self.state,
+            last_checkpoint=lambda: run_state.latest_checkpoint(self.run_dir),
+        )
+        losses = self.train_step(ctx)
+        # One collective per step carries the losses for the log (a NaN on any rank stops every
+        # rank) and every rank's wish to stop (a preemption signal), so all ranks agree on both.
         wish = 1.0 if self._stop_requested() else 0.0
-        packed = torch.stack([total / tc.grad_accum, torch.tensor(wish, device=acc.device)])
+        names = list(losses)
+        packed = torch.stack([*(losses[n] for n in names), torch.tensor(wish, device=acc.device)])
         packed = acc.reduce(packed, reduction="sum")
-        mean_loss = packed[0] / self.world
-        self._stop_agreed = bool(packed[1] > 0)
-        if not torch.isfinite(mean_loss):
+        means = {n: packed[i] / self.world for i, n in enumerate(names)}
+        self._stop_agreed = bool(packed[-1] > 0)
+        bad = {n: v.item() for n, v in means.items() if not torch.isfinite(v)}
+        if bad:
             last = run_state.latest_checkpoint(self.run_dir)
             raise TrainingError(
-                f"the training loss became {mean_loss.item()} at step {self.step + 1}; "
-                f"weights were not updated; last good checkpoint: {last or 'none yet'}",
+                f"the training loss became {', '.join(f'{v} ({n})' for n, v in bad.items())} at "
+                f"step {self.step + 1}; last good checkpoint: {last or 'none yet'}",
                 "lower train.lr, set train.max_grad_norm, or check the data; resume with --resume",
             )
-        self.after_backward()
-        grad_norm = None
-        if tc.max_grad_norm is not None:
-            grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), tc.max_grad_norm))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
         self.after_step()
-        return float(mean_loss), grad_norm, indices
+        main = float(means[names[0]])
+        extras = {f"loss_{n}": float(v) for n, v in means.items()} if len(names) > 1 else {}
+        grad_norm = next(iter(ctx.grad_norms.values()), None)
+        return main, grad_norm, indices, extras
 
     # -- end ---------------------------------------------------------------------------------------
 

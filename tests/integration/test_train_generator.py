@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.pipeline import ingest
-from suite.generative.ddpm_lucidrains import LucidrainsDDPM
+from suite.artifacts.exports import EXPORT_META
+from suite.generative.export import load_generator
 from suite.train import run_state
 from tests.integration.helpers import ENV, demo_shards, synmed
 from tests.unit.data.helpers import make_class_folders
@@ -62,12 +63,14 @@ def test_tiny_lucidrains_trains_and_writes_everything(mni16: Path, tmp_path: Pat
     online = {k.removeprefix("diffusion."): v for k, v in state["model"].items()}
     name = next(k for k in exported if k.endswith("weight") and exported[k].ndim == 4)
     assert torch.equal(exported[name], ema[name]) and not torch.equal(exported[name], online[name])
-    provenance = json.loads((run / "export" / "config.json").read_text())["provenance"]
+    meta = json.loads((run / "export" / EXPORT_META).read_text())
+    assert meta["kind"] == "generator" and meta["family"] == "ddpm_lucidrains"
+    provenance = meta["provenance"]
     assert (
         provenance["config_digest"] == summary["config_digest"] and provenance["weights"] == "ema"
     )
     assert provenance["data_manifest_sha256"] == summary["data_digest"]
-    model = LucidrainsDDPM.load_exported(run / "export")
+    model, _ = load_generator(run)
     assert model.sample_preview(2, steps=3, seed=0).shape == (2, 1, 16, 16)
 
 
@@ -100,10 +103,14 @@ def test_sigkill_between_checkpoints_then_resume_matches(mni16: Path, tmp_path: 
     assert summary["resumed_from"].endswith("step-00000003") and summary["steps"] == 8
     want, got = final_state(tmp_path / "ref" / "tiny-lucidrains"), final_state(run)
     for part in ("model", "ema"):
+        assert want[part].keys() == got[part].keys()
         for name, tensor in want[part].items():
-            torch.testing.assert_close(
-                got[part][name], tensor, rtol=0, atol=1e-6, msg=f"{part}.{name}"
-            )
+            assert torch.equal(got[part][name], tensor), f"{part}.{name}"
+    # bit-identical on CPU: every tensor of the final export
+    ref_export = load_file(tmp_path / "ref" / "tiny-lucidrains" / "export" / "model.safetensors")
+    our_export = load_file(run / "export" / "model.safetensors")
+    assert ref_export.keys() == our_export.keys()
+    assert all(torch.equal(our_export[k], v) for k, v in ref_export.items())
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))  # the killed run's step 4 logged once, not twice
 
@@ -122,12 +129,11 @@ def test_class_conditional_diffusers_trains_and_exports(fashion16: Path, tmp_pat
 
     pipe = DiffusionPipeline.from_pretrained(tmp_path / "tiny-diffusers" / "export")
     assert pipe.unet.config.num_class_embeds == 11
-    assert (
-        json.loads((tmp_path / "tiny-diffusers" / "export" / "synmed.json").read_text())[
-            "provenance"
-        ]["weights"]
-        == "ema"
-    )
+    meta = json.loads((tmp_path / "tiny-diffusers" / "export" / EXPORT_META).read_text())
+    assert meta["provenance"]["weights"] == "ema" and meta["family"] == "ddpm_diffusers"
+    assert meta["body"]["class_names"] == [str(i) for i in range(10)] or len(
+        meta["body"]["class_names"]
+    ) == 10
 
 
 def test_bad_inputs_fail_with_one_clear_error(mni16: Path, fashion16: Path, tmp_path: Path) -> None:

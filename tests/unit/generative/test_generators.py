@@ -1,17 +1,22 @@
-"""Both DDPM kinds: loss, previews that leave the global RNG alone, export and reload."""
+"""Both DDPM families: loss, previews that leave the global RNG alone, export and reload, and the
+interface every family implements."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from suite.artifacts.exports import EXPORT_META
 from suite.config import load_config
-from suite.errors import ConfigError
+from suite.errors import ConfigError, DataError
+from suite.generative.base import Generator
 from suite.generative.configs import DiffusersDDPMConfig, LucidrainsDDPMConfig
 from suite.generative.ddpm_diffusers import DiffusersDDPM
-from suite.generative.registry import build_generator, generator_class
+from suite.generative.export import export_generator, load_generator
+from suite.generative.registry import GENERATORS, build_generator
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = {
@@ -29,7 +34,7 @@ def tiny(kind: str, *overrides: str):
 def test_loss_is_a_finite_scalar_with_gradients(kind: str) -> None:
     model = tiny(kind)
     images = torch.rand(2, 1, 16, 16)
-    loss = model(images, None)
+    loss = model({"image": images}, "model")
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
@@ -51,9 +56,13 @@ def test_preview_is_seeded_and_leaves_global_rng(kind: str) -> None:
 @pytest.mark.parametrize("kind", list(TINY))
 def test_export_reloads_to_the_same_model(kind: str, tmp_path: Path) -> None:
     model = tiny(kind).eval()
-    model.export(tmp_path / "export", {"config_digest": "x", "data_manifest_sha256": "y"})
-    again = generator_class(kind).load_exported(tmp_path / "export")
-    assert again.config == model.config
+    digest = export_generator(model, tmp_path / "export", {"config_digest": "x"}, ["a"])
+    again, loaded_digest = load_generator(tmp_path)  # a run folder: its export/ is read
+    assert again.config == model.config and loaded_digest == digest
+    assert again.class_names == ["a"] and not again.training
+    meta = json.loads((tmp_path / "export" / EXPORT_META).read_text())
+    assert meta["kind"] == "generator" and meta["family"] == kind and meta["version"] == 1
+    assert meta["provenance"] == {"config_digest": "x"} and meta["files"]
     assert torch.equal(
         model.sample_preview(2, steps=3, seed=1), again.sample_preview(2, steps=3, seed=1)
     )
@@ -63,7 +72,7 @@ def test_diffusers_export_is_a_pipeline_folder(tmp_path: Path) -> None:
     from diffusers import DDPMScheduler, DiffusionPipeline
 
     model = tiny("ddpm_diffusers", "model.num_classes=3")
-    model.export(tmp_path / "export", {})
+    export_generator(model, tmp_path / "export", {}, [])
     pipe = DiffusionPipeline.from_pretrained(tmp_path / "export")
     assert isinstance(pipe.scheduler, DDPMScheduler)
     assert pipe.unet.config.num_class_embeds == 4  # 3 classes + the "no class" id
@@ -87,7 +96,7 @@ def test_label_dropout_uses_the_null_class() -> None:
     model.unet.register_forward_pre_hook(
         lambda m, args, kwargs: seen.append(kwargs["class_labels"]), with_kwargs=True
     )
-    model(torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 2, 0]))
+    model({"image": torch.rand(4, 1, 16, 16), "label": torch.tensor([0, 1, 2, 0])}, "model")
     assert seen[0].tolist() == [3, 3, 3, 3]
 
 
@@ -97,3 +106,36 @@ def test_config_errors_for_generators() -> None:
             DiffusersDDPMConfig(block_out_channels=(8, 16), attention=(False,), norm_num_groups=4)
         )
     assert LucidrainsDDPMConfig().objective == "pred_v"  # the library default seed 000 relied on
+
+
+def test_an_export_is_checked_before_loading(tmp_path: Path) -> None:
+    model = tiny("ddpm_lucidrains")
+    export_generator(model, tmp_path / "export", {}, [])
+    weights = tmp_path / "export" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(DataError, match="does not match its digest"):
+        load_generator(tmp_path / "export")
+    (tmp_path / "export" / EXPORT_META).unlink()
+    with pytest.raises(DataError, match="not a synmed generator export"):
+        load_generator(tmp_path / "export")
+
+
+def test_a_half_written_family_cannot_be_built() -> None:
+    class NoSampling(Generator):
+        def trainable_modules(self):
+            return {}
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoSampling()
+
+
+@pytest.mark.parametrize("kind", list(GENERATORS))
+def test_every_family_declares_samplers_and_trains_what_it_names(kind: str) -> None:
+    model = tiny(kind)
+    assert model.samplers and model.config_class is type(model.config)
+    trainable = {id(p) for m in model.trainable_modules().values() for p in m.parameters()}
+    specs = model.configure_optimizers(load_config(TINY[kind]).train)
+    optimized = {
+        id(p) for spec in specs.values() for g in spec.optimizer.param_groups for p in g["params"]
+    }
+    assert optimized == trainable
