@@ -61,14 +61,14 @@ def train_model(work: Path, steps: int) -> Path:
 def bare_rate(
     checkpoint: Path, n: int, batch: int, sampler: str, steps: int
 ) -> tuple[float, np.ndarray]:
-    from suite.generative.registry import load_generator
-    from suite.sampling.samplers import sample_images
+    from suite.generative.base import SampleOptions
+    from suite.generative.export import load_generator
 
     torch.set_num_threads(1)
     model, _ = load_generator(checkpoint)
-    model.eval()
+    options = SampleOptions(sampler=sampler, steps=steps)
     t0 = time.perf_counter()
-    out = [sample_images(model, range(s, min(s + batch, n)), sampler=sampler, steps=steps, seed=0)
+    out = [model.sample(range(s, min(s + batch, n)), 0, None, options).images
            for s in range(0, n, batch)]  # fmt: skip
     return n / (time.perf_counter() - t0), np.concatenate(out)
 

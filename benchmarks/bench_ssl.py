@@ -148,8 +148,8 @@ def run_suite(args: argparse.Namespace, clock: Any, out_dir: Path) -> float:
     from suite.ssl.train import SSLTrainer
 
     class TimedTrainer(SSLTrainer):
-        def _step(self, batches: Any) -> tuple[float, float | None, list[int]]:
-            out = super()._step(batches)
+        def train_step(self, ctx: Any) -> Any:
+            out = super().train_step(ctx)
             clock.tick()
             return out
 

@@ -189,8 +189,8 @@ def run_suite(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> floa
     from suite.generative.train import GeneratorTrainer
 
     class TimedTrainer(GeneratorTrainer):
-        def _step(self, batches: Any) -> tuple[float, float | None, list[int]]:
-            out = super()._step(batches)
+        def train_step(self, ctx: Any) -> Any:
+            out = super().train_step(ctx)
             clock.tick()
             return out
 

@@ -240,6 +240,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance_scale,
         workers=args.workers,
         ray_address=args.ray_address,
+        conditions=args.conditions,
+        conditions_split=None if args.conditions_split == "all" else args.conditions_split,
+        per_condition=args.per_condition,
     )
     rate = summary["images_per_s"]
     print(
@@ -364,7 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--class-weights", help="comma-separated class proportions")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32, help="images per model call")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpm-solver"), default="ddpm")
+    p.add_argument(
+        "--sampler",
+        default="ddpm",
+        help="one the generator family declares (diffusion families: ddpm, ddim, dpm-solver)",
+    )
     p.add_argument("--sampling-steps", type=int, default=1000)
     p.add_argument(
         "--guidance-scale", type=float, help="classifier-free guidance (default: the model's)"
@@ -374,6 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS or a local Ray)"
     )
+    p.add_argument(
+        "--conditions",
+        type=Path,
+        help="a shard set whose rows condition the output (labels, masks, edge maps, prompts)",
+    )
+    p.add_argument(
+        "--conditions-split",
+        choices=("train", "val", "test", "all"),
+        default="train",
+        help="which rows of --conditions to read",
+    )
+    p.add_argument("--per-condition", type=int, help="output rows per conditioning row")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_sample)
 

@@ -53,10 +53,16 @@ class SampleStage:
     per_class: int | None = None
     shard_size: int = 1000
     batch_size: int = 32
-    sampler: Literal["ddpm", "ddim", "dpm-solver"] = "dpm-solver"
+    # one the generator family declares (checked at plan time against generator.model.kind)
+    sampler: str = "dpm-solver"
     steps: int = 20
     guidance_scale: float | None = None
     workers: int = 1
+    # "real": every output row is made from one row of the ingested set (its label or mask,
+    # whatever the family reads), per_condition rows each; num_images then follows from them
+    conditions: Literal["real"] | None = None
+    conditions_split: Literal["train", "val", "test"] | None = "train"
+    per_condition: int | None = None
 
 
 @dataclass(kw_only=True, slots=True)

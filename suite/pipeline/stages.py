@@ -147,17 +147,38 @@ class Sample(Stage):
     kind = "ray"
 
     def needs(self, cfg: PipelineConfig) -> list[str]:
-        return ["generator"]
+        return ["generator", "ingest"] if cfg.sample.conditions == "real" else ["generator"]
+
+    def check(self, ctx: Context) -> None:
+        model = ctx.cfg.generator.model
+        if model is None:
+            return
+        from suite.generative.registry import generator_class
+
+        family = generator_class(model.kind)
+        if ctx.cfg.sample.sampler not in family.samplers:
+            raise ConfigError(
+                f"sample.sampler {ctx.cfg.sample.sampler!r} is not a sampler of {model.kind}",
+                f"use one of: {', '.join(family.samplers)}",
+            )
+        if ctx.cfg.sample.conditions and not family.conditions:
+            raise ConfigError(
+                f"sample.conditions is set but {model.kind} reads no conditions",
+                "drop sample.conditions, or use a conditioned generator",
+            )
 
     def run(self, ctx: Context) -> dict[str, Any]:
         from suite.sampling.job import run_sampling
 
         s = ctx.cfg.sample
+        conditions = ctx.real_shards() if s.conditions == "real" else None
         summary = run_sampling(
-            ctx.folder("generator"), ctx.folder("sample"), num_images=s.num_images,
-            per_class=s.per_class, shard_size=s.shard_size, batch_size=s.batch_size,
-            sampler=s.sampler, steps=s.steps, seed=ctx.cfg.run.seed,
-            guidance_scale=s.guidance_scale, workers=s.workers,
+            ctx.folder("generator"), ctx.folder("sample"),
+            num_images=None if conditions else s.num_images, per_class=s.per_class,
+            shard_size=s.shard_size, batch_size=s.batch_size, sampler=s.sampler, steps=s.steps,
+            seed=ctx.cfg.run.seed, guidance_scale=s.guidance_scale, workers=s.workers,
+            conditions=conditions, conditions_split=s.conditions_split,
+            per_condition=s.per_condition,
         )  # fmt: skip
         return {"shards": str(ctx.folder("sample").resolve()), "images": summary.get("images")}
 

@@ -462,6 +462,10 @@ class TrainLoop(ABC):
             state=self.state,
             last_checkpoint=lambda: run_state.latest_checkpoint(self.run_dir),
         )
+        # Gradients never carry from one step to the next: a GAN's G backward leaves gradients
+        # on D that D's next step must not see (and a resumed run would not have them).
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
         losses = self.train_step(ctx)
         # One collective per step carries the losses for the log (a NaN on any rank stops every
         # rank) and every rank's wish to stop (a preemption signal), so all ranks agree on both.

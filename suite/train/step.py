@@ -70,10 +70,17 @@ class StepContext:
         self.losses[objective] = mean
         return mean
 
+    def zero_grad(self, name: str) -> None:
+        """Clear optimizer ``name``'s gradients (every optimizer's are clear when a step
+        starts; a family that backpropagates through one network twice in a step clears
+        between)."""
+        self.optimizers[name].zero_grad(set_to_none=True)
+
     def step(self, name: str) -> None:
         """Clip, check and apply optimizer ``name``'s gradients, then clear them and advance its
-        LR schedule. Gradients are all-reduced by then, so every rank sees the same norm and a
-        non-finite one stops every rank before any weight changes."""
+        LR schedule. Gradients are all-reduced by then, so every rank sees the same norm; a
+        non-finite norm, or a non-finite loss of the objective of the same name on any rank,
+        stops every rank before any weight changes."""
         acc, optimizer = self.accelerator, self.optimizers[name]
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if self.max_grad_norm is not None:
@@ -84,6 +91,14 @@ class StepContext:
             # an fp16 scaler skips steps with inf gradients by design; it owns that case
             grads = [p.grad for p in params if p.grad is not None]
             finite = acc.scaler is not None or all(bool(torch.isfinite(g).all()) for g in grads)
+        loss = self.losses.get(name)
+        if loss is not None:
+            # A loss can be non-finite with finite gradients (a NaN weight whose own gradient is
+            # its input); which ranks see it may differ, so they agree on it first.
+            flag = (~torch.isfinite(loss)).float()
+            if acc.num_processes > 1:
+                flag = acc.reduce(flag, reduction="sum")
+            finite = finite and not bool(flag > 0)
         if not finite and acc.scaler is None:
             losses = ", ".join(f"{k} {v.item()}" for k, v in self.losses.items())
             raise TrainingError(

@@ -148,13 +148,46 @@ def test_bad_arguments(generator: Path, tmp_path: Path) -> None:
 def test_labels_follow_the_class_plan() -> None:
     from suite.sampling.job import make_plan
 
-    plan = make_plan("d", ["a", "b", "c"], 3, num_images=None, per_class=4, class_weights=None, shard_size=5,
+    plan = make_plan("d", ["a", "b", "c"], 3, samplers=("ddim",), num_images=None, per_class=4, class_weights=None, shard_size=5,
                      batch_size=2, sampler="ddim", steps=5, seed=0, guidance_scale=2.0)  # fmt: skip
     assert plan.num_images == 12 and plan.labels(0, 6).tolist() == [0, 1, 2, 0, 1, 2]
-    weighted = make_plan("d", ["a", "b"], 2, num_images=2000, per_class=None, class_weights=[3.0, 1.0],
+    weighted = make_plan("d", ["a", "b"], 2, samplers=("ddim",), num_images=2000, per_class=None, class_weights=[3.0, 1.0],
                          shard_size=500, batch_size=8, sampler="ddim", steps=5, seed=0, guidance_scale=1.0)  # fmt: skip
     labels = np.concatenate([weighted.labels(s, e) for _, s, e in weighted.shards()])
     assert 0.70 < (labels == 0).mean() < 0.80
     assert np.array_equal(
         weighted.labels(500, 510), labels[500:510]
     )  # a shard's labels need no other shard
+
+
+def test_conditioned_sampling_pairs_each_row_with_its_source(tmp_path: Path) -> None:
+    """A class-conditional DDPM conditioned row by row on a labelled set, 2 outputs per row, on
+    2 Ray workers: every output carries its conditioning row's label and index."""
+    from tests.unit.data.helpers import make_shard_set
+
+    labelled = make_shard_set(tmp_path / "labelled", n=18, shard_size=6)
+    train = synmed("train", "generator", str(REPO / "configs/generator/tiny_diffusers.yaml"),
+                   f"data.shards={labelled}", f"run.out_dir={tmp_path}", "model.num_classes=3",
+                   "train.max_steps=2", "train.batch_size=2")  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    out = tmp_path / "paired"
+    proc = synmed("sample", "--checkpoint", str(tmp_path / "tiny-diffusers"), "--conditions",
+                  str(labelled), "--per-condition", "2", "--shard-size", "4", "--batch-size", "3",
+                  "--sampler", "ddim", "--sampling-steps", "2", "--workers", "2",
+                  "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    source = ShardDataset(labelled, split="train")
+    label_of = {int(source.indices[i]): int(source.labels[i]) for i in range(len(source))}
+    data = ShardDataset(out)
+    assert len(data) == 2 * len(source) == 12
+    pairs = data.read_column("source_index")
+    assert sorted(pairs.tolist()) == sorted(2 * list(label_of))
+    assert [int(data.labels[i]) for i in range(len(data))] == [label_of[int(s)] for s in pairs]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["attrs"]["conditions_digest"] and manifest["schema_version"] == 2
+    # an inconsistent request fails before Ray starts or --out is made
+    bad = synmed("sample", "--checkpoint", str(tmp_path / "tiny-diffusers"), "--conditions",
+                 str(labelled), "--num-images", "5", "--sampler", "ddim", "--sampling-steps", "2",
+                 "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert bad.returncode == 2 and "--num-images 5 differs" in bad.stderr
+    assert not (tmp_path / "bad").exists()

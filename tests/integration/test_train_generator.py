@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from suite.artifacts.exports import EXPORT_META
 from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.pipeline import ingest
-from suite.artifacts.exports import EXPORT_META
 from suite.generative.export import load_generator
 from suite.train import run_state
 from tests.integration.helpers import ENV, demo_shards, synmed
@@ -131,9 +131,10 @@ def test_class_conditional_diffusers_trains_and_exports(fashion16: Path, tmp_pat
     assert pipe.unet.config.num_class_embeds == 11
     meta = json.loads((tmp_path / "tiny-diffusers" / "export" / EXPORT_META).read_text())
     assert meta["provenance"]["weights"] == "ema" and meta["family"] == "ddpm_diffusers"
-    assert meta["body"]["class_names"] == [str(i) for i in range(10)] or len(
-        meta["body"]["class_names"]
-    ) == 10
+    assert (
+        meta["body"]["class_names"] == [str(i) for i in range(10)]
+        or len(meta["body"]["class_names"]) == 10
+    )
 
 
 def test_bad_inputs_fail_with_one_clear_error(mni16: Path, fashion16: Path, tmp_path: Path) -> None:
