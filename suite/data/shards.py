@@ -9,8 +9,9 @@ Each shard holds ``images`` (N, C, H, W) uint8, chunked one image per chunk and 
 ``index`` (N,) int64, the global sample index. Optional datasets: ``labels`` (N,) int64 (multiclass)
 or (N, K) uint8 (multilabel), ``masks`` (N, 1, H, W) uint8, ``split`` (N,) uint8 (0 train, 1 val,
 2 test), ``features`` (N, D) float32, ``cluster`` (N,) int32, and since schema version 2 ``prompts``
-(N,) UTF-8 strings (the text a row was generated from) and ``source_index`` (N,) int64 (the index of
-the conditioning row a generated row came from, so image+mask pairs stay paired). File attributes
+(N,) UTF-8 strings (the text a row was generated from), ``source_index`` (N,) int64 (the index of
+the conditioning row a generated row came from, so image+mask pairs stay paired) and ``metadata``
+(N,) UTF-8 JSON objects (what a generator family records per row). File attributes
 carry the schema version and provenance; the manifest lists each shard with its count, sha256 and
 per-class counts. Sets of every version in :data:`READABLE_VERSIONS` are read.
 """
@@ -49,8 +50,9 @@ DATASETS: dict[str, tuple[str, int | None]] = {
     "group": ("", 0),  # patient or volume id that the split kept together
     "prompts": ("", 0),  # the text prompt a generated row was made from
     "source_index": ("int64", 0),  # the conditioning row a generated row came from
+    "metadata": ("", 0),  # per-row JSON a generator family adds (attempts, guidance...)
 }
-STRING_DATASETS = ("source", "group", "prompts")
+STRING_DATASETS = ("source", "group", "prompts", "metadata")
 
 
 def shard_name(number: int) -> str:

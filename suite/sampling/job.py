@@ -411,6 +411,9 @@ def sample_rows(
             parts.setdefault("masks", []).append(out.masks)
         if out.prompts is not None:
             parts.setdefault("prompts", []).append(np.asarray(out.prompts, dtype=object))
+        if out.metadata is not None:
+            rows = [json.dumps(m, sort_keys=True) for m in out.metadata]
+            parts.setdefault("metadata", []).append(np.asarray(rows, dtype=object))
         if cond is not None and cond.source_index is not None:
             parts.setdefault("source_index", []).append(cond.source_index)
     images = np.concatenate(parts.pop("images"))

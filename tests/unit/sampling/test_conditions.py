@@ -5,6 +5,7 @@ is run for real on Ray in tests/integration/test_sample_ray.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +54,8 @@ class MaskEcho(Generator):
         assert conditions is not None and conditions.masks is not None
         images = conditions.masks.astype(np.uint8) * 200
         images += np.array(indices, dtype=np.uint8)[:, None, None, None] % 50
-        return SampleOutput(images=images, masks=conditions.masks)
+        meta = [{"attempt": options.attempt, "row": int(r)} for r in conditions.source_index]
+        return SampleOutput(images=images, masks=conditions.masks, metadata=meta)
 
     def export_files(self, directory: Path) -> None:
         raise NotImplementedError
@@ -83,6 +85,7 @@ def test_rows_come_in_pairs_with_their_source(tmp_path: Path) -> None:
     arrays = sample_rows(model, plan, 0, 6, reader, "cpu")
     assert arrays["index"].tolist() == list(range(6))
     assert arrays["source_index"].tolist() == [0, 0, 3, 3, 6, 6]
+    assert json.loads(arrays["metadata"][2]) == {"attempt": 0, "row": 3}
     for row, source_index in enumerate(arrays["source_index"]):
         want = reader.data[int(source_index) // 3]["mask"].numpy()
         assert np.array_equal(arrays["masks"][row], want)  # the pair stays paired
@@ -120,7 +123,6 @@ def test_unconditioned_plans_keep_their_digest_and_old_folders_resume(tmp_path: 
            "sampler": "ddim", "steps": 4, "seed": 0, "guidance_scale": 1.0, "class_names": [],
            "per_class": None, "class_weights": None}  # fmt: skip
     import hashlib
-    import json
 
     assert plan.digest == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
     out = tmp_path / "old-job"
