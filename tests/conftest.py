@@ -42,7 +42,7 @@ def need(reason: str) -> NoReturn:
 
 
 def need_module(name: str, fix: str) -> ModuleType:
-    """``import name``, or :func:`need` with ``fix`` (how to install it) when it is not installed."""
+    """``import name``, or :func:`need` with ``fix`` (how to install it) if it is missing."""
     try:
         return importlib.import_module(name)
     except ImportError as err:
