@@ -293,8 +293,9 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
-# Re-evaluate pending jobs (e.g. a requeued job whose BeginTime passed) every 5 s, not every 60/30 s.
-SchedulerParameters=sched_interval=5,bf_interval=5
+# Re-evaluate pending jobs (e.g. a requeued job whose BeginTime passed) every second, not every
+# 60/30 s: with two nodes and a handful of jobs a pass costs nothing, and a test waits for each one.
+SchedulerParameters=sched_interval=1,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024

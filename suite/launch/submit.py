@@ -288,7 +288,7 @@ def format_jobs(records: list[dict[str, Any]], states: dict[str, str]) -> str:
 
 
 def wait_for(
-    jobs: list[submitit.Job], poll_s: float = 5.0, first_poll_s: float = 0.5
+    jobs: list[submitit.Job], poll_s: float = 2.0, first_poll_s: float = 0.5
 ) -> dict[str, JobState]:
     """Wait until every job has ended; return the final state of each.
 
