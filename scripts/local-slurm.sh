@@ -53,72 +53,13 @@ NODE_PORT_BASE=17000
 T0=$EPOCHREALTIME
 RESTARTED=()
 
-log() { printf 'local-slurm: %s\n' "$*" >&2; }
-die() {
-    log "ERROR: $*"
-    exit 1
-}
+DAEMONS_LOG_NAME=local-slurm
+# shellcheck source=lib/daemons.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/daemons.sh"
 
 usage() {
     echo "usage: $0 up|down|status" >&2
     exit 2
-}
-
-# --- processes -----------------------------------------------------------------------------------
-
-# pid_alive PIDFILE NAME: print the pid in PIDFILE if that process lives, is not a zombie and its
-# command name is NAME (or NAME-wlm, Debian's alternative-linked binaries; mysqld for mariadbd).
-pid_alive() {
-    local file=$1 want=$2 pid comm stat
-    [[ -r $file ]] || return 1
-    { pid=$(tr -dc '0-9' <"$file"); } 2>/dev/null || return 1
-    [[ -n $pid && -r /proc/$pid/comm ]] || return 1
-    { comm=$(<"/proc/$pid/comm"); } 2>/dev/null || return 1
-    { stat=$(<"/proc/$pid/stat"); } 2>/dev/null || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != Z ]] || return 1
-    case $comm in
-    "$want" | "$want-wlm") ;;
-    mysqld) [[ $want == mariadbd ]] || return 1 ;;
-    *) return 1 ;;
-    esac
-    echo "$pid"
-}
-
-# stop_pidfile PIDFILE NAME: SIGTERM exactly that pid, wait for it to exit (SIGKILL after 20 s).
-stop_pidfile() {
-    local file=$1 name=$2 pid i
-    if ! pid=$(pid_alive "$file" "$name"); then
-        rm -f "$file"
-        return 0
-    fi
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do
-        pid_alive "$file" "$name" >/dev/null || break
-        [[ -d /proc/$pid ]] || break
-        sleep 0.1
-    done
-    if [[ -d /proc/$pid ]] && pid_alive "$file" "$name" >/dev/null; then
-        log "$name (pid $pid) ignored SIGTERM for 20 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            [[ -d /proc/$pid ]] || break
-            sleep 0.1
-        done
-    fi
-    rm -f "$file"
-}
-
-# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds; fail after SECONDS.
-wait_for() {
-    local secs=$1 deadline
-    shift
-    deadline=$((${EPOCHREALTIME%.*} + secs))
-    until "$@" >/dev/null 2>&1; do
-        ((${EPOCHREALTIME%.*} < deadline)) || return 1
-        sleep 0.1
-    done
 }
 
 # Slurm's NoInAddrAny/NoCtldInAddrAny make slurmctld, slurmdbd (and srun) bind to the address this
@@ -352,8 +293,9 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
-# Re-evaluate pending jobs (e.g. a requeued job whose BeginTime passed) every 5 s, not every 60/30 s.
-SchedulerParameters=sched_interval=5,bf_interval=5
+# Re-evaluate pending jobs (e.g. a requeued job whose BeginTime passed) every second, not every
+# 60/30 s: with two nodes and a handful of jobs a pass costs nothing, and a test waits for each one.
+SchedulerParameters=sched_interval=1,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024

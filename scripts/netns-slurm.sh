@@ -34,11 +34,9 @@ PARTITION=net
 CTLD_PORT=6917
 SLURMD_PORT_BASE=6920
 
-log() { printf 'netns-slurm: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+DAEMONS_LOG_NAME=netns-slurm
+# shellcheck source=lib/daemons.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/daemons.sh"
 
 ns_of() { echo "$PREFIX-${1#"$PREFIX"-}"; }   # ctl | synmed-hN -> namespace name
 addr_of() {                                     # ctl | synmed-hN -> address on the bridge
@@ -48,25 +46,6 @@ in_ns() {
     local ns=$1
     shift
     SLURM_CONF=$CONF nsenter --net="/run/netns/$(ns_of "$ns")" "$@"
-}
-
-pid_alive() { [[ -s $1 ]] && kill -0 "$(<"$1")" 2>/dev/null; }
-
-stop_pidfile() {
-    local f=$1 pid i
-    pid_alive "$f" || {
-        rm -f "$f"
-        return 0
-    }
-    pid=$(<"$f")
-    log "stopping $(basename "$f" .pid) (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$f"
 }
 
 ensure_network() {
@@ -158,18 +137,8 @@ ensure_munge() {
 
 stop_daemons() {
     local n
-    for n in "${NODES[@]}"; do stop_pidfile "$RUN_DIR/slurmd-$n.pid"; done
-    stop_pidfile "$RUN_DIR/slurmctld.pid"
-}
-
-wait_for() {
-    local seconds=$1 i
-    shift
-    for i in $(seq $((seconds * 5))); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.2
-    done
-    return 1
+    for n in "${NODES[@]}"; do stop_pidfile "$RUN_DIR/slurmd-$n.pid" slurmd; done
+    stop_pidfile "$RUN_DIR/slurmctld.pid" slurmctld
 }
 
 nodes_idle() {
@@ -193,7 +162,7 @@ cmd_up() {
     ensure_munge
     ensure_network
     write_conf
-    if ! pid_alive "$RUN_DIR/slurmctld.pid"; then
+    if ! pid_alive "$RUN_DIR/slurmctld.pid" slurmctld >/dev/null; then
         log "starting slurmctld in $(ns_of ctl) ($(addr_of ctl):$CTLD_PORT)"
         # -c: a clean start; jobs of an earlier life of this test cluster are of no use
         in_ns ctl slurmctld -c </dev/null >>"$LOG_DIR/slurmctld.start.log" 2>&1 ||
@@ -202,7 +171,7 @@ cmd_up() {
     wait_for 30 in_ns ctl scontrol ping || die "slurmctld does not answer (see $LOG_DIR/slurmctld.log)"
     local n
     for n in "${NODES[@]}"; do
-        pid_alive "$RUN_DIR/slurmd-$n.pid" && continue
+        pid_alive "$RUN_DIR/slurmd-$n.pid" slurmd >/dev/null && continue
         mkdir -p "$SPOOL_DIR/$n"
         log "starting slurmd $n in $(ns_of "$n") ($(addr_of "$n"))"
         in_ns "$n" slurmd -N "$n" </dev/null >>"$LOG_DIR/slurmd-$n.start.log" 2>&1 ||

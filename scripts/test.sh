@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: venv + install, the real local SLURM (as root, when none answers), then pytest.
+# The test command: venv + install, lint (ruff), the real local SLURM (as root, when none answers),
+# then pytest.
 #
 #   bash scripts/test.sh [pytest args]
 #
@@ -9,6 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+VENV=${SYNMED_VENV:-.venv}
+
+# Lint before anything slow: a tree that ruff rejects fails the command in seconds, not after pytest.
+lint_failed=()
+"$VENV/bin/ruff" check . || lint_failed+=("ruff check")
+"$VENV/bin/ruff" format --check . || lint_failed+=("ruff format --check")
+if [ ${#lint_failed[@]} -gt 0 ]; then
+    echo "test: lint failed (${lint_failed[*]}): run \`ruff check --fix . && ruff format .\`, review, commit" >&2
+    exit 1
+fi
 
 started_slurm=0
 if [ "$(id -u)" = 0 ]; then
@@ -33,7 +44,7 @@ cleanup() { if [ "$started_slurm" = 1 ]; then bash scripts/local-slurm.sh down |
 trap cleanup EXIT
 
 set +e
-"${SYNMED_VENV:-.venv}/bin/python" -m pytest "$@"
+"$VENV/bin/python" -m pytest "$@"
 status=$?
 set -e
 [ "$status" = 5 ] && { echo "test: pytest collected no tests" >&2; status=1; }

@@ -1,16 +1,21 @@
 """Shared fixtures: real data locations, and the real SLURM / Ray that integration tests use.
 
-A test that needs SLURM takes the ``slurm`` fixture. Where no controller answers it is skipped with
-the reason, except under ``CI=true``, where a missing SLURM fails the test: CI brings one up
-(scripts/local-slurm.sh), so its absence there is a broken rig, not a reason to skip.
+A test that needs SLURM takes the ``slurm`` fixture; one that needs real data or an installed
+package calls :func:`need` or :func:`need_module`. Where the thing is missing the test is skipped
+with the reason, except under ``CI=true``, where it fails: CI's rig provides all of them
+(scripts/test.sh installs the data and packages and brings up scripts/local-slurm.sh), so an absence
+there is a broken rig, and a skip would pass a run in which those tests never ran.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -23,22 +28,37 @@ REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _need(reason: str) -> None:
+def need(reason: str) -> NoReturn:
+    """Skip for a missing prerequisite (SLURM, real data, a package), or fail under CI=true.
+
+    Callable in a test, a fixture or at module level (then the module's collection fails in CI).
+    """
     if IN_CI:
-        pytest.fail(f"{reason} (CI=true: the test rig must provide it; see scripts/local-slurm.sh)")
-    pytest.skip(reason)
+        pytest.fail(
+            f"{reason} (CI=true: the test rig must provide it; scripts/test.sh sets it up)",
+            pytrace=False,
+        )
+    pytest.skip(reason, allow_module_level=True)
+
+
+def need_module(name: str, fix: str) -> ModuleType:
+    """``import name``, or :func:`need` with ``fix`` (how to install it) if it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        need(f"needs the {name!r} package ({fix}): {err}")
 
 
 @pytest.fixture(scope="session")
 def slurm() -> dict[str, str]:
     """A SLURM controller that answers, with its partition and node names."""
     if shutil.which("sinfo") is None:
-        _need("SLURM is not installed (run `sudo scripts/local-slurm.sh up`)")
+        need("SLURM is not installed (run `sudo scripts/local-slurm.sh up`)")
     proc = subprocess.run(
         ["sinfo", "-h", "-o", "%P %N %t"], capture_output=True, text=True, timeout=30
     )
     if proc.returncode != 0 or not proc.stdout.strip():
-        _need(f"no SLURM controller answers sinfo ({proc.stderr.strip() or 'no partitions'})")
+        need(f"no SLURM controller answers sinfo ({proc.stderr.strip() or 'no partitions'})")
     partition, nodes, _state = proc.stdout.split()[:3]
     return {"partition": partition.rstrip("*"), "nodes": nodes}
 
@@ -59,9 +79,9 @@ def netns_slurm(slurm: dict[str, str]):
     on a private bridge. Needs the loopback cluster's munge (hence ``slurm``); stopped at the end."""
     script = REPO / "scripts" / "netns-slurm.sh"
     if os.geteuid() != 0:
-        _need("network namespaces need root (scripts/netns-slurm.sh)")
+        need("network namespaces need root (scripts/netns-slurm.sh)")
     if shutil.which("ip") is None or shutil.which("nsenter") is None:
-        _need("ip and nsenter are missing (apt-get install iproute2 util-linux)")
+        need("ip and nsenter are missing (apt-get install iproute2 util-linux)")
     up = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True, timeout=180)
     if up.returncode != 0:
         subprocess.run(["bash", str(script), "down"], capture_output=True, text=True, timeout=120)

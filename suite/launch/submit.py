@@ -170,65 +170,136 @@ def read_jobs(out_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def job_states(job_ids: list[str]) -> dict[str, str]:
-    """Current SLURM state of each job: sacct (finished jobs too), then squeue for what it missed."""
-    states: dict[str, str] = {}
-    if not job_ids:
-        return states
-    proc = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    if proc.returncode == 0:
-        for line in proc.stdout.splitlines():
-            job, _, state = line.partition("|")
-            states[job] = state.split()[0] if state else "UNKNOWN"
-    missing = [j for j in job_ids if j not in states]
-    if missing:
-        proc = subprocess.run(
-            ["squeue", "-h", "-o", "%i|%T", "-j", ",".join(missing)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        for line in proc.stdout.splitlines():
-            job, _, state = line.partition("|")
-            states[job] = state
-    return {j: states.get(j, "UNKNOWN") for j in job_ids}
+# States in which a job may still run (again); any other state is final.
+UNFINISHED_STATES = frozenset({
+    "PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "RESIZING", "SUSPENDED",
+    "UNKNOWN",
+})  # fmt: skip
+# Not a SLURM state: the controller answers but no longer knows the job (it drops finished jobs
+# MinJobAge seconds after they end) and there is no accounting to ask.
+PURGED = "PURGED"
+UNKNOWN = "UNKNOWN"  # neither the controller nor accounting answered: ask again later
+
+
+class JobState(str):
+    """A job's SLURM state, compared and printed as the state name (``== "COMPLETED"``), with its
+    exit code (``"1:0"``, SLURM's exit:signal; ``""`` when not known) and where both came from."""
+
+    exit_code: str
+    source: str
+
+    def __new__(cls, state: str, exit_code: str = "", source: str = "") -> JobState:
+        obj = super().__new__(cls, state)
+        obj.exit_code = exit_code
+        obj.source = source
+        return obj
+
+    @property
+    def final(self) -> bool:
+        return str(self) not in UNFINISHED_STATES
+
+
+def _slurm(cmd: list[str]) -> subprocess.CompletedProcess[str] | None:
+    """Run a SLURM client; None when it is not installed or does not answer in time."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _from_controller(job_id: str) -> JobState | None:
+    """State and exit code from ``scontrol show job``: the controller keeps finished jobs for
+    MinJobAge seconds, which is what works on a cluster without accounting. ``PURGED`` when the
+    controller answers that it does not know the job; None when it does not answer."""
+    proc = _slurm(["scontrol", "-o", "show", "job", job_id])
+    if proc is None:
+        return None
+    if proc.returncode != 0:
+        return JobState(PURGED, source="scontrol") if "Invalid job id" in proc.stderr else None
+    records = []
+    for line in proc.stdout.splitlines():
+        fields: dict[str, str] = {}
+        for item in line.split():
+            key, eq, value = item.partition("=")
+            if eq:
+                fields.setdefault(key, value)  # later free-text fields may hold "KEY=" too
+        records.append(fields)
+    # Asked about one id, scontrol prints that job (or, for a task of a pending array, the array's
+    # line): an exact match first, else its first line.
+    exact = [f for f in records if job_id in (f.get("JobId"), _task_id(f))]
+    fields = (exact or records or [{}])[0]
+    if "JobState" not in fields:
+        return None
+    return JobState(fields["JobState"], fields.get("ExitCode", ""), "scontrol")
+
+
+def _task_id(fields: dict[str, str]) -> str:
+    return f"{fields.get('ArrayJobId')}_{fields.get('ArrayTaskId')}"
+
+
+def _from_accounting(job_ids: list[str]) -> dict[str, JobState]:
+    """What sacct knows; empty when accounting is off (``accounting_storage/none``: sacct fails)
+    or slurmdbd does not answer."""
+    proc = _slurm(
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(job_ids)]
+    )
+    if proc is None or proc.returncode != 0:
+        return {}
+    found: dict[str, JobState] = {}
+    for line in proc.stdout.splitlines():
+        job, _, rest = line.partition("|")
+        state, _, exit_code = rest.partition("|")
+        if job in job_ids:
+            # "CANCELLED by 0" -> CANCELLED
+            found[job] = JobState(state.split()[0] if state else UNKNOWN, exit_code, "sacct")
+    return found
+
+
+def job_states(job_ids: list[str]) -> dict[str, JobState]:
+    """Current state and exit code of each job.
+
+    The controller first (``scontrol show job``): it is current, while accounting lags it, and it
+    is all there is on a cluster without accounting. sacct for the jobs the controller has dropped.
+    A job neither knows is ``PURGED`` if the controller answered, else ``UNKNOWN``.
+    """
+    states: dict[str, JobState] = {}
+    for job_id in job_ids:
+        state = _from_controller(job_id)
+        if state is not None:
+            states[job_id] = state
+    unresolved = [j for j in job_ids if j not in states or states[j] == PURGED]
+    if unresolved:
+        states.update(_from_accounting(unresolved))
+    return {j: states.get(j, JobState(UNKNOWN)) for j in job_ids}
 
 
 def format_jobs(records: list[dict[str, Any]], states: dict[str, str]) -> str:
     if not records:
         return "no jobs submitted from this run folder (synmed submit ...)"
-    rows = [("JOBID", "STAGE", "STATE", "RUN", "LOG")]
-    rows += [
-        (r["job_id"], r["stage"], states.get(r["job_id"], "UNKNOWN"), r["run"], r["stderr"])
-        for r in records
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    rows = [("JOBID", "STAGE", "STATE", "EXIT", "RUN", "LOG")]
+    for r in records:
+        state = states.get(r["job_id"], UNKNOWN)
+        exit_code = getattr(state, "exit_code", "") or "-"
+        rows.append((r["job_id"], r["stage"], str(state), exit_code, r["run"], r["stderr"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows
+        "  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5] for row in rows
     )
 
 
-def wait_for(jobs: list[submitit.Job], poll_s: float = 5.0) -> dict[str, str]:
-    """Wait until every job has ended; return the final SLURM state of each."""
+def wait_for(
+    jobs: list[submitit.Job], poll_s: float = 2.0, first_poll_s: float = 0.5
+) -> dict[str, JobState]:
+    """Wait until every job has ended; return the final state of each.
+
+    Polls every ``first_poll_s`` at first, backing off to ``poll_s``: short jobs are seen to end
+    within a second, long ones cost the controller one query per job every ``poll_s``.
+    """
     ids = [str(j.job_id) for j in jobs]
+    delay = first_poll_s
     while True:
         states = job_states(ids)
-        if all(
-            s
-            not in {
-                "PENDING",
-                "RUNNING",
-                "REQUEUED",
-                "COMPLETING",
-                "CONFIGURING",
-                "RESIZING",
-                "SUSPENDED",
-                "UNKNOWN",
-            }
-            for s in states.values()
-        ):
+        if all(s.final for s in states.values()):
             return states
-        time.sleep(poll_s)
+        time.sleep(delay)
+        delay = min(poll_s, delay * 1.5)

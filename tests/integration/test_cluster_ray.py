@@ -15,7 +15,9 @@ import h5py
 import numpy as np
 import pytest
 
-pytest.importorskip("ray")
+from tests.conftest import need, need_module
+
+need_module("ray", "a dependency of synmed-suite: bash scripts/setup.sh")
 
 from suite.data.dataset import ShardDataset  # noqa: E402
 from suite.data.demo import resolve_source  # noqa: E402
@@ -49,7 +51,7 @@ def mni152(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         path, demo = resolve_source("demo:mni152")
     except DataError as err:
-        pytest.skip(f"demo:mni152 is not installed ({err.fix})")
+        need(f"demo:mni152 is not installed ({err.fix})")
     out = tmp_path_factory.mktemp("mni") / "shards"
     options = IngestOptions(
         format="nifti",
@@ -65,7 +67,7 @@ def mni152(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fashion32(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not FASHION.is_dir():
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+        need("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist, Debian)")
     out = tmp_path_factory.mktemp("fashion") / "shards"
     ingest(FASHION, out, IngestOptions(format="idx", limit=32, shard_size=16), progress=False)
     return out

@@ -16,6 +16,7 @@ import torch
 from suite.features.encoders import build_encoder, resolve_encoder
 from suite.models.backbones import load_backbone
 from suite.train import run_state
+from tests.conftest import need
 from tests.integration.helpers import ENV, REPO, demo_shards, synmed
 
 DINO = str(REPO / "configs" / "ssl" / "tiny_dino_vit.yaml")
@@ -25,7 +26,7 @@ SIMCLR = str(REPO / "configs" / "ssl" / "tiny_simclr.yaml")
 @pytest.fixture(scope="module")
 def fashion16(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+        need("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist, Debian)")
     return demo_shards(
         "fashion-mnist", tmp_path_factory.mktemp("data") / "fm16", image_size=16, limit=300
     )

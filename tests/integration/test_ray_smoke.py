@@ -24,7 +24,9 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-ray = pytest.importorskip("ray")
+from tests.conftest import need_module  # noqa: E402
+
+ray = need_module("ray", "a dependency of synmed-suite: bash scripts/setup.sh")
 from ray import cloudpickle  # noqa: E402
 from ray.data import ActorPoolStrategy, DataContext, Datasink  # noqa: E402
 from ray.data.block import BlockAccessor  # noqa: E402

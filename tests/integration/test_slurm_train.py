@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 SBATCH = str(REPO / "slurm" / "pretrain_ddpm.sbatch")
 TINY = str(REPO / "configs" / "generator" / "tiny_lucidrains.yaml")
 VENV = Path(sys.executable).parent.parent
+# Long enough that the signal at step 5 lands mid-run with a wide margin (the rig runs ~10 steps a
+# second), short enough not to spend a minute training after the requeue.
+REQUEUE_STEPS = 200
 
 
 def sbatch(partition: str, cwd: Path, *args: str, export: str = "") -> str:
@@ -78,7 +81,7 @@ def test_time_limit_signal_saves_requeues_and_resumes(
     slurm: dict[str, str], tmp_path: Path, mni16: Path, export: str
 ) -> None:
     job = sbatch(slurm["partition"], tmp_path, TINY, f"data.shards={mni16}", f"run.out_dir={tmp_path}",
-                 "train.max_steps=400", "train.checkpoint_every=1000", "train.sample_every=1000",
+                 f"train.max_steps={REQUEUE_STEPS}", "train.checkpoint_every=1000", "train.sample_every=1000",
                  export=export)  # fmt: skip
     run_dir = tmp_path / "tiny-lucidrains"
     metrics = run_dir / "metrics.jsonl"
@@ -95,17 +98,17 @@ def test_time_limit_signal_saves_requeues_and_resumes(
     assert job_state(job) == "COMPLETED", log
     assert "caught SIGUSR2" in log and "restart 1" in log
     stopped = int(log.split("stopped at step ")[1].split(";")[0])
-    assert 5 <= stopped < 400
+    assert 5 <= stopped < REQUEUE_STEPS
     assert (
         f"resumed from {run_dir / 'checkpoints' / run_state.step_dir_name(stopped)} at step {stopped}"
         in log
     )
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["steps"] == 400 and summary["resumed_from"].endswith(
+    assert summary["steps"] == REQUEUE_STEPS and summary["resumed_from"].endswith(
         run_state.step_dir_name(stopped)
     )
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
-    assert steps == list(range(1, 401))  # every step once: none lost, none repeated
+    assert steps == list(range(1, REQUEUE_STEPS + 1))  # every step once: none lost, none repeated
 
 
 def test_pretrain_ssl_sbatch_on_two_nodes(

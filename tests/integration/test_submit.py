@@ -15,6 +15,9 @@ from tests.integration.slurm_jobs import job_state, run
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "generator" / "tiny_lucidrains.yaml")
+# Long enough that the requeue at step 5 lands mid-run with a wide margin (the rig runs ~10 steps a
+# second), short enough not to spend a minute training after it.
+REQUEUE_STEPS = 150
 
 
 def test_requeued_two_node_job_continues_from_the_saved_step(
@@ -22,7 +25,7 @@ def test_requeued_two_node_job_continues_from_the_saved_step(
 ) -> None:
     proc = synmed(
         "submit", "train-generator", TINY, f"data.shards={mni16}", f"run.out_dir={tmp_path}",
-        "train.max_steps=300", "train.checkpoint_every=1000", "train.sample_every=1000",
+        f"train.max_steps={REQUEUE_STEPS}", "train.checkpoint_every=1000", "train.sample_every=1000",
         "--nodes", "2", "--cpus-per-task", "1", "--mem-gb", "2", "--partition", slurm["partition"], "--time", "10",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -50,19 +53,19 @@ def test_requeued_two_node_job_continues_from_the_saved_step(
     )
     checkpoints = run_state.list_checkpoints(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["steps"] == 300 and summary["world_size"] == 2
+    assert summary["steps"] == REQUEUE_STEPS and summary["world_size"] == 2
     assert summary["resumed_from"] is not None, text
     resumed_step = int(Path(summary["resumed_from"]).name.split("-")[1])
     assert (
-        5 <= resumed_step < 300
+        5 <= resumed_step < REQUEUE_STEPS
     )  # the step saved on the requeue signal, not a periodic checkpoint
     assert f"resumed from {summary['resumed_from']} at step {resumed_step}" in text
     if stopped is not None:  # the pre-requeue log survives when the file system keeps it
         assert stopped == resumed_step
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(
-        range(1, 301)
+        range(1, REQUEUE_STEPS + 1)
     )
-    assert checkpoints[-1].name == run_state.step_dir_name(300)
+    assert checkpoints[-1].name == run_state.step_dir_name(REQUEUE_STEPS)
 
     listing = synmed("jobs", "--runs", str(tmp_path))
     assert job_id in listing.stdout and "COMPLETED" in listing.stdout

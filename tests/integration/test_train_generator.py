@@ -18,6 +18,7 @@ from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.pipeline import ingest
 from suite.generative.export import load_generator
 from suite.train import run_state
+from tests.conftest import need
 from tests.integration.helpers import ENV, demo_shards, synmed
 from tests.unit.data.helpers import make_class_folders
 
@@ -29,7 +30,7 @@ DIFF = str(REPO / "configs/generator/tiny_diffusers.yaml")
 @pytest.fixture(scope="module")
 def fashion16(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+        need("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist, Debian)")
     return demo_shards(
         "fashion-mnist", tmp_path_factory.mktemp("data") / "fm16", image_size=16, limit=300
     )

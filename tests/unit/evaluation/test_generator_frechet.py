@@ -18,6 +18,7 @@ from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.pipeline import ingest
 from suite.errors import DataError
 from suite.evaluation.frechet import FeatureStats, frechet_distance
+from tests.conftest import need
 
 
 def calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6) -> float:
@@ -89,7 +90,7 @@ def mni_slices(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     try:
         path, demo = resolve_source("demo:mni152")
     except DataError as err:
-        pytest.skip(f"demo:mni152 is not installed ({err.fix})")
+        need(f"demo:mni152 is not installed ({err.fix})")
     out = tmp_path_factory.mktemp("mni") / "shards"
     options = IngestOptions(format="nifti", image_size=32, mask=demo["mask"],
                             mask_names=demo["mask_names"])  # fmt: skip

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("ray")
+from tests.conftest import need_module
+
+need_module("ray", "a dependency of synmed-suite: bash scripts/setup.sh")
 
 from suite.data.shards import write_manifest  # noqa: E402
 from suite.data.writer import ShardSetWriter  # noqa: E402

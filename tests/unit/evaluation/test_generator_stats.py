@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("ray")
+from tests.conftest import need_module
+
+need_module("ray", "a dependency of synmed-suite: bash scripts/setup.sh")
 
 from suite.data.shards import read_manifest  # noqa: E402
 from suite.evaluation.frechet import FeatureStats  # noqa: E402

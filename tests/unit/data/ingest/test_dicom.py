@@ -22,12 +22,13 @@ from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.pipeline import ingest
 from suite.data.verify import verify_shard_set
 from suite.errors import DataError
+from tests.conftest import need
 
 
 def _package_data(package: str, *parts: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"needs the {package!r} package (pip install 'synmed-suite[data]')")
+        need(f"needs the {package!r} package (pip install 'synmed-suite[data]')")
     return Path(spec.submodule_search_locations[0]).joinpath(*parts)
 
 

@@ -19,12 +19,12 @@ from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.pipeline import ingest
 from suite.data.verify import verify_shard_set
 from suite.errors import DataError
+from tests.conftest import need
 
 SYNMED = Path(sys.executable).parent / "synmed"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(
-    not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist (Debian)"
-)
+if not FASHION.is_dir():
+    need("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist, Debian)")
 
 
 def test_headers_and_class_balance() -> None:

@@ -22,10 +22,9 @@ from suite.data.ingest.pipeline import ingest
 from suite.data.ingest.splits import SLABS_PER_VOLUME
 from suite.data.verify import verify_shard_set
 from suite.errors import DataError
+from tests.conftest import need_module
 
-pytest.importorskip(
-    "nilearn", reason="needs nilearn's MNI152 files (pip install 'synmed-suite[data]')"
-)
+need_module("nilearn", "its MNI152 files are the data here: pip install 'synmed-suite[data]'")
 
 T1, DEMO = resolve_source("demo:mni152")
 GM, WM = (Path(m) for m in DEMO["mask"])
