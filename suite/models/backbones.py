@@ -21,7 +21,6 @@ To add a family: a module with a builder, and one entry in :data:`FAMILIES`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from suite.artifacts.digests import sha256_file
 from suite.errors import DataError
 from suite.models import efficientnet_lite, resnet, vit
 
@@ -214,14 +214,6 @@ def load_backbone_state(
         ) from None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_backbone(
     net: nn.Module,
     spec: BackboneSpec,
@@ -238,7 +230,7 @@ def save_backbone(
     tmp = weights.with_suffix(".tmp")
     save_file(state, str(tmp))
     tmp.replace(weights)
-    config = {**spec.to_json(), "weights_sha256": _sha256(weights)}
+    config = {**spec.to_json(), "weights_sha256": sha256_file(weights)}
     if provenance:
         config["provenance"] = provenance
     tmp = folder / (CONFIG_FILE + ".tmp")
@@ -276,7 +268,7 @@ def load_backbone(folder: str | Path, *, verify: bool = True) -> tuple[nn.Module
     spec, config = read_backbone_spec(folder)
     weights = folder / WEIGHTS_FILE
     expected = config.get("weights_sha256")
-    if verify and expected and _sha256(weights) != expected:
+    if verify and expected and sha256_file(weights) != expected:
         raise DataError(
             f"{weights} does not match the digest in its {CONFIG_FILE} (changed or truncated)",
             "re-export the backbone, or copy the folder again",
@@ -323,7 +315,7 @@ def load_init(net: nn.Module, spec: BackboneSpec, init: str) -> dict[str, Any]:
         from safetensors.torch import load_file
 
         state = load_file(str(path / WEIGHTS_FILE))
-        digest = _sha256(path / WEIGHTS_FILE)
+        digest = sha256_file(path / WEIGHTS_FILE)
     elif kind == "imagenet":
         if not path.is_file():
             raise DataError(
@@ -340,7 +332,7 @@ def load_init(net: nn.Module, spec: BackboneSpec, init: str) -> dict[str, Any]:
             ) from None
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
-        digest = _sha256(path)
+        digest = sha256_file(path)
     else:
         raise DataError(f"init {init!r} is not ssl:PATH or imagenet:PATH", "fix backbone.init")
     state = dict(state)

@@ -7,12 +7,12 @@ To add a stage: a class here, one entry in :data:`STAGES`, and its name in ``con
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from suite.artifacts.digests import sha256_text
 from suite.config import RunConfig, SuiteConfig, from_dict, to_dict
 from suite.errors import ConfigError
 from suite.pipeline.config import PipelineConfig
@@ -70,8 +70,7 @@ class Stage:
 
 
 def digest(name: str, settings: Any, seed: int, upstream: list[str]) -> str:
-    blob = repr((name, to_dict(settings), seed, upstream)).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return sha256_text(repr((name, to_dict(settings), seed, upstream)))
 
 
 # -- stages ----------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ extraction, and one per seed for fine-tuning. Weights files are read with ``weig
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, replace
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from suite.artifacts.digests import sha256_file
 from suite.errors import DataError
 from suite.evaluation.classify.config import (
     BackboneConfig,
@@ -67,14 +67,6 @@ class ResolvedBackbone:
                 source=str(self.source),
             )
         return net
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _imagenet_state(arch: str, path: Path | None) -> dict[str, torch.Tensor]:
@@ -191,7 +183,7 @@ def _resolve_imagenet(cfg: ImageNetBackbone, channels: int) -> ResolvedBackbone:
         "kind": "imagenet",
         "arch": cfg.arch,
         "weights": str(Path(path).resolve()),
-        "weights_sha256": _sha256(Path(path)),
+        "weights_sha256": sha256_file(path),
         "input_size": cfg.image_size,
         "in_channels": 3,
     }

@@ -13,7 +13,6 @@ weights' sha256), which ``synmed evaluate self-validate`` loads.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suite.artifacts.digests import sha256_file
 from suite.errors import DataError
 from suite.evaluation.classify.backbone import ResolvedBackbone
 from suite.evaluation.classify.config import FinetuneConfig
@@ -114,10 +114,6 @@ def finetune(
                    "history": history}  # fmt: skip
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def export_classifier(
     model: Classifier,
     backbone: ResolvedBackbone,
@@ -140,7 +136,7 @@ def export_classifier(
         "class_names": class_names,
         "multilabel": multilabel,
         "data_shape": list(data_shape),  # (C, H, W) of the shard images it was trained on
-        "weights_sha256": _sha256(folder / WEIGHTS),
+        "weights_sha256": sha256_file(folder / WEIGHTS),
         "provenance": provenance,
     }
     (folder / CONFIG).write_text(json.dumps(config, indent=1))
@@ -164,7 +160,7 @@ def load_classifier(folder: str | Path) -> tuple[Classifier, dict[str, Any]]:
         names, size = list(config["class_names"]), int(config["input_size"])
     except (ValueError, KeyError, TypeError) as err:
         raise DataError(f"{folder / CONFIG} is malformed ({err!r})", fix) from None
-    if _sha256(folder / WEIGHTS) != config.get("weights_sha256"):
+    if sha256_file(folder / WEIGHTS) != config.get("weights_sha256"):
         raise DataError(
             f"{folder / WEIGHTS} does not match the digest in {CONFIG} (changed or truncated)",
             "export the classifier again",

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from suite.artifacts.digests import sha256_file
 from suite.data.dataset import verify_digests
-from suite.data.shards import MANIFEST, SPLITS, Manifest, read_manifest, sha256_file
+from suite.data.shards import MANIFEST, SPLITS, Manifest, read_manifest
 from suite.data.writer import staged_output
 from suite.errors import ConfigError, DataError, ShardError
 from suite.evaluation.frechet import frechet_distance
