@@ -21,10 +21,11 @@ Specs:
     CPU), ImageNet mean/std.
 ``ssl:PATH``
     A backbone exported by ``synmed pretrain`` (or :func:`suite.models.backbones.save_backbone`):
-    a folder with ``backbone.safetensors`` and ``config.json``, the layout described in
-    :mod:`suite.models.backbones` (ResNets and ViTs; the weights' digest is checked). Features are
-    the pooled ``layer4`` output of a ResNet or the class token of a ViT, on images resized to the
-    backbone's ``image_size`` and normalised with its ``mean``/``std``.
+    its run folder or export folder (``backbone.safetensors`` + ``synmed-export.json``, the layout
+    described in :mod:`suite.models.backbones`; ResNets and ViTs; kind and digests are checked).
+    The spec's ``sha256`` is the export's digest. Features are the pooled ``layer4`` output of a
+    ResNet or the class token of a ViT, on images resized to the backbone's ``image_size`` and
+    normalised with its ``mean``/``std``.
 """
 
 from __future__ import annotations
@@ -133,16 +134,15 @@ def resolve_encoder(spec: str) -> EncoderSpec:
         return _resolve_ssl(spec, Path(spec.removeprefix("ssl:")))
     raise DataError(
         f"unknown encoder {spec!r}",
-        "use inception, random, random:SIZE or ssl:PATH (a folder with backbone.safetensors "
-        "and config.json)",
+        "use inception, random, random:SIZE or ssl:PATH (a backbone export of synmed pretrain)",
     )
 
 
 def _resolve_ssl(spec: str, folder: Path) -> EncoderSpec:
-    from suite.models.backbones import WEIGHTS_FILE, read_backbone_spec
+    from suite.models.backbones import backbone_folder, read_backbone_spec
 
     try:
-        backbone, config = read_backbone_spec(folder)
+        backbone, _, digest = read_backbone_spec(folder)  # kind checked; weights when built
     except DataError as err:
         raise DataError(f"encoder {spec!r}: {err.what}", err.fix) from None
     return EncoderSpec(
@@ -154,8 +154,8 @@ def _resolve_ssl(spec: str, folder: Path) -> EncoderSpec:
         mean=backbone.mean,
         std=backbone.std,
         arch=backbone.arch,
-        path=str(folder.resolve()),
-        sha256=config.get("weights_sha256") or sha256_file(folder / WEIGHTS_FILE),
+        path=str(backbone_folder(folder).resolve()),
+        sha256=digest,
     )
 
 
