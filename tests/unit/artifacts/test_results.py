@@ -106,3 +106,24 @@ def test_mean_std_is_the_sample_std_and_zero_for_one_seed() -> None:
     assert mean_std([float("nan")]) == MeanStd(None, 0.0, (None,))
     assert summarize([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(math.sqrt(2)),
                                      "values": [1.0, 3.0]}  # fmt: skip
+
+
+def test_a_pipeline_merge_over_pretraining_seeds_is_a_result_of_the_schema(tmp_path: Path) -> None:
+    from suite.pipeline.stages import merge_seed_results
+
+    runs = []
+    for seed, dice in ((0, [0.4, 0.5]), (1, [0.6, None])):
+        run = tmp_path / "seeds" / f"seed{seed}"
+        write_result(run, Result(task="segment", metrics={"dice": summarize(dice), "n": 2},
+                                 inputs={"backbone": InputRef(f"/runs/p{seed}/export", "d")},
+                                 extra={"per_case": "per_case.csv"}, context={"seeds": [0, 1]}))  # fmt: skip
+        runs.append(run)
+    merged = merge_seed_results(runs, tmp_path, [0, 1])
+    back = read_result(tmp_path)
+    assert back.to_json() == merged and back.task == "segment"
+    # every seed's defined values, mean ± sample std over them; one-run numbers are not merged
+    assert merged["metrics"] == {"dice": summarize([0.4, 0.5, 0.6])}
+    assert back.inputs == {"seed0.backbone": InputRef("/runs/p0/export", "d"),
+                           "seed1.backbone": InputRef("/runs/p1/export", "d")}  # fmt: skip
+    assert back.extra == {"per_case": "per_case.csv"}
+    assert back.context["pretrain_seeds"] == [0, 1] and len(back.context["seed_runs"]) == 2
