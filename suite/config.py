@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import types
 import typing
@@ -22,6 +21,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from suite.artifacts.digests import sha256_text
 from suite.data.ingest.options import IngestOptions
 from suite.errors import ConfigError
 from suite.generative.configs import GeneratorConfig
@@ -179,7 +179,7 @@ def dump_yaml(obj: Any) -> str:
 def config_digest(obj: Any) -> str:
     """sha256 of the canonical JSON of a config: stages record it to know when inputs changed."""
     blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return sha256_text(blob)
 
 
 # --------------------------------------------------------------------------------------------------

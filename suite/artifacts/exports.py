@@ -129,7 +129,7 @@ def read_export(
             file = folder / name
             if not file.is_file() or sha256_file(file) != digest:
                 raise DataError(
-                    f"{file} is missing or does not match its digest in {EXPORT_META}",
+                    f"{file} is missing or does not match the digest in {EXPORT_META}",
                     "re-export the model (the folder was changed after it was written)",
                 )
         for name, base in meta.bases.items():

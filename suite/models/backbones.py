@@ -6,23 +6,23 @@ A backbone maps a normalised float batch ``(B, C, H, W)`` to features ``(B, D)``
 - ``vit_tiny``, ``vit_small``, ``vit_base`` (with ``patch_size``, ViT-S/16 = ``vit_small`` + 16) or
   ``vit`` with explicit sizes: torchvision ViTs taking any image size (:mod:`suite.models.vit`).
 
-The export folder (what ``synmed pretrain`` writes, ``ssl:PATH`` encoders and evaluation read):
+The export folder (what ``synmed pretrain`` writes, ``ssl:PATH`` encoders and evaluation read), an
+export of kind ``backbone`` (:mod:`suite.artifacts.exports`):
 
 ``backbone.safetensors``
     the network's ``state_dict`` with torchvision key names, classifier (``fc.*``, ``heads.*``) left
     out; loaded strictly.
-``config.json``
-    the :class:`BackboneSpec` fields (``arch``, ``image_size``, ``in_channels``, ``mean``, ``std``,
-    and per family ``stem`` or the ViT sizes), ``weights_sha256`` (checked before loading) and
-    free-form ``provenance`` (method, run, step, data digests).
+``synmed-export.json``
+    the metadata file: kind ``backbone``, family = the arch, the weights' sha256 (checked before
+    loading), free-form ``provenance`` (method, run, step, data digests) and, as ``body.spec``, the
+    :class:`BackboneSpec` fields (``arch``, ``image_size``, ``in_channels``, ``mean``, ``std``, and
+    per family ``stem`` or the ViT sizes).
 
 To add a family: a module with a builder, and one entry in :data:`FAMILIES`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -31,11 +31,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from suite.artifacts.digests import sha256_file
+from suite.artifacts.exports import (
+    EXPORT_META,
+    ExportMeta,
+    export_folder,
+    read_export,
+    write_export,
+)
 from suite.errors import DataError
 from suite.models import efficientnet_lite, resnet, vit
 
 WEIGHTS_FILE = "backbone.safetensors"
-CONFIG_FILE = "config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -105,7 +112,7 @@ class BackboneSpec:
         return FAMILIES[self.family].feature_dim(self)
 
     def to_json(self) -> dict[str, Any]:
-        """Only the fields that matter for this family, so config.json reads plainly."""
+        """Only the fields that matter for this family, so the export's spec reads plainly."""
         keep = {"arch", "image_size", "in_channels", "mean", "std"}
         keep |= FAMILIES[self.family].fields
         return {
@@ -210,16 +217,8 @@ def load_backbone_state(
         raise DataError(
             f"{source} does not match a {spec.arch} backbone ({spec.in_channels} channel(s)): "
             f"{str(err).strip().splitlines()[0]}",
-            "export the backbone with torchvision key names; check the arch in its config.json",
+            "export the backbone with torchvision key names; check the arch in its export's spec",
         ) from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_backbone(
@@ -228,59 +227,62 @@ def save_backbone(
     folder: str | Path,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the export folder (weights first, config with the weights' digest last)."""
+    """Write the export folder (built aside, then moved into place whole, replacing an older
+    export): the weights and the metadata file with their digest, the spec and ``provenance``."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in backbone_state(net, spec).items()}
-    tmp = weights.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(weights)
-    config = {**spec.to_json(), "weights_sha256": _sha256(weights)}
-    if provenance:
-        config["provenance"] = provenance
-    tmp = folder / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(config, indent=1))
-    tmp.replace(folder / CONFIG_FILE)
+    folder = Path(folder)
+    write_export(
+        folder,
+        kind="backbone",
+        family=spec.arch,
+        write_files=lambda tmp: save_file(state, str(tmp / WEIGHTS_FILE)),
+        provenance=provenance or {},
+        body={"spec": spec.to_json()},
+    )
     return folder
 
 
-def read_backbone_spec(folder: str | Path) -> tuple[BackboneSpec, dict[str, Any]]:
-    """The spec and the whole config.json of an export folder, checked but not loaded."""
+def read_backbone_spec(
+    folder: str | Path, *, verify: bool = False
+) -> tuple[BackboneSpec, ExportMeta, str]:
+    """The spec, metadata and digest of a backbone export (a run folder or its export/ folder),
+    its kind checked (and its files' digests with ``verify``), nothing loaded."""
     folder = Path(folder)
-    fix = f"point at a folder written by synmed pretrain ({WEIGHTS_FILE} + {CONFIG_FILE})"
     if not folder.is_dir():
-        raise DataError(f"backbone folder {folder} does not exist", fix)
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        if not (folder / name).is_file():
-            raise DataError(f"{folder / name} is missing", fix)
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
-        if not isinstance(config, dict) or "arch" not in config or "image_size" not in config:
-            raise ValueError("needs at least arch and image_size")
-    except ValueError as err:
         raise DataError(
-            f"{folder / CONFIG_FILE} is malformed ({err})",
-            'write {"arch": "resnet18", "image_size": 64, ...} or re-export the backbone',
-        ) from None
-    return BackboneSpec.from_json(config, source=str(folder / CONFIG_FILE)), config
+            f"backbone folder {folder} does not exist",
+            "point at the run folder of `synmed pretrain` (or its export/ folder)",
+        )
+    where, meta, digest = read_export(folder, "backbone", verify=verify)
+    source = str(where / EXPORT_META)
+    data = meta.body.get("spec") if isinstance(meta.body, dict) else None
+    if not isinstance(data, dict) or WEIGHTS_FILE not in meta.files:
+        raise DataError(
+            f"{source} is malformed (needs body.spec and the {WEIGHTS_FILE} digest)",
+            "re-export the backbone with synmed pretrain",
+        )
+    spec = BackboneSpec.from_json(data, source=source)
+    if spec.arch != meta.family:
+        raise DataError(
+            f"{source} is malformed: family {meta.family!r} but spec arch {spec.arch!r}",
+            "re-export the backbone with synmed pretrain",
+        )
+    return spec, meta, digest
+
+
+def backbone_folder(folder: str | Path) -> Path:
+    """The export folder itself (``folder``, or a run folder's export/)."""
+    return export_folder(Path(folder))
 
 
 def load_backbone(folder: str | Path, *, verify: bool = True) -> tuple[nn.Module, BackboneSpec]:
-    """Build the backbone an export folder describes and load its weights (digest checked)."""
+    """Build the backbone an export folder describes and load its weights (digests checked)."""
     from safetensors.torch import load_file
 
-    folder = Path(folder)
-    spec, config = read_backbone_spec(folder)
-    weights = folder / WEIGHTS_FILE
-    expected = config.get("weights_sha256")
-    if verify and expected and _sha256(weights) != expected:
-        raise DataError(
-            f"{weights} does not match the digest in its {CONFIG_FILE} (changed or truncated)",
-            "re-export the backbone, or copy the folder again",
-        )
+    spec, _, _ = read_backbone_spec(folder, verify=verify)
+    weights = backbone_folder(folder) / WEIGHTS_FILE
     net = build_backbone(spec)
     load_backbone_state(net, spec, load_file(str(weights)), source=str(weights))
     return net.eval(), spec
@@ -306,7 +308,8 @@ def _adapt_input_channels(state: dict[str, torch.Tensor], key: str, channels: in
 
 def load_init(net: nn.Module, spec: BackboneSpec, init: str) -> dict[str, Any]:
     """Start ``net`` from ``ssl:PATH`` (an export folder) or ``imagenet:PATH`` (a torchvision
-    ImageNet ``state_dict`` file, read with ``weights_only=True``). Returns provenance.
+    ImageNet ``state_dict`` file, read with ``weights_only=True``). Returns provenance
+    (``init_sha256``: the export's digest, or the weights file's).
 
     Input channels are adapted (RGB filters summed for grey data); a ViT's position embeddings
     are resampled to this spec's patch grid.
@@ -314,7 +317,7 @@ def load_init(net: nn.Module, spec: BackboneSpec, init: str) -> dict[str, Any]:
     kind, _, path_text = init.partition(":")
     path = Path(path_text)
     if kind == "ssl":
-        _, source_spec = load_backbone(path)  # checks the digest and the family
+        source_spec, _, digest = read_backbone_spec(path, verify=True)  # kind and digests
         if source_spec.arch != spec.arch:
             raise DataError(
                 f"init {init}: the export is a {source_spec.arch}, the config asks for {spec.arch}",
@@ -322,8 +325,7 @@ def load_init(net: nn.Module, spec: BackboneSpec, init: str) -> dict[str, Any]:
             )
         from safetensors.torch import load_file
 
-        state = load_file(str(path / WEIGHTS_FILE))
-        digest = _sha256(path / WEIGHTS_FILE)
+        state = load_file(str(backbone_folder(path) / WEIGHTS_FILE))
     elif kind == "imagenet":
         if not path.is_file():
             raise DataError(
@@ -340,7 +342,7 @@ def load_init(net: nn.Module, spec: BackboneSpec, init: str) -> dict[str, Any]:
             ) from None
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
-        digest = _sha256(path)
+        digest = sha256_file(path)
     else:
         raise DataError(f"init {init!r} is not ssl:PATH or imagenet:PATH", "fix backbone.init")
     state = dict(state)

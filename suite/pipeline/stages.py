@@ -7,12 +7,12 @@ To add a stage: a class here, one entry in :data:`STAGES`, and its name in ``con
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from suite.artifacts.digests import sha256_text
 from suite.config import RunConfig, SuiteConfig, from_dict, to_dict
 from suite.errors import ConfigError
 from suite.pipeline.config import PipelineConfig
@@ -70,8 +70,7 @@ class Stage:
 
 
 def digest(name: str, settings: Any, seed: int, upstream: list[str]) -> str:
-    blob = repr((name, to_dict(settings), seed, upstream)).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return sha256_text(repr((name, to_dict(settings), seed, upstream)))
 
 
 # -- stages ----------------------------------------------------------------------------------------
@@ -372,32 +371,28 @@ SEEDS_DIR = "seeds"  # per-seed results below a merged result.json (reports read
 
 def merge_seed_results(runs: list[Path], out: Path, seeds: list[int]) -> dict[str, Any]:
     """One result.json whose metrics hold every seed's values (mean +- std over them); the
-    per-class tables and context are the first seed's, the seeds and runs are listed."""
-    import json
+    per-class tables and context are the first seed's, the seeds and runs are listed, and the
+    inputs of every seed run are named by their seed."""
+    from dataclasses import replace
 
-    import numpy as np
+    from suite.artifacts.results import read_result, summarize, write_result
 
-    results = [json.loads((run / "result.json").read_text()) for run in runs]
-    merged = dict(results[0])
+    results = [read_result(run) for run in runs]
+    first = results[0]
     metrics: dict[str, Any] = {}
-    for name, first in results[0].get("metrics", {}).items():
-        if not isinstance(first, dict) or "values" not in first:
+    for name, value in first.metrics.items():
+        if not isinstance(value, dict) or "values" not in value:
             continue
-        values = [v for r in results for v in r["metrics"][name]["values"] if v is not None]
-        metrics[name] = {
-            "mean": float(np.mean(values)) if values else None,
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "values": values,
-        }
-    merged["metrics"] = metrics
-    merged["context"] = {
-        **results[0].get("context", {}),
-        "pretrain_seeds": seeds,
-        "seed_runs": [str(r) for r in runs],
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(merged, indent=1))
-    return merged
+        # a seed's undefined value (None) is left out, not counted as a seed
+        values = [v for r in results for v in r.metrics[name]["values"] if v is not None]
+        metrics[name] = summarize(values)
+    merged = replace(
+        first,
+        metrics=metrics,
+        inputs={f"seed{s}.{k}": ref for s, r in zip(seeds, results) for k, ref in r.inputs.items()},
+        context={**first.context, "pretrain_seeds": seeds, "seed_runs": [str(r) for r in runs]},
+    )
+    return write_result(out, merged)
 
 
 class EvalSegment(_EvalBackbones):

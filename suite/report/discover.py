@@ -3,9 +3,11 @@ and cluster outputs, shard sets. Nothing here computes or writes; the other repo
 
 What marks each kind (the files the stage writers leave):
 
-- evaluation result: ``result.json`` with a ``"task"`` key (classify, self_validate, segment,
-  generator). A result inside another result's folder (``seeds/seedN/`` below a merged result)
-  is part of that one and is not listed again;
+- evaluation result: ``result.json`` of the result schema (:mod:`suite.artifacts.results`; task
+  classify, self_validate, segment or generator), read and version-checked by its reader; a
+  ``result.json`` of an older layout (a ``"task"`` but no schema) is an error naming the file, one
+  of another tool is ignored. A result inside another result's folder (``seeds/seedN/`` below a
+  merged result) is part of that one and is not listed again;
 - training run: ``summary.json`` plus ``metrics.jsonl`` (generator training, ``synmed pretrain``);
 - sampling output: ``sample_summary.json`` (or a ``summary.json`` with ``sampler``), ``samples.png``;
 - cluster output: ``cluster_summary.json`` or ``clusters.json``, ``embedding.png``;
@@ -21,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from suite.artifacts.results import RESULT_FILE, RESULT_SCHEMA, InputRef, Result
 from suite.data.shards import MANIFEST, read_manifest
 from suite.errors import DataError, SynmedError
 
-RESULT = "result.json"
+RESULT = RESULT_FILE
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 SAMPLE_SUMMARY = "sample_summary.json"
@@ -37,14 +40,39 @@ CONFIG_YAML = "config.yaml"  # what the training loop saves beside summary.json
 
 @dataclass(slots=True)
 class EvalResult:
-    """One evaluation ``result.json``."""
+    """One evaluation ``result.json`` found in ``folder``, as its reader checked it."""
 
     folder: Path
-    task: str
-    metrics: dict[str, Any]
-    per_class: dict[str, Any]
-    context: dict[str, Any]
-    raw: dict[str, Any]
+    result: Result
+
+    @property
+    def task(self) -> str:
+        return self.result.task
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.result.metrics
+
+    @property
+    def per_class(self) -> dict[str, Any]:
+        return self.result.per_class
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self.result.context
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.result.settings
+
+    @property
+    def inputs(self) -> dict[str, InputRef]:
+        return self.result.inputs
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The whole object as the file holds it (evaluator-specific keys included)."""
+        return self.result.to_json()
 
 
 @dataclass(slots=True)
@@ -161,22 +189,10 @@ def _read_config(path: Path) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _read_result(folder: Path, body: dict[str, Any]) -> EvalResult:
-    path = folder / RESULT
-    metrics = body.get("metrics")
-    if not isinstance(metrics, dict):
-        raise DataError(
-            f"{path} has task {body['task']!r} but no metrics object",
-            "re-run the evaluation that wrote it",
-        )
-    return EvalResult(
-        folder=folder,
-        task=str(body["task"]),
-        metrics=metrics,
-        per_class=body.get("per_class") or {},
-        context=body.get("context") or {},
-        raw=body,
-    )
+def _is_result(body: dict[str, Any]) -> bool:
+    """A synmed evaluation result: of the schema, or of the layout before it (a task, no schema),
+    which the reader refuses with the fix; another tool's ``result.json`` is not one."""
+    return body.get("schema") == RESULT_SCHEMA or ("schema" not in body and "task" in body)
 
 
 def _inside(folder: Path, others: list[Path]) -> bool:
@@ -202,8 +218,10 @@ def discover(root: Path, *, exclude: tuple[Path, ...] = ()) -> Found:
         files = set(filenames)
         if RESULT in files:
             body = read_json(folder / RESULT)
-            if "task" in body:
-                results.append(_read_result(folder, body))
+            if _is_result(body):
+                results.append(
+                    EvalResult(folder, Result.from_json(body, source=str(folder / RESULT)))
+                )
         if SUMMARY in files and METRICS in files:
             found.trainings.append(
                 TrainingRun(

@@ -14,16 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from suite.artifacts.results import MeanStd
 from suite.report.discover import EvalResult, Found, generator_sampling
-
-
-@dataclass(frozen=True, slots=True)
-class MeanStd:
-    """A metric over seeds (or KID over subsets)."""
-
-    mean: float | None
-    std: float | None
-
 
 Cell = str | int | float | MeanStd | None
 
@@ -444,7 +436,7 @@ def generator_tables(found: Found, slug: dict[Path, str]) -> list[Table]:
     for r in results:
         ctx = r.context
         sampler, steps = generator_sampling(r, found)
-        options = ctx.get("options") if isinstance(ctx.get("options"), dict) else {}
+        options = r.settings  # the evaluator's options (seed, encoders)
         encoders = ctx.get("encoders") or []
         row: dict[str, Cell] = {
             "run": found.name(r.folder),

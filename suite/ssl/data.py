@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from suite.artifacts.digests import sha256_file, sha256_text
 from suite.data.dataset import ShardDataset
-from suite.data.shards import MANIFEST, read_manifest, sha256_file
+from suite.data.shards import MANIFEST, read_manifest
 from suite.data.transforms import sample_seed
 from suite.errors import ConfigError, DataError
 
@@ -118,7 +118,7 @@ class MixedShardDataset(Dataset[Sample]):
     def digest(self) -> str:
         """One digest of the sources' manifests and the mix (what a resume must match)."""
         text = ";".join(f"{n}={self.proportions[n]:.6f}:{self.digests[n]}" for n in self.names)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return sha256_text(text)
 
     def set_epoch(self, epoch: int) -> None:
         source_ids, rows = [], []

@@ -1,8 +1,9 @@
-"""A weighted kNN classifier on frozen features: SSL's cheap progress signal.
+"""kNN accuracy on frozen features during pretraining: SSL's cheap progress signal.
 
-Votes are weighted by ``exp(cosine / T)`` over the k nearest training features (Wu et al., 2018,
-"Unsupervised Feature Learning via Non-Parametric Instance Discrimination"; DINO's eval_knn uses
-k=20, T=0.07).
+The classifier is the evaluation's own (:func:`suite.evaluation.classify.knn.knn_scores`: votes
+weighted by ``exp(cosine / T)`` over the k nearest training features, Wu et al., 2018; DINO's
+eval_knn uses k=20, T=0.07), so the number logged while training is the number ``synmed evaluate
+classify`` reports for the same features.
 """
 
 from __future__ import annotations
@@ -10,34 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from suite.data.dataset import ShardDataset
 from suite.errors import DataError
+from suite.evaluation.classify.knn import knn_scores
 from suite.features.encoders import EncoderSpec, ImageEncoder
 from suite.models.backbones import BackboneSpec
-
-
-def knn_predict(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    features: torch.Tensor,
-    *,
-    num_classes: int,
-    k: int = 20,
-    temperature: float = 0.07,
-) -> torch.Tensor:
-    """Class scores ``(N, num_classes)`` of ``features`` from their k nearest training features
-    (cosine similarity, temperature-weighted votes)."""
-    train = F.normalize(train_features.float(), dim=1)
-    query = F.normalize(features.float(), dim=1)
-    k = min(k, len(train))
-    similarity, nearest = (query @ train.T).topk(k, dim=1)
-    weights = (similarity / temperature).exp()
-    votes = torch.zeros(len(query), num_classes)
-    votes.scatter_add_(1, train_labels[nearest], weights)
-    return votes
 
 
 @dataclass
@@ -103,12 +83,34 @@ class KNNMonitor:
                 features[name] = (feats, labels)
         finally:
             backbone.train(was_training)
-        scores = knn_predict(
+        return knn_accuracy(
             features["train"][0],
             features["train"][1],
             features["eval"][0],
+            features["eval"][1],
             num_classes=self.num_classes,
             k=self.k,
             temperature=self.temperature,
         )
-        return float((scores.argmax(1) == features["eval"][1]).float().mean())
+
+
+def knn_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int,
+    k: int,
+    temperature: float,
+) -> float:
+    """Top-1 accuracy of the evaluation's kNN classifier on ``features`` (arg-max of its votes)."""
+    scores = knn_scores(
+        train_features.numpy(),
+        train_labels.numpy(),
+        features.numpy(),
+        num_classes=num_classes,
+        k=k,
+        temperature=temperature,
+    )
+    return float((scores.argmax(1) == labels.numpy()).mean())

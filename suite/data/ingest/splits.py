@@ -6,19 +6,19 @@ machine, and adding new patients does not move old ones.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 
+from suite.artifacts.digests import sha256_text
 from suite.data.shards import SPLITS
 
 SLABS_PER_VOLUME = 10
 
 
 def _rank(seed: int, key: str) -> str:
-    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+    return sha256_text(f"{seed}:{key}")
 
 
 def split_groups(

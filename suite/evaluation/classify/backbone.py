@@ -9,8 +9,6 @@ extraction, and one per seed for fine-tuning. Weights files are read with ``weig
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from suite.artifacts.digests import sha256_file
 from suite.errors import DataError
 from suite.evaluation.classify.config import (
     BackboneConfig,
@@ -30,10 +29,13 @@ from suite.models import efficientnet_lite
 from suite.models.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    WEIGHTS_FILE,
     BackboneSpec,
+    backbone_folder,
     build_backbone,
     load_backbone,
     load_backbone_state,
+    read_backbone_spec,
 )
 
 
@@ -69,14 +71,6 @@ class ResolvedBackbone:
         return net
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _imagenet_state(arch: str, path: Path | None) -> dict[str, torch.Tensor]:
     # efficientnet_lite's loader is the generic weights-only reader (and finds the shipped file)
     return efficientnet_lite.load_imagenet_state(path)
@@ -101,19 +95,20 @@ def resolve_backbone(
     if isinstance(cfg, ExportBackbone):
         if cfg.path is None:
             raise DataError("backbone.path is not set", "point it at an exported backbone folder")
-        net, spec = load_backbone(cfg.path)  # digest, config and strict load checked here
+        net, spec = load_backbone(cfg.path)  # kind, digests and strict load checked here
         del net
+        _, meta, digest = read_backbone_spec(cfg.path)
+        folder = backbone_folder(cfg.path)
         adapt = _channel_check(
             spec.in_channels, channels, cfg.adapt_channels, f"the backbone {cfg.path} ({spec.arch})"
         )
-        config = (cfg.path / "config.json").read_text()
         provenance = {
             "kind": "export",
             "arch": spec.arch,
-            "path": str(cfg.path.resolve()),
-            **{
-                k: v for k, v in json.loads(config).items() if k in ("weights_sha256", "provenance")
-            },
+            "path": str(folder.resolve()),
+            "export_sha256": digest,
+            "weights_sha256": meta.files[WEIGHTS_FILE],
+            "provenance": meta.provenance,
         }
         return ResolvedBackbone(
             spec,
@@ -124,7 +119,7 @@ def resolve_backbone(
                 "input_size": cfg.image_size or spec.image_size,
                 "in_channels": spec.in_channels,
             },
-            source=cfg.path,
+            source=folder,
         )
     if isinstance(cfg, RandomBackbone):
         size = cfg.image_size or image_size
@@ -191,7 +186,7 @@ def _resolve_imagenet(cfg: ImageNetBackbone, channels: int) -> ResolvedBackbone:
         "kind": "imagenet",
         "arch": cfg.arch,
         "weights": str(Path(path).resolve()),
-        "weights_sha256": _sha256(Path(path)),
+        "weights_sha256": sha256_file(path),
         "input_size": cfg.image_size,
         "in_channels": 3,
     }

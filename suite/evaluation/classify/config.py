@@ -19,11 +19,11 @@ FEATURE_PROTOCOLS: tuple[str, ...] = ("linear_probe", "knn", "logreg", "svm", "m
 
 @dataclass(kw_only=True, slots=True)
 class ExportBackbone:
-    """A backbone folder written by the suite (``backbone.safetensors`` + ``config.json``)."""
+    """A backbone export of the suite (``backbone.safetensors`` + ``synmed-export.json``)."""
 
     kind: Literal["export"] = "export"
     path: Path | None = field(default=None, metadata={MUST_EXIST: True})  # required
-    # None: the backbone's own input size (from its config.json)
+    # None: the backbone's own input size (from its export's spec)
     image_size: int | None = None
     # 1-channel data into a 3-channel backbone (grey repeated) or the reverse (channels averaged)
     adapt_channels: bool = False

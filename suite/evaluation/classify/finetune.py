@@ -5,15 +5,16 @@ ReduceLROnPlateau on the validation loss, early stopping when it stops improving
 of the best validation epoch kept. Selection uses the validation split only; the test split is
 scored once, at the end (DiffBoost, seed 003, selected its epoch on the test files).
 
-The kept classifier is written as ``classifier.safetensors`` (weights only: nothing in it runs as
-code) plus ``classifier.json`` (backbone spec, input size and normalisation, class names, the
-weights' sha256), which ``synmed evaluate self-validate`` loads.
+The kept classifier is an export of kind ``classifier`` (:mod:`suite.artifacts.exports`):
+``classifier.safetensors`` (weights only: nothing in it runs as code) plus the metadata file
+``synmed-export.json`` (family ``finetune``; the weights' sha256, provenance, and as body the
+backbone spec, input size, class names, multilabel and the data shape), which ``synmed evaluate
+self-validate`` loads after checking its kind and digests.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from suite.artifacts.exports import EXPORT_META, read_export, write_export
 from suite.errors import DataError
 from suite.evaluation.classify.backbone import ResolvedBackbone
 from suite.evaluation.classify.config import FinetuneConfig
@@ -31,7 +33,8 @@ from suite.evaluation.classify.features import Preprocess, loader
 from suite.models.backbones import BackboneSpec, build_backbone
 
 WEIGHTS = "classifier.safetensors"
-CONFIG = "classifier.json"
+HISTORY = "history.json"
+FAMILY = "finetune"  # the protocol that makes it; :func:`load_classifier` is its loader
 
 
 class Classifier(nn.Module):
@@ -114,10 +117,6 @@ def finetune(
                    "history": history}  # fmt: skip
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def export_classifier(
     model: Classifier,
     backbone: ResolvedBackbone,
@@ -127,56 +126,61 @@ def export_classifier(
     multilabel: bool,
     data_shape: tuple[int, ...],
     provenance: dict[str, Any],
+    history: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write ``classifier.safetensors`` then ``classifier.json`` (with the weights' digest)."""
+    """Write the classifier export (weights and the per-epoch ``history.json``, then the
+    metadata file with their digests)."""
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS))
-    config = {
-        "backbone": backbone.spec.to_json(),
-        "input_size": backbone.input_size,
-        "class_names": class_names,
-        "multilabel": multilabel,
-        "data_shape": list(data_shape),  # (C, H, W) of the shard images it was trained on
-        "weights_sha256": _sha256(folder / WEIGHTS),
-        "provenance": provenance,
-    }
-    (folder / CONFIG).write_text(json.dumps(config, indent=1))
+
+    def write_files(tmp: Path) -> None:
+        save_file(state, str(tmp / WEIGHTS))
+        if history is not None:
+            (tmp / HISTORY).write_text(json.dumps(history))
+
+    write_export(
+        folder,
+        kind="classifier",
+        family=FAMILY,
+        write_files=write_files,
+        provenance=provenance,
+        body={
+            "backbone": backbone.spec.to_json(),
+            "input_size": backbone.input_size,
+            "class_names": class_names,
+            "multilabel": multilabel,
+            "data_shape": list(data_shape),  # (C, H, W) of the shard images it was trained on
+        },
+    )
     return folder
 
 
-def load_classifier(folder: str | Path) -> tuple[Classifier, dict[str, Any]]:
-    """An exported classifier, its digest checked and its weights loaded strictly."""
+def load_classifier(folder: str | Path) -> tuple[Classifier, dict[str, Any], str]:
+    """An exported classifier, its kind and digests checked and its weights loaded strictly.
+    Returns the model, the export's body (class names, input size, ...) and its digest."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     fix = "point --classifier at a finetune/seed-N folder written by synmed evaluate classify"
     if not folder.is_dir():
         raise DataError(f"classifier folder {folder} does not exist", fix)
-    for name in (WEIGHTS, CONFIG):
-        if not (folder / name).is_file():
-            raise DataError(f"{folder / name} is missing", fix)
+    folder, meta, digest = read_export(folder, "classifier")
+    source = folder / EXPORT_META
     try:
-        config = json.loads((folder / CONFIG).read_text())
-        spec = BackboneSpec.from_json(config["backbone"], source=str(folder / CONFIG))
+        config = dict(meta.body)
+        spec = BackboneSpec.from_json(config["backbone"], source=str(source))
         names, size = list(config["class_names"]), int(config["input_size"])
     except (ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{folder / CONFIG} is malformed ({err!r})", fix) from None
-    if _sha256(folder / WEIGHTS) != config.get("weights_sha256"):
-        raise DataError(
-            f"{folder / WEIGHTS} does not match the digest in {CONFIG} (changed or truncated)",
-            "export the classifier again",
-        )
+        raise DataError(f"{source} is malformed ({err!r})", fix) from None
     preprocess = Preprocess(in_channels=spec.in_channels, size=size, mean=spec.mean, std=spec.std)
     model = Classifier(preprocess, build_backbone(spec), spec.dim, len(names))
     try:
         model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
-    except RuntimeError as err:
+    except (RuntimeError, OSError) as err:
         raise DataError(
-            f"{folder / WEIGHTS} does not fit the classifier its {CONFIG} describes: "
+            f"{folder / WEIGHTS} does not fit the classifier its {EXPORT_META} describes: "
             f"{str(err).splitlines()[0]}",
             "export the classifier again",
         ) from None
-    return model.eval(), config
+    return model.eval(), {**config, "provenance": meta.provenance}, digest

@@ -154,12 +154,3 @@ def score(y_true: np.ndarray, scores: np.ndarray, class_names: list[str]) -> Sco
     if np.asarray(y_true).ndim == 2:
         return multilabel_scores(y_true, scores, class_names)
     return single_label_scores(y_true, scores, class_names)
-
-
-def summarize(values: list[float]) -> dict[str, Any]:
-    """Mean ± sample std (ddof 1; 0 for one seed) over seeds, with the per-seed values."""
-    arr = np.asarray(values, dtype=np.float64)
-    finite = arr[np.isfinite(arr)]
-    mean = float(finite.mean()) if len(finite) else float("nan")
-    std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
-    return {"mean": mean, "std": std, "values": [float(v) for v in arr]}

@@ -10,9 +10,11 @@ Order of work, so that bad input never costs training time and never leaves part
    heads) and fine-tuning per seed, write ``result.json`` and the CSV tables; the folder becomes
    ``out`` only when all of it succeeded.
 
-``result.json`` (read by ``synmed report``)::
+``result.json`` (:mod:`suite.artifacts.results`, read by ``synmed report``)::
 
-    {"task": "classify",
+    {"schema": "synmed-result", "version": 1, "evaluator": "classify", "task": "classify",
+     "inputs": {"shards", "backbone", ["test_shards"], ["synthetic"]: {"path", "sha256"}},
+     "settings": {"config", "config_digest"},
      "metrics": {"linear_probe.accuracy": {"mean", "std", "values": [per seed]}, ...},
      "per_class": {protocol: {class: {metric: {"mean", "std", "values"}}}},
      "confusion": {protocol: {"classes", "kind", "total", "per_seed"}},
@@ -22,7 +24,6 @@ Order of work, so that bad input never costs training time and never leaves part
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 import time
@@ -32,6 +33,14 @@ from typing import Any
 
 import numpy as np
 
+from suite.artifacts.results import (
+    RESULT_FILE,
+    InputRef,
+    Result,
+    shard_input,
+    summarize,
+    write_result,
+)
 from suite.config import config_digest, to_dict
 from suite.data.writer import staged_output
 from suite.errors import ConfigError
@@ -47,11 +56,11 @@ from suite.evaluation.classify.data import (
 from suite.evaluation.classify.features import FeatureTable, extract_features
 from suite.evaluation.classify.finetune import export_classifier, finetune, make_preprocess, predict
 from suite.evaluation.classify.knn import knn_scores
-from suite.evaluation.classify.metrics import Scores, score, summarize
+from suite.evaluation.classify.metrics import Scores, score
 from suite.evaluation.classify.probe import linear_probe
 from suite.evaluation.classify.shallow import SHALLOW, shallow_scores
 
-RESULT = "result.json"
+RESULT = RESULT_FILE
 
 
 def _check_values(cfg: ClassifyConfig) -> None:
@@ -85,17 +94,6 @@ def _check_values(cfg: ClassifyConfig) -> None:
     if problems:
         key, what, fix = problems[0]
         raise ConfigError(f"config key {key!r} {what}", fix)
-
-
-def finite_json(obj: Any) -> Any:
-    """NaN (an AUC with one class absent) as null: JSON has no NaN."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [finite_json(v) for v in obj]
-    return obj
 
 
 class _Plan:
@@ -228,7 +226,7 @@ def run_classify(
                         key: v for key, v in chosen.items() if key != "history"
                     }
                     if cfg.finetune.export:
-                        folder = export_classifier(
+                        export_classifier(
                             model,
                             backbone,
                             stage / "finetune" / f"seed-{seed}",
@@ -241,12 +239,13 @@ def run_classify(
                                 "trained_on": data.train.name,
                                 **selection[protocol][seed],
                             },
+                            history=chosen["history"],
                         )
-                        (folder / "history.json").write_text(json.dumps(chosen["history"]))
                 results[protocol][seed] = score(data.test.labels, probs, data.class_names)
                 timing[f"{protocol}.seed{seed}_s"] = time.monotonic() - t0
-        result = _assemble(cfg, data, backbone, plan, results, selection, timing, started)
-        (stage / RESULT).write_text(json.dumps(finite_json(result), indent=1))
+        result = write_result(
+            stage, _assemble(cfg, data, backbone, plan, results, selection, timing, started)
+        )
         write_tables(stage, result)
     log(f"wrote {out / RESULT}")
     return result
@@ -261,7 +260,7 @@ def _assemble(
     selection: dict[str, dict[int, Any]],
     timing: dict[str, float],
     started: float,
-) -> dict[str, Any]:
+) -> Result:
     metrics: dict[str, Any] = {}
     per_class: dict[str, Any] = {}
     confusion: dict[str, Any] = {}
@@ -296,12 +295,19 @@ def _assemble(
             "classes": cfg.data.synthetic.classes,
             "added_per_class": added,  # per seed, in class order
         }
-    return {
-        "task": "classify",
-        "metrics": metrics,
-        "per_class": per_class,
-        "confusion": confusion,
-        "context": {
+    inputs = {"shards": shard_input(cfg.data.shards), "backbone": backbone_input(backbone)}
+    if cfg.data.test_shards is not None:
+        inputs["test_shards"] = shard_input(cfg.data.test_shards)
+    if cfg.data.synthetic is not None and cfg.data.synthetic.shards is not None:
+        inputs["synthetic"] = shard_input(cfg.data.synthetic.shards)
+    return Result(
+        task="classify",
+        metrics=metrics,
+        per_class=per_class,
+        extra={"confusion": confusion},
+        inputs=inputs,
+        settings={"config": to_dict(cfg), "config_digest": config_digest(cfg)},
+        context={
             "backbone": backbone.provenance,
             "adapt_channels": backbone.adapt,
             "protocols": list(cfg.protocols),
@@ -322,10 +328,19 @@ def _assemble(
                 p: {str(s): v for s, v in sel.items()} for p, sel in selection.items() if sel
             },
             "timing_s": {**timing, "total": time.monotonic() - started},
-            "config": to_dict(cfg),
-            "config_digest": config_digest(cfg),
         },
-    }
+    )
+
+
+def backbone_input(backbone: ResolvedBackbone) -> InputRef:
+    """The starting weights as an input: the export folder or weights file and its digest; a
+    random init is named by its arch and seed (its weights are a function of them)."""
+    p = backbone.provenance
+    if backbone.source is None:
+        return InputRef(f"random:{p['arch']}:seed{p.get('init_seed')}", None)
+    return InputRef(
+        str(Path(backbone.source).resolve()), p.get("export_sha256", p.get("weights_sha256"))
+    )
 
 
 def _fmt(value: Any) -> Any:

@@ -14,7 +14,6 @@ Fake-set classes are matched to the classifier's by name, never by index.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from suite.artifacts.results import InputRef, Result, shard_input, summarize, write_result
 from suite.data.writer import staged_output
 from suite.errors import DataError
 from suite.evaluation.classify.data import Rows, open_shards, remap_labels, require_labels
 from suite.evaluation.classify.finetune import load_classifier, predict
-from suite.evaluation.classify.metrics import single_label_scores, summarize
-from suite.evaluation.classify.run import RESULT, finite_json, write_tables
+from suite.evaluation.classify.metrics import single_label_scores
+from suite.evaluation.classify.run import write_tables
 
 
 def self_validate(
@@ -40,7 +40,7 @@ def self_validate(
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> dict[str, Any]:
     """Score ``classifier`` on the generated set ``fake``; write ``out/result.json`` + CSVs."""
-    model, config = load_classifier(classifier)
+    model, config, classifier_digest = load_classifier(classifier)
     names: list[str] = config["class_names"]
     if config.get("multilabel"):
         raise DataError(
@@ -73,26 +73,33 @@ def self_validate(
     with staged_output(Path(out), overwrite=overwrite) as stage:
         probs, _ = predict(model, rows.subset(np.arange(len(rows))), batch_size)
         s = single_label_scores(rows.labels, probs, names)
-        result = {
-            "task": "self_validate",
-            "metrics": {f"self_validation.{k}": summarize([v]) for k, v in s.metrics.items()},
-            "per_class": {
+        result = Result(
+            task="self_validate",
+            metrics={f"self_validation.{k}": summarize([v]) for k, v in s.metrics.items()},
+            per_class={
                 "self_validation": {
                     c: {m: summarize([v]) for m, v in vals.items()}
                     for c, vals in s.per_class.items()
                 }
             },
-            "confusion": {
-                "self_validation": {
-                    "classes": names,
-                    "kind": "single",
-                    "total": s.confusion,
-                    "per_seed": {"0": s.confusion},
+            extra={
+                "confusion": {
+                    "self_validation": {
+                        "classes": names,
+                        "kind": "single",
+                        "total": s.confusion,
+                        "per_seed": {"0": s.confusion},
+                    }
                 }
             },
-            "context": {
+            inputs={
+                "classifier": InputRef(str(Path(classifier).resolve()), classifier_digest),
+                "fake": shard_input(fake),
+            },
+            settings={"batch_size": batch_size},
+            context={
                 "classifier": str(Path(classifier).resolve()),
-                "classifier_sha256": config["weights_sha256"],
+                "classifier_sha256": classifier_digest,
                 "classifier_provenance": config.get("provenance", {}),
                 "fake": str(Path(fake).resolve()),
                 "fake_attrs": {k: v for k, v in probe.manifest.attrs.items() if k != "class_names"},
@@ -100,7 +107,7 @@ def self_validate(
                 "intended_per_class": np.bincount(rows.labels, minlength=len(names)).tolist(),
                 "class_names": names,
             },
-        }
-        (stage / RESULT).write_text(json.dumps(finite_json(result), indent=1, default=str))
-        write_tables(stage, result)
-    return result
+        )
+        written = write_result(stage, result)
+        write_tables(stage, written)
+    return written

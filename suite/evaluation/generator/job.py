@@ -8,14 +8,15 @@ encoders) and a seeded feature subsample for KID (Bińkowski et al. 2018), preci
 encoder given. The real set's statistics are cached by digest, so evaluating many generators
 against one reference encodes it once.
 
-Output, written all-or-nothing through a staging folder: ``result.json`` (the shape
-``synmed report`` reads) and ``metrics.csv``.
+Output, written all-or-nothing through a staging folder: ``result.json`` (the result schema of
+:mod:`suite.artifacts.results`, evaluator ``generator``: the real and fake sets and each encoder's
+weights as inputs with their digests, the options as settings, plain-number metrics of one run)
+and ``metrics.csv``.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import shutil
@@ -24,8 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from suite.artifacts.digests import sha256_file
+from suite.artifacts.results import RESULT_FILE, InputRef, Result, write_result
 from suite.data.dataset import verify_digests
-from suite.data.shards import MANIFEST, SPLITS, Manifest, read_manifest, sha256_file
+from suite.data.shards import MANIFEST, SPLITS, Manifest, read_manifest
 from suite.data.writer import staged_output
 from suite.errors import ConfigError, DataError, ShardError
 from suite.evaluation.frechet import frechet_distance
@@ -47,7 +50,7 @@ from suite.evaluation.generator.stats import (
 )
 from suite.features.encoders import EncoderSpec, resolve_encoder
 
-RESULT_JSON = "result.json"
+RESULT_JSON = RESULT_FILE
 METRICS_CSV = "metrics.csv"
 SCRATCH = ".scratch"
 MIN_IMAGES = max(PR_K, DC_K) + 1  # the k-NN manifolds need k + 1 samples per set
@@ -271,17 +274,15 @@ def evaluate_generator(
         result = _result(
             real_set, fake_set, encoders, classes, class_note, real_stats, fake_stats, options
         )
-        result["context"]["cache"] = {
+        result.context["cache"] = {
             "dir": str(cache.directory) if options.use_cache else None,
             "entries": cache_log,
         }
-        result["context"]["seconds"] = round(time.perf_counter() - started, 3)
+        result.context["seconds"] = round(time.perf_counter() - started, 3)
         shutil.rmtree(scratch, ignore_errors=True)
-        text = json.dumps(result, indent=1, allow_nan=False) + "\n"
-        (staging / RESULT_JSON).write_text(text)
-        result = json.loads(text)  # what callers get is exactly what the file holds
-        _write_csv(staging / METRICS_CSV, result)
-    return result
+        written = write_result(staging, result)  # what callers get is exactly what the file holds
+        _write_csv(staging / METRICS_CSV, written)
+    return written
 
 
 def _result(
@@ -293,7 +294,7 @@ def _result(
     real_stats: list[SetStats],
     fake_stats: list[SetStats],
     o: GeneratorEvalOptions,
-) -> dict[str, Any]:
+) -> Result:
     metrics: dict[str, float | None] = {}
     for encoder, r, f in zip(encoders, real_stats, fake_stats):
         metrics[metric_name(encoder)] = _fd(r, f)
@@ -342,9 +343,22 @@ def _result(
             "seed": o.seed,
         },
         "per_class_note": class_note,
-        "options": {key: str(v) if isinstance(v, Path) else v for key, v in asdict(o).items()},
     }
-    return {"task": "generator", "metrics": metrics, "per_class": per_class, "context": context}
+    inputs = {
+        "real": InputRef(str(real.path), real.manifest_sha256),
+        "fake": InputRef(str(fake.path), fake.manifest_sha256),
+    }
+    for e in encoders:
+        if e.path is not None:  # a random encoder has no weights: its spec and seed define it
+            inputs[f"encoder:{e.spec}"] = InputRef(e.path, e.sha256)
+    return Result(
+        task="generator",
+        metrics=metrics,
+        per_class=per_class,
+        inputs=inputs,
+        settings={key: str(v) if isinstance(v, Path) else v for key, v in asdict(o).items()},
+        context=context,
+    )
 
 
 def _write_csv(path: Path, result: dict[str, Any]) -> None:

@@ -19,7 +19,6 @@ A sidecar whose key differs, or an npz whose sha256 differs from its sidecar, is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -30,7 +29,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from suite.data.shards import MANIFEST, SPLITS, atomic_write_text, read_manifest, sha256_file
+from suite.artifacts.digests import sha256_file, sha256_text
+from suite.data.shards import MANIFEST, SPLITS, atomic_write_text, read_manifest
 from suite.errors import ConfigError, DataError
 from suite.evaluation.frechet import FeatureStats
 from suite.features.encoders import RANDOM_SEED, EncoderSpec
@@ -355,7 +355,7 @@ def cache_key(
         "sample": {"max": max_samples, "seed": seed},
     }
     text = json.dumps(key, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest(), key
+    return sha256_text(text), key
 
 
 @dataclass(frozen=True, slots=True)

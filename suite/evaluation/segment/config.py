@@ -46,10 +46,10 @@ class SegmentModelConfig:
     encoder: Literal["conv", "resnet"] = "conv"
     # conv encoder: widths per level (each level halves the resolution)
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    # resnet encoder built from scratch (ignored when ``backbone`` is set: its config.json decides)
+    # resnet encoder built from scratch (ignored when ``backbone`` is set: its spec decides)
     arch: str = "resnet18"
     stem: Literal["imagenet", "cifar"] = "cifar"
-    # an SSL export folder (backbone.safetensors + config.json) to initialise the ResNet encoder
+    # an SSL export (backbone.safetensors + synmed-export.json) to initialise the ResNet encoder
     backbone: Path | None = field(default=None, metadata={MUST_EXIST: True})
     freeze_encoder: bool = False
     # decoder widths, deepest first (resnet encoder; the conv U-Net mirrors ``channels``)

@@ -100,7 +100,7 @@ def resnet_unet(
 ) -> ResNetUNet:
     """A ResNet U-Net, its encoder freshly initialised or loaded from an SSL export folder.
 
-    With ``backbone``, the export's ``config.json`` decides arch and stem, and its ``in_channels``
+    With ``backbone``, the export's spec decides arch and stem, and its ``in_channels``
     must match the data's: a mismatch is one DataError before any training.
     """
     if backbone is not None:

@@ -3,8 +3,10 @@
 ``<out>/`` (written to a staging folder and moved in only when complete):
 
 ``result.json``
-    ``{"task": "segment", "metrics": {name: {"mean", "std", "values", "case_std"}}, "per_class":
-    {class: {name: {...}}}, "per_case": "per_case.csv", "context": {...}}``. ``values`` holds one
+    the result schema of :mod:`suite.artifacts.results` (evaluator ``segment``): ``inputs``
+    (shards, synthetic, backbone with their digests), ``settings`` (config and its digest),
+    ``metrics`` ``{name: {"mean", "std", "values", "case_std"}}``, ``per_class`` ``{class: {name:
+    {...}}}``, ``per_case`` ``"per_case.csv"``, ``figure``, ``context``. ``values`` holds one
     number per seed: the mean over report cases of the mean over foreground classes; ``mean`` and
     ``std`` (sample std, 0 with one seed) are over seeds; ``case_std`` is over every (seed, case).
 ``per_case.csv``
@@ -25,6 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from suite.artifacts.results import (
+    RESULT_FILE,
+    InputRef,
+    Result,
+    export_input,
+    shard_input,
+    summarize,
+    write_result,
+)
 from suite.config import config_digest, to_dict
 from suite.data.writer import staged_output
 from suite.errors import DataError
@@ -34,7 +45,7 @@ from suite.evaluation.segment.figure import overlay_figure
 from suite.evaluation.segment.metrics import METRICS, case_metrics
 from suite.evaluation.segment.train import build_model, fit, predict
 
-RESULT = "result.json"
+RESULT = RESULT_FILE
 PER_CASE = "per_case.csv"
 FIGURE = "cases.png"
 
@@ -55,13 +66,18 @@ def _cases(sets: SegmentSets, mode: str) -> list[tuple[str, np.ndarray]]:
 
 
 def _summary(per_seed: list[float], per_case: list[float]) -> dict[str, Any]:
-    values = [float(v) for v in per_seed]
-    return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-        "values": values,
-        "case_std": float(np.std(per_case)),
-    }
+    """Mean ± std over seeds, plus the spread over every (seed, case)."""
+    return {**summarize(per_seed), "case_std": float(np.std(per_case))}
+
+
+def _inputs(cfg: SegmentEvalConfig) -> dict[str, InputRef]:
+    assert cfg.data.shards is not None  # open_sets refused a config without it
+    inputs = {"shards": shard_input(cfg.data.shards)}
+    if cfg.data.synthetic is not None:
+        inputs["synthetic"] = shard_input(cfg.data.synthetic)
+    if cfg.model.backbone is not None:
+        inputs["backbone"] = export_input(cfg.model.backbone, "backbone")
+    return inputs
 
 
 def _training_data(cfg: SegmentEvalConfig) -> dict[str, Any]:
@@ -142,19 +158,20 @@ def evaluate_segmentation(
             writer.writeheader()
             writer.writerows(rows)
         (stage / "history.json").write_text(json.dumps(history, indent=1))
-        result = {
-            "task": "segment",
-            "metrics": {m: _summary(per_seed[m], case_values[m]) for m in METRICS},
-            "per_class": {
+        result = Result(
+            task="segment",
+            metrics={m: _summary(per_seed[m], case_values[m]) for m in METRICS},
+            per_class={
                 name: {
                     m: _summary(per_class_seed[name][m], class_case_values[name][m])
                     for m in METRICS
                 }
                 for name in per_class_seed
             },
-            "per_case": PER_CASE,
-            "figure": FIGURE if cfg.report.figure_cases else None,
-            "context": {
+            extra={"per_case": PER_CASE, "figure": FIGURE if cfg.report.figure_cases else None},
+            inputs=_inputs(cfg),
+            settings={"config": to_dict(cfg), "config_digest": config_digest(cfg)},
+            context={
                 "encoder": description,
                 "seeds": list(tc.seeds),
                 "split_sizes": sets.split_sizes(cfg.data.eval_split),
@@ -169,12 +186,10 @@ def evaluate_segmentation(
                 "image_shape": list(sets.image_shape),
                 "hd95_unit": "pixels",
                 "epochs": tc.epochs,
-                "config": to_dict(cfg),
-                "config_digest": config_digest(cfg),
             },
-        }
-        (stage / RESULT).write_text(json.dumps(result, indent=1))
-    return result
+        )
+        written = write_result(stage, result)
+    return written
 
 
 def _figure(model: Any, sets: SegmentSets, count: int, batch_size: int, path: Path) -> None:

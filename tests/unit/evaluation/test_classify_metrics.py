@@ -7,12 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from suite.evaluation.classify.knn import knn_scores
-from suite.evaluation.classify.metrics import (
-    binary_auc,
-    multilabel_scores,
-    single_label_scores,
-    summarize,
-)
+from suite.evaluation.classify.metrics import binary_auc, multilabel_scores, single_label_scores
 
 
 def _random_case(seed: int, n: int = 300, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -84,14 +79,6 @@ def test_multilabel_metrics_match_sklearn() -> None:
         assert m[f"f1_{avg}"] == pytest.approx(skm.f1_score(y, pred, average=avg, zero_division=0))
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
     np.testing.assert_array_equal(s.confusion, skm.multilabel_confusion_matrix(y, pred))
-
-
-def test_summarize_is_mean_and_sample_std() -> None:
-    s = summarize([0.5, 0.7, 0.9])
-    assert s["mean"] == pytest.approx(0.7) and s["std"] == pytest.approx(
-        np.std([0.5, 0.7, 0.9], ddof=1)
-    )
-    assert summarize([0.4])["std"] == 0.0
 
 
 def test_knn_votes_are_temperature_weighted_cosine() -> None:

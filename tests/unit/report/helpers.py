@@ -1,7 +1,8 @@
 """Stage outputs shaped as their writers write them, for the report tests.
 
 The classification result is computed with the evaluator's own scoring (``score``, ``summarize``)
-on fixed predictions, so its keys are exactly those of ``suite/evaluation/classify/run.py``.
+on fixed predictions, so its keys are exactly those of ``suite/evaluation/classify/run.py``; every
+result is written through the result schema's writer, as the evaluators write theirs.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from suite.artifacts.results import Result, summarize, write_result
 from suite.data.writer import ShardSetWriter
-from suite.evaluation.classify.metrics import score, summarize
-from suite.evaluation.classify.run import finite_json
+from suite.evaluation.classify.metrics import score
 from tests.unit.data.helpers import pattern
 
 CLASSES = ["a", "b", "c"]
@@ -36,40 +37,40 @@ def classify_result(folder: Path, seeds: tuple[int, ...] = (0, 1)) -> dict:
             probs = rng.random((30, 3)) * noise
             probs[np.arange(30), y] += 0.5
             runs[protocol].append(score(y, probs / probs.sum(1, keepdims=True), CLASSES))
-    result = {
-        "task": "classify",
-        "metrics": {
+    result = Result(
+        task="classify",
+        metrics={
             f"{p}.{m}": summarize([r.metrics[m] for r in rs])
             for p, rs in runs.items()
             for m in rs[0].metrics
         },
-        "per_class": {
+        per_class={
             p: {
                 c: {m: summarize([r.per_class[c][m] for r in rs]) for m in rs[0].per_class[c]}
                 for c in CLASSES
             }
             for p, rs in runs.items()
         },  # fmt: skip
-        "confusion": {
-            p: {
-                "classes": CLASSES,
-                "kind": "single",
-                "total": np.sum([r.confusion for r in rs], axis=0).tolist(),
-                "per_seed": {str(s): r.confusion for s, r in zip(seeds, rs)},
+        extra={
+            "confusion": {
+                p: {
+                    "classes": CLASSES,
+                    "kind": "single",
+                    "total": np.sum([r.confusion for r in rs], axis=0).tolist(),
+                    "per_seed": {str(s): r.confusion for s, r in zip(seeds, rs)},
+                }
+                for p, rs in runs.items()
             }
-            for p, rs in runs.items()
         },
-        "context": {
+        context={
             "backbone": {"kind": "export", "arch": "resnet18", "path": "/x/pretrain/real/export"},
             "seeds": list(seeds),
             "split_sizes": {"train": 24, "train_synthetic": 0, "val": 6, "test": 30},
             "label_fraction": 1.0,
             "synthetic": None,
         },
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "result.json").write_text(json.dumps(finite_json(result), indent=1))
-    return json.loads((folder / "result.json").read_text())
+    )
+    return write_result(folder, result)
 
 
 def segment_result(folder: Path, dice: tuple[float, ...] = (0.454, 0.488)) -> dict:
@@ -85,37 +86,35 @@ def segment_result(folder: Path, dice: tuple[float, ...] = (0.454, 0.488)) -> di
 
     metrics = {m: summary(tuple(d * k for d in dice)) for m, k in
                (("dice", 1.0), ("iou", 0.7), ("precision", 1.1), ("recall", 0.9), ("hd95", 9.0))}  # fmt: skip
-    result = {
-        "task": "segment",
-        "metrics": metrics,
-        "per_class": {
+    result = Result(
+        task="segment",
+        metrics=metrics,
+        per_class={
             "gm": {m: summary(tuple(v * 1.5 for v in s["values"])) for m, s in metrics.items()},
             "wm": {m: summary(tuple(v * 0.4 for v in s["values"])) for m, s in metrics.items()},
         },
-        "per_case": "per_case.csv",
-        "figure": "cases.png",
-        "context": {
+        extra={"per_case": "per_case.csv", "figure": "cases.png"},
+        context={
             "encoder": {"encoder": "conv", "channels": [16, 32], "init": "random"},
             "seeds": list(range(len(dice))),
             "split_sizes": {"train": 106, "val": 13, "test": 14},
             "training_data": {"kind": "real", "real": "shards/mni152"},
             "report_split": "test",
         },
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    )
+    written = write_result(folder, result)
     (folder / "per_case.csv").write_text("seed,case,class,dice\n0,1,gm,0.5\n")
     write_png(folder / "cases.png")
-    return result
+    return written
 
 
 def generator_result(
     folder: Path, real: Path, fake: Path, fid: float, *, per_class: bool = True
 ) -> dict:
     """A generator result.json as evaluate_generator writes it (two encoders)."""
-    result = {
-        "task": "generator",
-        "metrics": {
+    result = Result(
+        task="generator",
+        metrics={
             "fid": fid,
             "fd_random_32": fid / 10,
             "kid_mean": 0.0123,
@@ -125,7 +124,7 @@ def generator_result(
             "density": 0.9,
             "coverage": 0.8,
         },
-        "per_class": {
+        per_class={
             c: {
                 "fid": None if c == "c" else fid + i,
                 "fd_random_32": 1.0 + i,
@@ -136,19 +135,17 @@ def generator_result(
         }
         if per_class
         else {},  # fmt: skip
-        "context": {
+        settings={"seed": 0, "encoders": ["inception", "random:32"]},
+        context={
             "real": str(real),
             "fake": str(fake),
             "encoders": [{"spec": "inception", "kind": "inception"}, {"spec": "random:32"}],
             "n_real": 12,
             "n_fake": 12,
             "split": "train",
-            "options": {"seed": 0, "encoders": ["inception", "random:32"]},
         },
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "result.json").write_text(json.dumps(result, indent=1))
-    return result
+    )
+    return write_result(folder, result)
 
 
 def training_run(folder: Path, *, pretrain: bool, steps: int = 50) -> dict:

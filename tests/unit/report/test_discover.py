@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from suite.artifacts.results import RESULT_SCHEMA, RESULT_VERSION
 from suite.errors import DataError
 from suite.report.discover import discover, generator_sampling, grid_pairs, is_empty
 from tests.unit.data.helpers import make_shard_set
 from tests.unit.report import helpers as h
+
+SCHEMA = {"schema": RESULT_SCHEMA, "version": RESULT_VERSION}  # hand-written results of the schema
 
 
 def test_finds_every_kind_and_reads_the_writers_keys(tmp_path: Path) -> None:
@@ -52,7 +55,7 @@ def test_per_seed_parts_staging_folders_and_other_json_are_left_out(tmp_path: Pa
     (tmp_path / "other" / "result.json").write_text(json.dumps({"metrics": {}}))  # no task
     weird = tmp_path / "future"
     weird.mkdir()
-    (weird / "result.json").write_text(json.dumps({"task": "detect", "metrics": {}}))
+    (weird / "result.json").write_text(json.dumps({**SCHEMA, "task": "detect", "metrics": {}}))
     found = discover(tmp_path, exclude=(tmp_path / "report",))
     assert [found.name(r.folder) for r in found.results] == ["eval_segment/ssl"]
     assert found.skipped == ["future: result of unknown task 'detect'"]
@@ -87,8 +90,14 @@ def test_bad_result_files_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "a" / "result.json").write_text("{not json")
     with pytest.raises(DataError, match=r"a/result.json cannot be read as JSON"):
         discover(tmp_path)
-    (tmp_path / "a" / "result.json").write_text(json.dumps({"task": "segment"}))
+    (tmp_path / "a" / "result.json").write_text(json.dumps({**SCHEMA, "task": "segment"}))
     with pytest.raises(DataError, match=r"has task 'segment' but no metrics object"):
+        discover(tmp_path)
+    # a result of the layout before the schema is refused with the fix, not misread
+    (tmp_path / "a" / "result.json").write_text(json.dumps({"task": "segment", "metrics": {}}))
+    with pytest.raises(
+        DataError, match=r"a/result.json is an evaluation result of an older layout"
+    ):
         discover(tmp_path)
 
 
