@@ -54,7 +54,8 @@ def verify_shard_set(directory: str | Path, *, digests: bool = True) -> VerifyRe
             version = int(h5.attrs.get("schema_version", -1))
             if version not in READABLE_VERSIONS:
                 raise ShardError(
-                    f"{path}: schema version {version}, expected one of {READABLE_VERSIONS}", "re-create it"
+                    f"{path}: schema version {version}, expected one of {READABLE_VERSIONS}",
+                    "re-create it",
                 )
             for key in ("images", "index"):
                 if key not in h5:

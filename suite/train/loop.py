@@ -21,7 +21,6 @@ run state holds every named optimizer and LR schedule, the grad scaler and the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
@@ -36,6 +35,7 @@ from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from suite.artifacts.digests import sha256_tensors
 from suite.config import config_digest, dump_yaml, load_config, to_dict
 from suite.data.shards import atomic_write_text
 from suite.errors import ConfigError
@@ -93,11 +93,7 @@ def mixed_precision(choice: str) -> str:
 
 
 def weights_digest(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return sha256_tensors(module.state_dict())
 
 
 class TrainLoop(ABC):

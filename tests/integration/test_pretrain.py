@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from suite.features.encoders import build_encoder, resolve_encoder
-from suite.models.backbones import load_backbone
+from suite.models.backbones import load_backbone, read_backbone_spec
 from suite.train import run_state
 from tests.conftest import need
 from tests.integration.helpers import ENV, REPO, demo_shards, synmed
@@ -55,8 +55,8 @@ def test_dino_vit_trains_monitors_and_exports_an_encoder(
     assert (run / "loss.png").is_file()
 
     export = Path(summary["export"])
-    config = json.loads((export / "config.json").read_text())
-    assert config["provenance"]["weights"] == "teacher" and config["in_channels"] == 1
+    exported, meta, _ = read_backbone_spec(export)
+    assert meta.provenance["weights"] == "teacher" and exported.in_channels == 1
     net, spec = load_backbone(export)
     state, _ = run_state.load_state(run_state.latest_checkpoint(run), rank=0)
     teacher = {k.removeprefix("teacher_backbone."): v for k, v in state["model"].items()
@@ -78,9 +78,9 @@ def test_simclr_on_a_real_plus_synthetic_mix(mni16: Path, tmp_path: Path) -> Non
     summary = json.loads((tmp_path / "tiny-simclr" / "summary.json").read_text())
     assert summary["mix"] == {"real": 0.75, "synthetic": 0.25}
     assert set(summary["sources"]) == {"real", "synthetic"} and summary["steps"] == 26
-    config = json.loads((Path(summary["export"]) / "config.json").read_text())
-    assert config["arch"] == "resnet18" and config["stem"] == "cifar"
-    assert set(config["provenance"]["source_manifest_sha256"]) == {"real", "synthetic"}
+    exported, meta, _ = read_backbone_spec(Path(summary["export"]))
+    assert exported.arch == "resnet18" and exported.stem == "cifar"
+    assert set(meta.provenance["source_manifest_sha256"]) == {"real", "synthetic"}
 
 
 def test_two_gloo_ranks_keep_student_teacher_and_centre_equal(mni16: Path, tmp_path: Path) -> None:

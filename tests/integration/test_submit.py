@@ -140,4 +140,4 @@ def test_pretrain_grid_as_a_job_array(slurm: dict[str, str], tmp_path: Path, mni
     for mix in ("real", "synthetic"):
         summary = json.loads((tmp_path / f"tiny-dino-vit-mix{mix}" / "summary.json").read_text())
         assert summary["mix"] == {mix: 1.0} and summary["steps"] == 13
-        assert (Path(summary["export"]) / "config.json").is_file()
+        assert (Path(summary["export"]) / "synmed-export.json").is_file()

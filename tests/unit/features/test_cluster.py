@@ -7,7 +7,6 @@ as "representatives") would fail here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -173,12 +172,17 @@ def test_random_encoder_is_seeded_and_handles_channels_and_size() -> None:
 
 def test_ssl_backbone_contract_round_trip(tmp_path: Path) -> None:
     from suite.features.encoders import build_encoder, resolve_encoder
-    from suite.models.backbones import BackboneSpec, build_backbone, save_backbone
+    from suite.models.backbones import (
+        BackboneSpec,
+        build_backbone,
+        read_backbone_spec,
+        save_backbone,
+    )
 
     spec = BackboneSpec(arch="resnet18", image_size=16, in_channels=1, stem="cifar")
     net = build_backbone(spec).eval()
     folder = save_backbone(net, spec, tmp_path / "ssl")
-    assert json.loads((folder / "config.json").read_text())["arch"] == "resnet18"
+    assert read_backbone_spec(folder)[0].arch == "resnet18"
     encoder_spec = resolve_encoder(f"ssl:{folder}")
     assert encoder_spec.dim == 512 and encoder_spec.sha256
     encoder = build_encoder(encoder_spec)
@@ -191,19 +195,31 @@ def test_ssl_backbone_contract_round_trip(tmp_path: Path) -> None:
 def test_ssl_contract_errors(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
+    from suite.artifacts.exports import write_export
     from suite.features.encoders import build_encoder, resolve_encoder
+
+    def export(arch: str) -> None:  # an export whose spec and weights are as the test writes them
+        write_export(
+            folder,
+            kind="backbone",
+            family=arch,
+            write_files=lambda tmp: save_file(weights, str(tmp / "backbone.safetensors")),
+            provenance={},
+            body={"spec": {"arch": arch, "image_size": 32}},
+        )
 
     with pytest.raises(DataError, match="does not exist"):
         resolve_encoder(f"ssl:{tmp_path / 'nope'}")
     folder = tmp_path / "bad"
     folder.mkdir()
-    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, str(folder / "backbone.safetensors"))
-    with pytest.raises(DataError, match="config.json is missing"):
+    weights = {"conv1.weight": torch.zeros(64, 3, 7, 7)}
+    save_file(weights, str(folder / "backbone.safetensors"))
+    with pytest.raises(DataError, match="no synmed-export.json"):
         resolve_encoder(f"ssl:{folder}")
-    (folder / "config.json").write_text('{"arch": "vgg16", "image_size": 32}')
+    export("vgg16")
     with pytest.raises(DataError, match="not supported"):
         resolve_encoder(f"ssl:{folder}")
-    (folder / "config.json").write_text('{"arch": "resnet18", "image_size": 32}')
+    export("resnet18")
     with pytest.raises(DataError, match="does not match a resnet18"):
         build_encoder(f"ssl:{folder}")
     with pytest.raises(DataError, match="unknown encoder"):

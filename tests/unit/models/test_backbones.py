@@ -47,8 +47,8 @@ def test_round_trip_gives_the_same_features(tmp_path: Path, spec: BackboneSpec, 
         expected = net(x)
     assert expected.shape == (2, dim) == (2, spec.dim)
     folder = save_backbone(net, spec, tmp_path / "export", {"method": "test"})
-    config = json.loads((folder / "config.json").read_text())
-    assert config["provenance"] == {"method": "test"} and len(config["weights_sha256"]) == 64
+    _, meta, _ = read_backbone_spec(folder)
+    assert meta.provenance == {"method": "test"} and len(meta.files["backbone.safetensors"]) == 64
     loaded, loaded_spec = load_backbone(folder)
     assert loaded_spec == spec
     with torch.no_grad():
@@ -91,7 +91,7 @@ def test_bad_specs_name_the_fix(tmp_path: Path) -> None:
         BackboneSpec(
             arch="resnet18", image_size=32, in_channels=1, mean=(0.1, 0.2, 0.3), std=(1, 1, 1)
         )
-    (tmp_path / "config.json").write_text("[1, 2]")
+    (tmp_path / "synmed-export.json").write_text(json.dumps({"kind": "backbone", "family": "x"}))
     (tmp_path / "backbone.safetensors").write_bytes(b"")
     with pytest.raises(DataError, match="malformed"):
         read_backbone_spec(tmp_path)
