@@ -113,7 +113,7 @@ def test_an_export_is_checked_before_loading(tmp_path: Path) -> None:
     export_generator(model, tmp_path / "export", {}, [])
     weights = tmp_path / "export" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
-    with pytest.raises(DataError, match="does not match its digest"):
+    with pytest.raises(DataError, match="does not match the digest"):
         load_generator(tmp_path / "export")
     (tmp_path / "export" / EXPORT_META).unlink()
     with pytest.raises(DataError, match="not a synmed generator export"):
