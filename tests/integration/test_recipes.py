@@ -111,6 +111,10 @@ def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
     if "pretrain" in stages:
         o += under("pretrain.pretrain", epochs=1, warmup_epochs=0)
         o += under("pretrain.pretrain.backbone", image_size=size)
+        arch = backbone.get("arch", "resnet18")
+        if patch:  # ViT-Tiny: the same family, patch and depth at a quarter of ViT-S's weights
+            arch = "vit_tiny"
+            o.append(f"pretrain.pretrain.backbone.arch={arch}")
         o += under("pretrain", seeds="[0]")
         o += under("pretrain.train", batch_size=8, num_workers=0)
         if pre.get("method", {}).get("kind") == "dino":
@@ -122,7 +126,6 @@ def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
         rows = cfg["pretrain"].get("variants", []) + cfg.get("eval_classify", {}).get(
             "backbones", []
         )
-        arch = backbone.get("arch", "resnet18")
         # efficientnet_lite0's ImageNet file ships with a package; the other archs need one here
         needs_file = arch != "efficientnet_lite0" and not cfg["pretrain"].get("imagenet_weights")
         if needs_file and any(r.startswith("imagenet") for r in rows):
