@@ -145,8 +145,9 @@ def check_generator_input(cfg: PipelineConfig) -> None:
     """The generator trains on what the ingest stage writes and the sample stage asks it for
     classes: sizes, channels and class counts must agree. Checked at plan time, so a mismatch is
     one error before anything runs, not a failure after ingest (training checks the shards again).
-    Shards given as they are (``ingest.shards``), a source kept at its own size (``ingest.image_size``
-    unset) or an ingest from an earlier invocation are only known once read: training checks those.
+    Shards given as they are (``ingest.shards``), a source kept at its own size
+    (``ingest.image_size`` unset) or an ingest from an earlier invocation are only known once
+    read: training checks those.
     """
     g, i, s = cfg.generator.model, cfg.ingest, cfg.sample
     if g is None or "generator" not in cfg.stages:

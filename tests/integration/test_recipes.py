@@ -1,5 +1,6 @@
 """Every shipped run config runs end to end, shrunk by dotted overrides: tiny images, a few steps,
-a few images, one seed, the recipe's own stages, generators, methods, variants and protocols.
+a few images, one seed, ViTs as ViT-Tiny; the recipe's own stages, generators, methods, variants
+and protocols.
 
 Run configs are found by glob (any YAML under configs/ with a ``stages:`` key), so a new recipe is
 covered without touching this file; :func:`shrink` derives the overrides from what the recipe
