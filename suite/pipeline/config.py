@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from suite.config import MUST_EXIST, RunConfig
 from suite.data.ingest.options import IngestOptions
+from suite.errors import ConfigError
 from suite.generative.configs import GeneratorConfig
 from suite.ssl.config import PretrainConfig
 from suite.train.config import TrainConfig
@@ -144,3 +145,38 @@ class PipelineConfig:
     eval_segment: EvalBackbonesStage = field(default_factory=EvalBackbonesStage)
     eval_classify: EvalBackbonesStage = field(default_factory=EvalBackbonesStage)
     slurm: SlurmStage = field(default_factory=SlurmStage)
+
+
+def check_generator_input(cfg: PipelineConfig) -> None:
+    """The generator trains on what the ingest stage writes and the sample stage asks it for
+    classes: sizes, channels and class counts must agree. Checked at plan time, so a mismatch is
+    one error before anything runs, not a failure after ingest (training checks the shards again).
+    Shards given as they are (``ingest.shards``), a source kept at its own size
+    (``ingest.image_size`` unset) or an ingest from an earlier invocation are only known once
+    read: training checks those.
+    """
+    g, i, s = cfg.generator.model, cfg.ingest, cfg.sample
+    if g is None or "generator" not in cfg.stages:
+        return
+    num_classes = getattr(g, "num_classes", 0)
+    if "ingest" in cfg.stages and not i.shards:
+        if i.image_size is not None and (i.channels, i.image_size) != (g.channels, g.image_size):
+            raise ConfigError(
+                f"generator.model takes {g.channels}-channel {g.image_size} px images but the "
+                f"ingest stage writes {i.channels}-channel {i.image_size} px images",
+                f"set generator.model.image_size={i.image_size} generator.model.channels="
+                f"{i.channels}, or ingest.image_size={g.image_size} ingest.channels={g.channels}",
+            )
+        if num_classes and i.class_names is not None and num_classes != len(i.class_names):
+            raise ConfigError(
+                f"generator.model.num_classes={num_classes} but ingest.class_names lists "
+                f"{len(i.class_names)} classes ({', '.join(i.class_names)})",
+                f"set generator.model.num_classes={len(i.class_names)}",
+            )
+    per_class = s.per_class if "sample" in cfg.stages else None
+    if num_classes and per_class is not None and s.num_images != per_class * num_classes:
+        raise ConfigError(
+            f"sample.num_images={s.num_images} differs from sample.per_class={per_class} x "
+            f"generator.model.num_classes={num_classes}",
+            f"set sample.num_images={per_class * num_classes}",
+        )

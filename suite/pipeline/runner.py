@@ -21,7 +21,7 @@ from typing import Any
 from suite.config import dump_yaml, load_config
 from suite.data.shards import atomic_write_text
 from suite.errors import ConfigError, SynmedError
-from suite.pipeline.config import STAGE_ORDER, PipelineConfig
+from suite.pipeline.config import STAGE_ORDER, PipelineConfig, check_generator_input
 from suite.pipeline.stages import STAGES, Context, digest
 
 RECORDS = "stages"
@@ -60,6 +60,7 @@ def plan(
             raise ConfigError(
                 f"stage {name!r} is not in this run's stages", f"stages: {', '.join(stages)}"
             )
+    check_generator_input(cfg)
     digests: dict[str, str] = {}
     for name in stages:
         stage = STAGES[name]

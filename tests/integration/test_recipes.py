@@ -1,0 +1,225 @@
+"""Every shipped run config runs end to end, shrunk by dotted overrides: tiny images, a few steps,
+a few images, one seed, ViTs as ViT-Tiny; the recipe's own stages, generators, methods, variants
+and protocols.
+
+Run configs are found by glob (any YAML under configs/ with a ``stages:`` key), so a new recipe is
+covered without touching this file; :func:`shrink` derives the overrides from what the recipe
+holds. A recipe whose real data is not on this machine (the COVID-19 Radiography folder of the
+medcls recipes, Fashion-MNIST when its Debian package is missing) runs on the real MNI152 slices
+shipped with nilearn (``demo:mni152``, labelled by plane), and ImageNet rows with no weights file
+here start from a file in torchvision's format written by the test (real loading code; no ImageNet
+weights for ResNet-18 or ViT-S/16 can be had on this machine). One recipe also runs on the local
+SLURM, one job per stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from suite.data.demo import resolve_source
+from suite.errors import DataError
+from tests.integration.helpers import REPO, synmed, wait_until
+from tests.integration.slurm_jobs import job_state
+
+RUN_CONFIGS = sorted(
+    p for p in REPO.glob("configs/**/*.yaml") if "stages" in (yaml.safe_load(p.read_text()) or {})
+)
+FALLBACK = "demo:mni152"  # real images with real labels (the slice plane), on every machine
+FALLBACK_CLASSES = 3  # sagittal, coronal, axial
+
+
+def recipe_id(path: Path) -> str:
+    return str(path.relative_to(REPO / "configs"))
+
+
+def source_here(source: str | None) -> bool:
+    if source is None:
+        return True
+    try:
+        path, _ = resolve_source(source)
+    except DataError:  # a demo whose package is not installed
+        return False
+    return path.exists()
+
+
+def standin_imagenet_weights(arch: str, patch_size: int, out: Path) -> Path:
+    """A freshly initialised ``arch`` at ImageNet's input (3 x 224) saved as torchvision saves
+    its weights: the file format and the loading path (a ViT's position embeddings resampled
+    from 14 x 14 patches to the run's grid) are the real ones, the values are not."""
+    import torch
+
+    from suite.models.backbones import BackboneSpec, backbone_state, build_backbone
+
+    spec = BackboneSpec(arch=arch, image_size=224, in_channels=3, patch_size=patch_size or 16)
+    torch.manual_seed(0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(backbone_state(build_backbone(spec), spec), out)
+    return out
+
+
+def under(prefix: str, **values: object) -> list[str]:
+    """``under("sample", steps=2)`` -> ``["sample.steps=2"]``."""
+    return [f"{prefix}.{key}={value}" for key, value in values.items()]
+
+
+def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
+    """Dotted overrides that keep a run config's structure and make it take about a minute on
+    2 CPU cores. Only sections the recipe has are touched; sizes follow one rule so the plan-time
+    checks (generator = ingest size, per-class counts) hold."""
+    stages = cfg["stages"]
+    o = [f"run.out_dir={out_dir}"]
+    pre = cfg.get("pretrain", {}).get("pretrain", {})
+    backbone = pre.get("backbone", {})
+    patch = backbone.get("patch_size", 16) if backbone.get("arch", "").startswith("vit") else 0
+    size = max(16, 2 * patch)  # a ViT needs a 2 x 2 patch grid on a global view, 1 x 1 on a local
+    ingest = cfg.get("ingest", {})
+    classes = len(ingest["class_names"]) if ingest.get("class_names") else None
+    if "ingest" in stages:
+        o.append(f"ingest.image_size={size}")
+        source = ingest.get("source")
+        if not source_here(source):
+            source, classes = FALLBACK, FALLBACK_CLASSES
+            o += under("ingest", source=FALLBACK, format="auto", plane_labels="true",
+                       class_names="null", limit="null")  # fmt: skip
+        elif ingest.get("limit"):
+            o.append("ingest.limit=300")
+        if source == FALLBACK:  # slices at least 30% tissue: 230 of the 435, all three planes
+            o.append("ingest.min_foreground=0.3")
+    if "generator" in stages:
+        model = cfg["generator"]["model"]
+        o += under("generator.model", image_size=size, timesteps=20)
+        if model["kind"] == "ddpm_lucidrains":
+            o += under("generator.model", dim=8, dim_mults="[1,2]")
+        else:
+            o += under("generator.model", block_out_channels="[8,16]", layers_per_block=1,
+                       attention="[false,true]", norm_num_groups=4)  # fmt: skip
+        if model.get("num_classes") and classes:
+            o.append(f"generator.model.num_classes={classes}")
+        o += under("generator.train", max_steps=4, batch_size=8, grad_accum=1, num_workers=0,
+                   checkpoint_every=4, sample_every=4, sample_steps=2,
+                   ema_update_after_step=0)  # fmt: skip
+    if "sample" in stages:
+        per_class = cfg["sample"].get("per_class")
+        if per_class:
+            o.append("sample.per_class=4")
+        count = 4 * classes if per_class and classes else 24
+        o += under("sample", num_images=count, shard_size=12, batch_size=12, steps=2, workers=1)
+    if "pretrain" in stages:
+        o += under("pretrain.pretrain", epochs=1, warmup_epochs=0)
+        o += under("pretrain.pretrain.backbone", image_size=size)
+        arch = backbone.get("arch", "resnet18")
+        if patch:  # ViT-Tiny: the same family, patch and depth at a quarter of ViT-S's weights
+            arch = "vit_tiny"
+            o.append(f"pretrain.pretrain.backbone.arch={arch}")
+        o += under("pretrain", seeds="[0]")
+        o += under("pretrain.train", batch_size=8, num_workers=0)
+        if pre.get("method", {}).get("kind") == "dino":
+            o += under("pretrain.pretrain.method", local_crop_size=size // 2, n_local_views=2,
+                       head_hidden_dim=64, head_bottleneck_dim=32, head_output_dim=128,
+                       warmup_teacher_temp_epochs=1)  # fmt: skip
+        else:
+            o += under("pretrain.pretrain.method", head_hidden_dim=32, head_output_dim=32)
+        rows = cfg["pretrain"].get("variants", []) + cfg.get("eval_classify", {}).get(
+            "backbones", []
+        )
+        # efficientnet_lite0's ImageNet file ships with a package; the other archs need one here
+        needs_file = arch != "efficientnet_lite0" and not cfg["pretrain"].get("imagenet_weights")
+        if needs_file and any(r.startswith("imagenet") for r in rows):
+            weights = standin_imagenet_weights(arch, patch, out_dir / "imagenet.pth")
+            o.append(f"pretrain.imagenet_weights={weights}")
+    if "eval_generator" in stages:
+        o.append("eval_generator.encoders=[random:32]")  # Inception is 15 min of CPU here
+    if "eval_segment" in stages:
+        o += under("eval_segment.config.train", epochs=1, seeds="[0]", batch_size=8)
+    if "eval_classify" in stages:
+        protocols = cfg["eval_classify"].get("config", {}).get("protocols", [])
+        o.append("eval_classify.config.seeds=[0]")
+        if "linear_probe" in protocols:
+            o.append("eval_classify.config.linear_probe.epochs=2")
+        if "finetune" in protocols:
+            o += under("eval_classify.config.finetune", epochs=1, batch_size=8, patience=1)
+        if "knn" in protocols:
+            o.append("eval_classify.config.knn.k=3")
+    return o
+
+
+def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
+    """Every stage recorded as complete, every evaluation backbone with metrics, the report."""
+    for stage in cfg["stages"]:
+        record = json.loads((run_dir / "stages" / f"{stage}.json").read_text())
+        assert record["stage"] == stage and record["outputs"], (stage, record)
+    if "sample" in cfg["stages"]:
+        sample = json.loads((run_dir / "stages" / "sample.json").read_text())
+        assert sample["outputs"]["images"] > 0
+    if "pretrain" in cfg["stages"]:
+        exports = json.loads((run_dir / "stages" / "pretrain.json").read_text())["outputs"]
+        assert set(exports["exports"]) == {f"{v}-seed0" for v in cfg["pretrain"]["variants"]}
+        for path in exports["exports"].values():
+            assert (Path(path) / "config.json").is_file(), path
+    for task in ("eval_segment", "eval_classify"):
+        if task in cfg["stages"]:
+            for backbone in cfg[task].get("backbones", ["none", "synthetic", "real"]):
+                folder = run_dir / task / backbone.replace("+", "-")
+                result = json.loads((folder / "result.json").read_text())
+                assert result["metrics"], (task, backbone)
+    if "eval_generator" in cfg["stages"]:
+        result = json.loads((run_dir / "eval_generator" / "result.json").read_text())
+        assert result["metrics"]["fd_random_32"] >= 0
+    if "report" in cfg["stages"]:
+        assert (run_dir / "report" / "report.md").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=recipe_id)
+def test_recipe_runs_end_to_end(path: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(path.read_text())
+    proc = synmed("run", str(path), *shrink(cfg, tmp_path), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_run(cfg, tmp_path / cfg["run"]["name"])
+    assert "report:" in proc.stdout or "report" not in cfg["stages"]
+
+
+def test_the_shipped_recipes_are_all_found() -> None:
+    found = {recipe_id(p) for p in RUN_CONFIGS}
+    named = {"quickstart.yaml"} | {
+        recipe_id(p)
+        for pattern in ("configs/papers/**/run*.yaml", "configs/papers/**/small.yaml")
+        for p in REPO.glob(pattern)
+    }
+    assert named <= found and "papers/medcls/run_simclr_resnet18.yaml" in found
+
+
+ON_SLURM = REPO / "configs" / "papers" / "medcls" / "run_simclr_resnet18.yaml"
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_medcls_recipe_runs_on_slurm(slurm: dict[str, str], tmp_path: Path) -> None:
+    """The recipe the issue found stuck, as a cluster runs it: one job per stage, each after the
+    last (the quickstart's SLURM run is in test_run.py)."""
+    cfg = yaml.safe_load(ON_SLURM.read_text())
+    resources = under("slurm", partition=slurm["partition"], cpus_per_task=1, time_min=15, mem_gb=3)
+    args = ["run", str(ON_SLURM), *shrink(cfg, tmp_path), *resources, "--on", "slurm"]
+    proc = synmed(*args, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    submitted = [line for line in proc.stdout.splitlines() if "submitted as job" in line]
+    assert len(submitted) == len(cfg["stages"]), proc.stdout
+    ids = [line.split("as job ")[1].split()[0] for line in submitted]
+    wait_until(lambda: job_state(ids[-1], timeout=5) not in {"", "UNKNOWN", "PENDING", "RUNNING",
+                                                             "REQUEUED", "COMPLETING"}, 1200,
+               "the report job to end", poll=2)  # fmt: skip
+    run_dir = tmp_path / cfg["run"]["name"]
+    states = {i: job_state(i) for i in ids}
+    logs = "\n".join(
+        f"{p}:\n{p.read_text()[-2000:]}"
+        for p in sorted((run_dir / "submitit").rglob("*"))
+        if p.suffix in {".out", ".err"}
+    )
+    assert set(states.values()) == {"COMPLETED"}, (states, logs)
+    check_run(cfg, run_dir)
