@@ -362,8 +362,11 @@ class _EvalBackbones(Stage):
 
 
 def _pretrained_arch(ctx: Context) -> dict[str, Any]:
+    """The pretrained network's shape: the random-init floor must be the same network."""
     b = ctx.cfg.pretrain.pretrain.backbone
-    return {"arch": b.arch, "stem": b.stem, "image_size": b.image_size}
+    return {"arch": b.arch, "stem": b.stem, "image_size": b.image_size,
+            "patch_size": b.patch_size, "num_layers": b.num_layers, "num_heads": b.num_heads,
+            "hidden_dim": b.hidden_dim, "mlp_dim": b.mlp_dim}  # fmt: skip
 
 
 SEEDS_DIR = "seeds"  # per-seed results below a merged result.json (reports read the merged one)
@@ -449,12 +452,12 @@ class EvalClassify(_EvalBackbones):
         data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)), "seed": seed}
         arch = _pretrained_arch(ctx)
         if backbone == "none":
-            data["backbone"] = {"kind": "random", "arch": arch["arch"], "stem": arch["stem"],
-                                "image_size": arch["image_size"]}  # fmt: skip
+            data["backbone"] = {"kind": "random", **arch}
         elif backbone == "imagenet":
             weights = imagenet_weights(ctx.cfg)
             data["backbone"] = {
                 "kind": "imagenet", "arch": arch["arch"], "image_size": arch["image_size"],
+                "patch_size": arch["patch_size"],
                 "weights": None if arch["arch"] == "efficientnet_lite0" else str(weights),
                 "adapt_channels": True,
             }  # fmt: skip

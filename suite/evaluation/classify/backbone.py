@@ -124,7 +124,11 @@ def resolve_backbone(
     if isinstance(cfg, RandomBackbone):
         size = cfg.image_size or image_size
         in_channels = cfg.in_channels or channels
-        spec = BackboneSpec(arch=cfg.arch, image_size=size, in_channels=in_channels, stem=cfg.stem)
+        spec = BackboneSpec(
+            arch=cfg.arch, image_size=size, in_channels=in_channels, stem=cfg.stem,
+            patch_size=cfg.patch_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+            hidden_dim=cfg.hidden_dim, mlp_dim=cfg.mlp_dim,
+        )  # fmt: skip
         adapt = _channel_check(
             in_channels,
             channels,
@@ -142,6 +146,8 @@ def resolve_backbone(
                 "input_size": size,
                 "in_channels": in_channels,
                 "stem": cfg.stem,
+                "patch_size": spec.patch_size,
+                "num_layers": spec.num_layers,
             },
             init_seed=seed,
         )

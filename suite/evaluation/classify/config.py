@@ -39,6 +39,12 @@ class RandomBackbone:
     image_size: int | None = None  # None: the data's size
     in_channels: int | None = None  # None: the data's channels
     stem: Literal["imagenet", "cifar"] = "imagenet"
+    # ViT sizes (0: the preset's), so the floor is the very network that was pretrained
+    patch_size: int = 16
+    num_layers: int = 0
+    num_heads: int = 0
+    hidden_dim: int = 0
+    mlp_dim: int = 0
     adapt_channels: bool = False
 
 
