@@ -14,7 +14,7 @@ class LucidrainsDDPMConfig:
     """denoising-diffusion-pytorch's ``Unet`` + ``GaussianDiffusion`` (seed 000, I-SynMed).
 
     Defaults are the library's (2.3.4) where seed 000 relied on them silently: ``pred_v`` objective
-    and ``sigmoid`` beta schedule (older releases used ``pred_noise``/``cosine``; SEEDS.md).
+    and ``sigmoid`` beta schedule (older releases used ``pred_noise``/``cosine``; docs/papers.md).
     """
 
     kind: Literal["ddpm_lucidrains"] = "ddpm_lucidrains"

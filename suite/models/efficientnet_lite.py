@@ -33,7 +33,7 @@ BN_EPS = 1e-3
 # PyTorch's default, not TensorFlow's 0.01 (decay 0.99): inference is the same, but fine-tuning a
 # few epochs on a small set leaves 0.01-momentum running statistics far from the new data's
 BN_MOMENTUM = 0.1
-# (expand ratio, kernel, stride, output channels, repeats) per stage (DATA.md; the TF Lite0 table)
+# (expand ratio, kernel, stride, output channels, repeats) per stage (the TF Lite0 table of the EfficientNet-Lite paper)
 BLOCKS: tuple[tuple[int, int, int, int, int], ...] = (
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),

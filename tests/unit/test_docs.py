@@ -61,34 +61,16 @@ def python_text(text: str) -> str:
 
 
 def missing_in(paths: list[Path], extract: Callable[[str], str]) -> list[str]:
-    """``FILE: REFERENCE  (the line)`` for every reference that names nothing in the repo, less
-    the known ones of :data:`OWNED_ELSEWHERE`, each of which must still be found."""
-    problems, known = [], set()
+    """``FILE: REFERENCE  (the line)`` for every reference that names nothing in the repo."""
+    problems = []
     for path in paths:
         for line in extract(path.read_text()).splitlines():
             for ref in references(line):
-                if exists(ref):
-                    continue
-                where = f"{path.relative_to(REPO)}: {ref}"
-                if where in OWNED_ELSEWHERE:
-                    known.add(where)
-                else:
+                if not exists(ref):
+                    where = f"{path.relative_to(REPO)}: {ref}"
                     problems.append(f"{where}  ({line.strip()[:80]})")
-    scanned = {str(p.relative_to(REPO)) for p in paths}
-    stale = {w for w in OWNED_ELSEWHERE if w.split(":")[0] in scanned} - known
-    problems += [f"{w}  (fixed: remove it from OWNED_ELSEWHERE)" for w in sorted(stale)]
     return problems
 
-
-# Citations in files other branches own, to be fixed there (issue 12): each entry must still be
-# a problem, so a fix that lands without removing its entry fails here too.
-OWNED_ELSEWHERE = {
-    "docs/training.md: ENV.md",  # the development machine's notes, beside the checkout
-    "suite/data/ingest/covidx.py: docs/COVIDx.md",  # a COVID-Net file, not ours
-    "suite/evaluation/segment/config.py: SEEDS.md",
-    "suite/generative/configs.py: SEEDS.md",
-    "suite/models/efficientnet_lite.py: DATA.md",
-}
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))

@@ -1,7 +1,7 @@
 """COVIDx CXR (Wang, Lin & Wong, COVID-Net, Sci. Rep. 2020; CXR-4: Wu et al., arXiv 2311.17677).
 
 Layout of the Kaggle release (https://www.kaggle.com/datasets/andyczhao/covidx-cxr2) and of the
-COVID-Net repository's docs/COVIDx.md: SOURCE holds ``train.txt``, ``val.txt`` and ``test.txt``
+COVID-Net repository's lindawangg/COVID-Net:docs/COVIDx.md: SOURCE holds ``train.txt``, ``val.txt`` and ``test.txt``
 (any of them; CXR-2 has no val) and the image folders ``train/``, ``val/``, ``test/``. Each line is
 ``patient_id filename label data_source``, separated by spaces; CXR-2/3/4 labels are "positive" and
 "negative" (COVID-19). The official splits are patient-disjoint and are kept.

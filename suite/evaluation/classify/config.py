@@ -77,7 +77,7 @@ class SyntheticConfig:
     shards: Path | None = field(default=None, metadata={MUST_EXIST: True})  # required
     # ratio: ratio x (real training images) drawn at random from the set;
     # per_class: {class name: count}; double: as many as the real images of ``classes``
-    # (empty: the minority class), doubling them as seed 005 did
+    # (empty: the minority class), doubling them as seed 004 did
     mode: Literal["ratio", "per_class", "double"] = "ratio"
     ratio: float = 1.0
     per_class: dict[str, int] = field(default_factory=dict)
@@ -117,7 +117,7 @@ class KnnConfig:
 
 @dataclass(kw_only=True, slots=True)
 class FinetuneConfig:
-    """Full fine-tuning (seed 002's protocol: AdamW lr 1e-4, wd 0.01, ReduceLROnPlateau 0.5 / 5,
+    """Full fine-tuning (seed 001's protocol: AdamW lr 1e-4, wd 0.01, ReduceLROnPlateau 0.5 / 5,
     early stopping 10 on validation loss, the best-val-loss weights kept; never the test split)."""
 
     epochs: int = 50
@@ -132,7 +132,7 @@ class FinetuneConfig:
 
 @dataclass(kw_only=True, slots=True)
 class ShallowConfig:
-    """Seed 005's shallow heads (run on Cogniflow there; scikit-learn here), on standardised
+    """Seed 004's shallow heads (run on Cogniflow there; scikit-learn here), on standardised
     frozen features."""
 
     logreg_c: float = 10.0  # elastic-net, l1_ratio 0.5, saga

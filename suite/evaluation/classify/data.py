@@ -281,7 +281,7 @@ def synthetic_draw(
 
     ``ratio``: ``round(ratio * len(train))`` rows at random; ``per_class``: the given count per
     class name; ``double``: per class in ``classes`` (default: the rarest class of the training
-    rows) as many synthetic images as it has real ones, doubling it (seed 005's rule).
+    rows) as many synthetic images as it has real ones, doubling it (seed 004's rule).
     """
     num_classes = len(class_names)
     rng = np.random.default_rng([seed, 0x5E7])

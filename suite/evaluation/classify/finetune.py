@@ -1,9 +1,9 @@
 """Full fine-tuning of a backbone plus a linear head, and the exported classifier.
 
-Seed 002's protocol (dvtiendat/contrastive-synthesis-medcls): AdamW (Loshchilov & Hutter, 2019),
+Seed 001's protocol (dvtiendat/contrastive-synthesis-medcls): AdamW (Loshchilov & Hutter, 2019),
 ReduceLROnPlateau on the validation loss, early stopping when it stops improving, and the weights
 of the best validation epoch kept. Selection uses the validation split only; the test split is
-scored once, at the end (DiffBoost, seed 003, selected its epoch on the test files).
+scored once, at the end (DiffBoost, seed 002, selected its epoch on the test files).
 
 The kept classifier is an export of kind ``classifier`` (:mod:`suite.artifacts.exports`):
 ``classifier.safetensors`` (weights only: nothing in it runs as code) plus the metadata file

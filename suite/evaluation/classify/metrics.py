@@ -4,7 +4,7 @@ Conventions are scikit-learn's (``zero_division=0``, macro over every evaluated 
 compare with the seed projects, which all used sklearn; the unit tests check each against sklearn.
 Micro and macro averages are reported apart: with one label per image pooled precision equals
 pooled recall (micro P = R = F1 = accuracy), so a paper's "F1 below both P and R" can only be a
-macro average (seed 004's table).
+macro average (seed 003's table).
 
 AUC is one-vs-rest per class (the Mann-Whitney statistic with tied scores counted half) and its
 macro average runs over the classes that have both positives and negatives in the evaluated rows;

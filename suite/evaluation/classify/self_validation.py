@@ -1,11 +1,11 @@
-"""Self-validation (seed 004, Choudhary 2025): does a classifier trained on real images recognise
+"""Self-validation (seed 003, Choudhary 2025): does a classifier trained on real images recognise
 the class each generated image was meant to show?
 
 A classifier fine-tuned on real data (exported by ``synmed evaluate classify``, fine-tune
 protocol) predicts every image of a generated shard set; the set's labels are the intended
 classes. Per class: TP = generated for c and predicted c, FN = generated for c and predicted
 otherwise, FP = generated for another class and predicted c, hence precision, recall and F1.
-Micro (pooled TP/FP/FN) and macro (mean of per-class values) are reported apart: seed 004's
+Micro (pooled TP/FP/FN) and macro (mean of per-class values) are reported apart: seed 003's
 "aggregate" numbers had F1 below both precision and recall, which only a macro average can give,
 and with one label per image micro precision = recall = F1 = accuracy.
 

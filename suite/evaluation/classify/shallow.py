@@ -1,6 +1,6 @@
-"""Shallow classifiers on frozen features: seed 005's heads, in scikit-learn.
+"""Shallow classifiers on frozen features: seed 004's heads, in scikit-learn.
 
-Seed 005 (fededemo, ORT thesis) trained its final classifiers on the closed Cogniflow platform; the
+Seed 004 (fededemo, ORT thesis) trained its final classifiers on the closed Cogniflow platform; the
 settings it records are used here as defaults (``ShallowConfig``): an elastic-net logistic
 regression (C 10, l1_ratio 0.5, saga, 300 iterations; multinomial rather than the recorded
 one-vs-rest, which recent scikit-learn no longer offers for LogisticRegression), an RBF SVM (C 10, gamma "scale", tol 0.01,

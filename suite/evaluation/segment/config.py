@@ -1,7 +1,7 @@
 """The ``synmed evaluate segment`` config: typed sections loaded with :func:`suite.config.load_config`.
 
 Defaults follow DiffBoost's segmentation recipe (Zhang et al., IEEE TMI 2024; seed 002 in
-``SEEDS.md``): MONAI-style ``DiceCELoss(include_background=False)``, AdamW at a constant 1e-3,
+docs/papers.md): MONAI-style ``DiceCELoss(include_background=False)``, AdamW at a constant 1e-3,
 batch 8, merging masks with ``alpha`` 0.6 on 64 px patches (at 384 px; scale ``merge_patch`` with
 the image size). Unlike the seed, the epoch kept is chosen on the validation split and the report is
 computed on a split the selection never saw.
