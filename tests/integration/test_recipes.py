@@ -24,11 +24,13 @@ import yaml
 from suite.data.demo import resolve_source
 from suite.errors import DataError
 from tests.integration.helpers import REPO, synmed, wait_until
-from tests.integration.slurm_jobs import job_state
+from tests.integration.slurm_jobs import job_state, run
 
 RUN_CONFIGS = sorted(
     p for p in REPO.glob("configs/**/*.yaml") if "stages" in (yaml.safe_load(p.read_text()) or {})
 )
+# The quickstart runs in tests/integration/test_run.py, with more checks (skip, refuse, --force).
+END_TO_END = [p for p in RUN_CONFIGS if p != REPO / "configs" / "quickstart.yaml"]
 FALLBACK = "demo:mni152"  # real images with real labels (the slice plane), on every machine
 FALLBACK_CLASSES = 3  # sagittal, coronal, axial
 
@@ -160,7 +162,7 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
         exports = json.loads((run_dir / "stages" / "pretrain.json").read_text())["outputs"]
         assert set(exports["exports"]) == {f"{v}-seed0" for v in cfg["pretrain"]["variants"]}
         for path in exports["exports"].values():
-            assert (Path(path) / "config.json").is_file(), path
+            assert (Path(path) / "synmed-export.json").is_file(), path
     for task in ("eval_segment", "eval_classify"):
         if task in cfg["stages"]:
             for backbone in cfg[task].get("backbones", ["none", "synthetic", "real"]):
@@ -176,7 +178,7 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.parametrize("path", RUN_CONFIGS, ids=recipe_id)
+@pytest.mark.parametrize("path", END_TO_END, ids=recipe_id)
 def test_recipe_runs_end_to_end(path: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(path.read_text())
     proc = synmed("run", str(path), *shrink(cfg, tmp_path), timeout=900)
@@ -202,7 +204,7 @@ ON_SLURM = REPO / "configs" / "papers" / "medcls" / "run_simclr_resnet18.yaml"
 @pytest.mark.slurm
 def test_medcls_recipe_runs_on_slurm(slurm: dict[str, str], tmp_path: Path) -> None:
     """The recipe the issue found stuck, as a cluster runs it: one job per stage, each after the
-    last (the quickstart's SLURM run is in test_run.py)."""
+    last, nothing left in the queue, and a second submission that finds every stage complete."""
     cfg = yaml.safe_load(ON_SLURM.read_text())
     resources = under("slurm", partition=slurm["partition"], cpus_per_task=1, time_min=15, mem_gb=3)
     args = ["run", str(ON_SLURM), *shrink(cfg, tmp_path), *resources, "--on", "slurm"]
@@ -223,3 +225,7 @@ def test_medcls_recipe_runs_on_slurm(slurm: dict[str, str], tmp_path: Path) -> N
     )
     assert set(states.values()) == {"COMPLETED"}, (states, logs)
     check_run(cfg, run_dir)
+    assert "(after " in submitted[1]
+    assert run(["squeue", "-h", "-j", ",".join(ids)]).stdout.strip() == ""
+    again = synmed(*args, timeout=120)
+    assert again.returncode == 0 and "submitted as job" not in again.stdout  # all complete

@@ -1,16 +1,13 @@
 """`synmed run` end to end on a tiny version of configs/quickstart.yaml: every stage in-process on
-real MNI152 slices (local Ray), again with everything skipped, a changed stage refused then forced;
-and the same run submitted to the real local SLURM, one job per stage."""
+real MNI152 slices (local Ray), again with everything skipped, a changed stage refused then forced.
+A run on the real local SLURM, one job per stage, is in tests/integration/test_recipes.py."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
-from tests.integration.helpers import REPO, synmed, wait_until
-from tests.integration.slurm_jobs import job_state, run
+from tests.integration.helpers import REPO, synmed
 
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
 # the quickstart at a size that runs in about a minute: same stages, same code paths
@@ -61,35 +58,3 @@ def test_local_run_skips_refuses_and_forces(tmp_path: Path) -> None:
     assert after["digest"] != records["eval_classify"]["digest"]
     report = json.loads((run_dir / "stages" / "report.json").read_text())
     assert report["digest"] == records["report"]["digest"]  # --only: report not re-run
-
-
-@pytest.mark.slurm
-def test_slurm_run_submits_one_job_per_stage_in_order(
-    slurm: dict[str, str], tmp_path: Path
-) -> None:
-    args = ["run", QUICKSTART, *TINY, f"run.out_dir={tmp_path}", f"slurm.partition={slurm['partition']}",
-            "slurm.cpus_per_task=1", "slurm.time_min=15", "slurm.mem_gb=3", "--on", "slurm"]  # fmt: skip
-    proc = synmed(*args, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    submitted = [line for line in proc.stdout.splitlines() if "submitted as job" in line]
-    assert len(submitted) == 8 and "(after " in submitted[1]
-    ids = [line.split("as job ")[1].split()[0] for line in submitted]
-    last = ids[-1]
-    wait_until(lambda: job_state(last, timeout=5) not in {"", "UNKNOWN", "PENDING", "RUNNING",
-                                                          "REQUEUED", "COMPLETING"}, 1200,
-               "the report job to end")  # fmt: skip
-    run_dir = tmp_path / "quickstart"
-    states = {i: job_state(i) for i in ids}
-    logs = "\n".join(
-        f"{p}:\n{p.read_text()[-2000:]}"
-        for p in sorted((run_dir / "submitit").rglob("*"))
-        if p.suffix in {".out", ".err"}
-    )
-    assert set(states.values()) == {"COMPLETED"}, (states, logs)
-    assert (run_dir / "report" / "report.md").is_file()
-    sample = json.loads((run_dir / "stages" / "sample.json").read_text())
-    assert sample["outputs"]["images"] == 24
-    listing = run(["squeue", "-h", "-j", ",".join(ids)])
-    assert listing.stdout.strip() == ""
-    again = synmed(*args, timeout=120)
-    assert again.returncode == 0 and "submitted as job" not in again.stdout  # all complete
