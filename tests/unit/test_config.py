@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from suite.config import SuiteConfig, config_digest, dump_yaml, from_dict, load_config
+from suite.config import config_digest, dump_yaml, from_dict
 from suite.errors import ConfigError
+from suite.schema import SuiteConfig, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
