@@ -21,7 +21,7 @@ OPTIONS: dict[str, str] = {
     "sample": (
         "-h/--help --checkpoint --num-images --per-class --class-weights --shard-size "
         "--batch-size --sampler --sampling-steps --guidance-scale --seed --workers --ray-address "
-        "--out"
+        "--conditions --conditions-split --per-condition --out"
     ),
     "cluster": (
         "-h/--help --shards --encoder --k --representatives --workers --ray-address --batch-size "
