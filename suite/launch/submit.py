@@ -20,8 +20,9 @@ from typing import Any
 
 import submitit
 
-from suite.config import SuiteConfig, from_dict, load_config, to_dict
+from suite.config import from_dict, to_dict
 from suite.errors import ConfigError
+from suite.schema import SuiteConfig, load_config
 
 # stage name -> "module:function(cfg: SuiteConfig, resume=...) -> dict"
 STAGES: dict[str, str] = {

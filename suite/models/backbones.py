@@ -18,7 +18,8 @@ export of kind ``backbone`` (:mod:`suite.artifacts.exports`):
     :class:`BackboneSpec` fields (``arch``, ``image_size``, ``in_channels``, ``mean``, ``std``, and
     per family ``stem`` or the ViT sizes).
 
-To add a family: a module with a builder, and one entry in :data:`FAMILIES`.
+To add a family: a module with a builder and its :class:`Family` (the arch names it builds), and
+one line in :data:`FAMILIES`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from suite.artifacts.exports import (
 )
 from suite.errors import DataError
 from suite.models import efficientnet_lite, resnet, vit
+from suite.registry import Registry
 
 WEIGHTS_FILE = "backbone.safetensors"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -136,6 +138,7 @@ class BackboneSpec:
 
 @dataclass(frozen=True, slots=True)
 class Family:
+    archs: tuple[str, ...]  # the BackboneConfig.arch names this family builds
     build: Callable[[BackboneSpec], nn.Module]
     feature_dim: Callable[[BackboneSpec], int]
     fields: frozenset[str]  # spec fields this family uses beyond the common ones
@@ -152,49 +155,58 @@ def _resnet_load(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
     net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
 
 
-FAMILIES: dict[str, Family] = {
-    "resnet": Family(
-        build=lambda s: resnet.build_resnet(s.arch, in_channels=s.in_channels, stem=s.stem),
-        feature_dim=lambda s: resnet.feature_dim(s.arch),
-        fields=frozenset({"stem"}),
-        state=_resnet_state,
-        load=_resnet_load,
+RESNET = Family(
+    archs=resnet.ARCHS,
+    build=lambda s: resnet.build_resnet(s.arch, in_channels=s.in_channels, stem=s.stem),
+    feature_dim=lambda s: resnet.feature_dim(s.arch),
+    fields=frozenset({"stem"}),
+    state=_resnet_state,
+    load=_resnet_load,
+)
+VIT = Family(
+    archs=(*vit.PRESETS, "vit"),
+    build=lambda s: vit.ViTBackbone(
+        image_size=s.image_size,
+        patch_size=s.patch_size,
+        num_layers=s.num_layers,
+        num_heads=s.num_heads,
+        hidden_dim=s.hidden_dim,
+        mlp_dim=s.mlp_dim,
+        in_channels=s.in_channels,
     ),
-    "vit": Family(
-        build=lambda s: vit.ViTBackbone(
-            image_size=s.image_size,
-            patch_size=s.patch_size,
-            num_layers=s.num_layers,
-            num_heads=s.num_heads,
-            hidden_dim=s.hidden_dim,
-            mlp_dim=s.mlp_dim,
-            in_channels=s.in_channels,
-        ),
-        feature_dim=lambda s: s.hidden_dim,
-        fields=frozenset({"patch_size", "num_layers", "num_heads", "hidden_dim", "mlp_dim"}),
-        state=lambda net: net.backbone_state(),
-        load=lambda net, state: net.load_backbone_state(state),
-    ),
-    "efficientnet_lite0": Family(
-        build=lambda s: efficientnet_lite.EfficientNetLite0(in_channels=s.in_channels),
-        feature_dim=lambda s: efficientnet_lite.FEATURE_DIM,
-        fields=frozenset(),
-        state=efficientnet_lite.backbone_state,
-        load=efficientnet_lite.load_backbone_state,
-    ),
-}
+    feature_dim=lambda s: s.hidden_dim,
+    fields=frozenset({"patch_size", "num_layers", "num_heads", "hidden_dim", "mlp_dim"}),
+    state=lambda net: net.backbone_state(),
+    load=lambda net, state: net.load_backbone_state(state),
+)
+EFFICIENTNET_LITE0 = Family(
+    archs=efficientnet_lite.ARCHS,
+    build=lambda s: efficientnet_lite.EfficientNetLite0(in_channels=s.in_channels),
+    feature_dim=lambda s: efficientnet_lite.FEATURE_DIM,
+    fields=frozenset(),
+    state=efficientnet_lite.backbone_state,
+    load=efficientnet_lite.load_backbone_state,
+)
+
+# Family name (BackboneSpec.family) -> its Family, imported on first use; the first family whose
+# archs hold an arch builds it.
+FAMILIES: Registry[Family] = Registry(
+    "backbone family",
+    {
+        "resnet": "suite.models.backbones:RESNET",
+        "vit": "suite.models.backbones:VIT",
+        "efficientnet_lite0": "suite.models.backbones:EFFICIENTNET_LITE0",
+    },
+)
 
 
 def family_of(arch: str) -> str:
-    if arch in resnet.ARCHS:
-        return "resnet"
-    if arch == "vit" or arch in vit.PRESETS:
-        return "vit"
-    if arch in efficientnet_lite.ARCHS:
-        return "efficientnet_lite0"
+    for name in FAMILIES:
+        if arch in FAMILIES[name].archs:
+            return name
     raise DataError(
         f"backbone arch {arch!r} is not supported",
-        f"use one of {', '.join(resnet.ARCHS + tuple(vit.PRESETS) + efficientnet_lite.ARCHS)} or vit",
+        f"use one of {', '.join(a for name in FAMILIES for a in FAMILIES[name].archs)}",
     )
 
 

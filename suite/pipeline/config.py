@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from suite.config import MUST_EXIST, RunConfig
+from suite.config import MUST_EXIST
 from suite.data.ingest.options import IngestOptions
 from suite.errors import ConfigError
 from suite.generative.configs import GeneratorConfig
+from suite.schema import RunConfig
 from suite.ssl.config import PretrainConfig
 from suite.train.config import TrainConfig
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from suite.artifacts.digests import sha256_text
-from suite.config import RunConfig, SuiteConfig, from_dict, to_dict
+from suite.config import from_dict, to_dict
 from suite.errors import ConfigError
 from suite.pipeline.config import PipelineConfig
+from suite.schema import RunConfig, SuiteConfig
 
 
 def slug(text: str) -> str:
@@ -127,8 +128,8 @@ class Generator(Stage):
             )
 
     def run(self, ctx: Context) -> dict[str, Any]:
-        from suite.config import DataConfig
         from suite.generative.train import train_generator
+        from suite.schema import DataConfig
 
         g = ctx.cfg.generator
         cfg = _suite_config(

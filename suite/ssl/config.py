@@ -1,9 +1,16 @@
-"""Typed config of `synmed pretrain` (torch-free: the `pretrain:` section of a suite config)."""
+"""Typed config of `synmed pretrain` (torch-free: the `pretrain:` section of a suite config).
+
+A method's config dataclass lives here, torch-free, with ``kind: Literal["<name>"]`` and
+``implementation`` naming its method class; :data:`suite.ssl.registry.CONFIGS` lists it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from suite.config import RegistryUnion
+from suite.ssl.registry import CONFIGS
 
 
 @dataclass(kw_only=True, slots=True)
@@ -34,6 +41,8 @@ class DINOConfig:
 
     Defaults are the paper's ViT-S/16 recipe; seeds 000 and 001 differ (configs/papers/).
     """
+
+    implementation: ClassVar[str] = "suite.ssl.dino:DINO"
 
     kind: Literal["dino"] = "dino"
     # projection head (lightly DINOProjectionHead)
@@ -69,6 +78,8 @@ class DINOConfig:
 class SimCLRConfig:
     """SimCLR (Chen et al., 2020, "A Simple Framework for Contrastive Learning of Visual
     Representations"): two views, a projection MLP, NT-Xent over the global batch."""
+
+    implementation: ClassVar[str] = "suite.ssl.simclr:SimCLR"
 
     kind: Literal["simclr"] = "simclr"
     head_hidden_dim: int = 2048
@@ -110,7 +121,8 @@ class PretrainConfig:
     decayed parameter (not biases and norms).
     """
 
-    method: DINOConfig | SimCLRConfig = field(default_factory=DINOConfig)
+    # method.kind names an entry of suite/ssl/registry.py (DINOConfig, SimCLRConfig, ...)
+    method: Annotated[Any, RegistryUnion(CONFIGS)] = field(default_factory=DINOConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     sources: dict[str, str] = field(default_factory=dict)
     mix: str = ""

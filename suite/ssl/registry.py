@@ -1,18 +1,32 @@
-"""SSL methods by config kind: to add one, write its module and add a line here."""
+"""SSL methods by config ``kind``: to add one, write its module and add one line to CONFIGS.
+
+Each entry is the method's config dataclass, kept torch-free in :mod:`suite.ssl.config` so that
+loading a config (``pretrain.method.kind`` picks the entry) imports no torch; the config class
+names its method class with ``implementation = "module:Class"``, which :data:`METHODS` imports
+only when a run builds the method.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from suite.ssl.dino import DINO
-from suite.ssl.method import SSLMethod
-from suite.ssl.simclr import SimCLR
+from suite.registry import Registry
 
-METHODS: dict[str, type[SSLMethod]] = {
-    "dino": DINO,
-    "simclr": SimCLR,
-}
+if TYPE_CHECKING:
+    from suite.ssl.method import SSLMethod
+
+CONFIGS: Registry[type] = Registry(
+    "SSL method",
+    {
+        "dino": "suite.ssl.config:DINOConfig",
+        "simclr": "suite.ssl.config:SimCLRConfig",
+    },
+)
+
+# name -> SSLMethod subclass, through each config's `implementation`
+METHODS: Registry[type[SSLMethod]] = CONFIGS.follow("implementation")
 
 
 def method_class(cfg: Any) -> type[SSLMethod]:
-    return METHODS[cfg.kind]
+    """The method class of a method config (DINOConfig -> DINO ...)."""
+    return METHODS.get(cfg.kind)

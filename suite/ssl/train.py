@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from suite.config import SuiteConfig
 from suite.errors import ConfigError
 from suite.launch.task import run_training
 from suite.models.backbones import BackboneSpec, build_backbone, load_init, save_backbone
+from suite.schema import SuiteConfig
 from suite.ssl.config import PretrainConfig
 from suite.ssl.data import MixedShardDataset, parse_mix
 from suite.ssl.knn_monitor import KNNMonitor

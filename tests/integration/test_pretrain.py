@@ -109,7 +109,7 @@ def test_one_process_group_per_trainer_when_a_job_trains_twice(mni16: Path, tmp_
     script = tmp_path / "twice.py"
     script.write_text(
         "import sys\n"
-        "from suite.config import load_config\n"
+        "from suite.schema import load_config\n"
         "from suite.ssl.train import pretrain\n"
         "for name in ('first', 'second'):\n"
         "    cfg = load_config(sys.argv[1], [*sys.argv[2:], f'run.name={name}'])\n"

@@ -1,34 +1,40 @@
 """The registry of source formats: one line per adapter, imported only when used.
 
 Adding a format is one module with a :class:`~suite.data.ingest.base.SourceAdapter` subclass and one
-line here. Order matters for ``--format auto``: the first adapter whose ``sniff`` accepts wins, so
-specific layouts come before the generic class-folder one.
+line here (``data.format`` accepts every name listed, plus ``auto``). Order matters for
+``--format auto``: the first adapter whose ``sniff`` accepts wins, so specific layouts come before
+the generic class-folder one. This module is torch- and numpy-free: config loading reads it.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from suite.data.ingest.base import SourceAdapter
 from suite.errors import DataError
+from suite.registry import Registry
 
-ADAPTERS: dict[str, str] = {
-    "nifti": "suite.data.ingest.nifti:NiftiAdapter",
-    "medmnist": "suite.data.ingest.medmnist:MedMNISTAdapter",
-    "idx": "suite.data.ingest.idx:IDXAdapter",
-    "nih": "suite.data.ingest.nih:NIHAdapter",
-    "covidx": "suite.data.ingest.covidx:COVIDxAdapter",
-    "dicom": "suite.data.ingest.dicom:DicomAdapter",
-    "folder": "suite.data.ingest.folder:FolderAdapter",
-}
+if TYPE_CHECKING:
+    from suite.data.ingest.base import SourceAdapter
+
+ADAPTERS: Registry[type[SourceAdapter]] = Registry(
+    "format",
+    {
+        "nifti": "suite.data.ingest.nifti:NiftiAdapter",
+        "medmnist": "suite.data.ingest.medmnist:MedMNISTAdapter",
+        "idx": "suite.data.ingest.idx:IDXAdapter",
+        "nih": "suite.data.ingest.nih:NIHAdapter",
+        "covidx": "suite.data.ingest.covidx:COVIDxAdapter",
+        "dicom": "suite.data.ingest.dicom:DicomAdapter",
+        "folder": "suite.data.ingest.folder:FolderAdapter",
+    },
+)
 
 
 def load_adapter(name: str) -> type[SourceAdapter]:
     if name not in ADAPTERS:
         raise DataError(f"unknown format {name!r}", f"use one of: auto, {', '.join(ADAPTERS)}")
-    module, _, cls = ADAPTERS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    return ADAPTERS.get(name)
 
 
 def resolve_adapter(source: Path, fmt: str) -> type[SourceAdapter]:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-FormatName = Literal["auto", "folder", "nih", "covidx", "medmnist", "dicom", "nifti", "idx"]
+from suite.config import RegistryName
+from suite.data.ingest.adapters import ADAPTERS
+
+# "auto" or a name of suite/data/ingest/adapters.py (checked on load: one list of formats)
+FormatName = Annotated[str, RegistryName(ADAPTERS, extra=("auto",))]
 
 
 @dataclass(kw_only=True, slots=True)

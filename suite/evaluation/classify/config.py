@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from suite.config import MUST_EXIST, RunConfig
+from suite.config import MUST_EXIST
+from suite.schema import RunConfig
 
 Protocol = Literal["linear_probe", "knn", "finetune", "logreg", "svm", "mlp"]
 FEATURE_PROTOCOLS: tuple[str, ...] = ("linear_probe", "knn", "logreg", "svm", "mlp")

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from suite.config import MUST_EXIST, RunConfig, load_config
+from suite.config import MUST_EXIST, load_config
 from suite.errors import ConfigError
+from suite.schema import RunConfig
 
 TrainingData = Literal["real", "mixed", "merging"]
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from suite.config import load_config
 from suite.errors import ConfigError
 from suite.generative.base import Conditions, SampleOptions
 from suite.generative.configs import DiffusersDDPMConfig, LucidrainsDDPMConfig
 from suite.generative.diffusion import DIFFUSION_SAMPLERS
 from suite.generative.registry import build_generator
+from suite.schema import load_config
 from suite.train.loop import weights_digest
 
 REPO = Path(__file__).resolve().parents[3]

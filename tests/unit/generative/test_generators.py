@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from suite.artifacts.exports import EXPORT_META
-from suite.config import load_config
 from suite.errors import ConfigError, DataError
 from suite.generative.base import Generator
 from suite.generative.configs import DiffusersDDPMConfig, LucidrainsDDPMConfig
 from suite.generative.ddpm_diffusers import DiffusersDDPM
 from suite.generative.export import export_generator, load_generator
 from suite.generative.registry import GENERATORS, build_generator
+from suite.schema import load_config
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = {

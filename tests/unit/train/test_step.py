@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from suite.config import SuiteConfig, from_dict
+from suite.config import from_dict
+from suite.schema import SuiteConfig
 from suite.train.loop import StepContext, TrainingError, TrainLoop
 
 
