@@ -418,13 +418,3 @@ def _check_exists(value: Any, source: str, key: str) -> None:
                 f"{source}: key {key!r}: path {str(p)!r} does not exist",
                 "fix the path (relative paths are taken from the directory you run synmed in)",
             )
-
-
-def __getattr__(name: str) -> Any:
-    # Transitional, for suite/generative/train.py only (its owner is rewriting suite/generative/
-    # and will import suite.schema): lazy, so importing the engine still imports no stage.
-    if name == "SuiteConfig":
-        from suite.schema import SuiteConfig
-
-        return SuiteConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

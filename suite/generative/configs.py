@@ -1,12 +1,13 @@
-"""Typed configs of the generators (torch-free, so loading a config stays fast).
+"""Typed configs of the generator families (torch-free, so loading a config stays fast).
 
-``model.kind`` selects one of these; the loader then accepts only that class's keys.
+``model.kind`` selects one of these (suite/generative/families.py lists them); the loader then
+accepts only that class's keys. Each names the family class it configures in ``implementation``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 
 @dataclass(kw_only=True, slots=True)
@@ -17,6 +18,7 @@ class LucidrainsDDPMConfig:
     and ``sigmoid`` beta schedule (older releases used ``pred_noise``/``cosine``; docs/papers.md).
     """
 
+    implementation: ClassVar[str] = "suite.generative.ddpm_lucidrains:LucidrainsDDPM"
     kind: Literal["ddpm_lucidrains"] = "ddpm_lucidrains"
     image_size: int = 64
     channels: int = 1
@@ -39,6 +41,7 @@ class DiffusersDDPMConfig:
     arXiv:2207.12598).
     """
 
+    implementation: ClassVar[str] = "suite.generative.ddpm_diffusers:DiffusersDDPM"
     kind: Literal["ddpm_diffusers"] = "ddpm_diffusers"
     image_size: int = 64
     channels: int = 1
@@ -53,6 +56,3 @@ class DiffusersDDPMConfig:
     num_classes: int = 0
     class_dropout: float = 0.1
     guidance_scale: float = 1.0  # default at sampling time; 1.0 = no guidance
-
-
-GeneratorConfig = LucidrainsDDPMConfig | DiffusersDDPMConfig

@@ -12,7 +12,7 @@ from suite.artifacts.exports import folder_digests, read_export, write_export
 from suite.config import from_dict
 from suite.errors import DataError
 from suite.generative.base import Generator
-from suite.generative.registry import GENERATORS, generator_class
+from suite.generative.families import GENERATORS, generator_class
 
 
 def export_generator(

@@ -1,12 +1,20 @@
-"""The generator families a config's ``model.kind`` names (torch-free: it is read on config load).
+"""The generator families: ``model.kind`` -> its config dataclass -> its family class.
 
-Each entry is, for now, the family's config dataclass itself (``RegistryUnion(GENERATORS)`` in
-:mod:`suite.schema`, attr None); adding a family is its file plus one line here.
+:data:`GENERATORS` lists the torch-free config dataclasses (what a config's ``model:`` section is
+loaded as, without importing torch); :data:`FAMILIES` follows each one's ``implementation`` to the
+:class:`~suite.generative.base.Generator` subclass, imported only when asked for. Adding a family
+is its file under suite/generative/, its config dataclass in suite/generative/configs.py, and one
+line here.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from suite.registry import Registry
+
+if TYPE_CHECKING:
+    from suite.generative.base import Generator
 
 GENERATORS = Registry(
     "generator",
@@ -15,3 +23,12 @@ GENERATORS = Registry(
         "ddpm_diffusers": "suite.generative.configs:DiffusersDDPMConfig",
     },
 )
+FAMILIES: Registry[type[Generator]] = GENERATORS.follow("implementation")
+
+
+def generator_class(kind: str) -> type[Generator]:
+    return FAMILIES.get(kind)
+
+
+def build_generator(config: Any) -> Generator:
+    return generator_class(config.kind)(config)

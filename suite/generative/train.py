@@ -14,15 +14,15 @@ import torch
 from accelerate.utils import DistributedDataParallelKwargs
 from ema_pytorch import EMA
 
-from suite.config import SuiteConfig
 from suite.data.dataset import ShardDataset
 from suite.data.shards import MANIFEST, sha256_file
 from suite.data.transforms import Compose, SeededAugment, to_float
 from suite.errors import ConfigError, DataError
 from suite.generative.base import Generator
 from suite.generative.export import export_generator
-from suite.generative.registry import build_generator
+from suite.generative.families import build_generator
 from suite.launch.task import run_training
+from suite.schema import SuiteConfig
 from suite.train.loop import EXPORT_DIR, Resume, StepContext, TrainLoop
 from suite.train.monitor import save_grid
 

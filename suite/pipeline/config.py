@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from suite.config import MUST_EXIST
+from suite.config import MUST_EXIST, RegistryUnion
 from suite.data.ingest.options import IngestOptions
 from suite.errors import ConfigError
-from suite.generative.configs import GeneratorConfig
+from suite.generative.families import GENERATORS
 from suite.schema import RunConfig
 from suite.ssl.config import PretrainConfig
 from suite.train.config import TrainConfig
@@ -44,7 +44,7 @@ class IngestStage(IngestOptions):
 
 @dataclass(kw_only=True, slots=True)
 class GeneratorStage:
-    model: GeneratorConfig | None = None
+    model: Annotated[Any, RegistryUnion(GENERATORS)] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     split: Literal["train", "val", "test"] | None = "train"
 

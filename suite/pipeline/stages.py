@@ -153,7 +153,7 @@ class Sample(Stage):
         model = ctx.cfg.generator.model
         if model is None:
             return
-        from suite.generative.registry import generator_class
+        from suite.generative.families import generator_class
 
         family = generator_class(model.kind)
         if ctx.cfg.sample.sampler not in family.samplers:

@@ -13,7 +13,7 @@ from suite.errors import ConfigError
 from suite.generative.base import Conditions, SampleOptions
 from suite.generative.configs import DiffusersDDPMConfig, LucidrainsDDPMConfig
 from suite.generative.diffusion import DIFFUSION_SAMPLERS
-from suite.generative.registry import build_generator
+from suite.generative.families import build_generator
 from suite.schema import load_config
 from suite.train.loop import weights_digest
 

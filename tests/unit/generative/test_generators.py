@@ -15,7 +15,7 @@ from suite.generative.base import Generator
 from suite.generative.configs import DiffusersDDPMConfig, LucidrainsDDPMConfig
 from suite.generative.ddpm_diffusers import DiffusersDDPM
 from suite.generative.export import export_generator, load_generator
-from suite.generative.registry import GENERATORS, build_generator
+from suite.generative.families import GENERATORS, build_generator
 from suite.schema import load_config
 
 REPO = Path(__file__).resolve().parents[3]
