@@ -30,7 +30,7 @@ def add_cluster_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         required=True,
         metavar="ENC",
         help="inception (FID Inception-v3, 2048-d), random[:SIZE] (seeded random ResNet-18, "
-        "512-d baseline) or ssl:PATH (a folder with backbone.safetensors + config.json)",
+        "512-d baseline) or ssl:PATH (a backbone export of synmed pretrain)",
     )
     p.add_argument("--k", type=int, default=5, help="number of clusters (seed 004: 5)")
     p.add_argument(
