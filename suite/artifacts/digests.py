@@ -50,3 +50,13 @@ def sha256_tensors(state: Mapping[str, Any]) -> str:
         digest.update(name.encode())
         digest.update(data.numpy().tobytes())
     return digest.hexdigest()
+
+
+def first_mismatch(folder: Path | str, files: Mapping[str, str]) -> Path | None:
+    """The first of ``files`` (relative path -> sha256) that is missing below ``folder`` or
+    differs from its digest; None when all match."""
+    for name, digest in files.items():
+        path = Path(folder) / name
+        if not path.is_file() or sha256_file(path) != digest:
+            return path
+    return None

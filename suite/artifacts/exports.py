@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from suite.artifacts.digests import sha256_file
+from suite.artifacts.digests import first_mismatch, sha256_file
 from suite.errors import DataError
 
 EXPORT_META = "synmed-export.json"
@@ -125,13 +125,12 @@ def read_export(
             "upgrade synmed-suite",
         )
     if verify:
-        for name, digest in meta.files.items():
-            file = folder / name
-            if not file.is_file() or sha256_file(file) != digest:
-                raise DataError(
-                    f"{file} is missing or does not match the digest in {EXPORT_META}",
-                    "re-export the model (the folder was changed after it was written)",
-                )
+        bad = first_mismatch(folder, meta.files)
+        if bad is not None:
+            raise DataError(
+                f"{bad} is missing or does not match the digest in {EXPORT_META}",
+                "re-export the model (the folder was changed after it was written)",
+            )
         for name, base in meta.bases.items():
             check_base(name, Path(base["path"]), base["sha256"])
     return folder, meta, sha256_file(meta_path)

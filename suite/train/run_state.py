@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from suite.data.shards import atomic_write_text, fsync_dir, sha256_file
+from suite.artifacts.digests import first_mismatch, sha256_file
+from suite.data.shards import atomic_write_text, fsync_dir
 from suite.errors import SynmedError
 
 CHECKPOINTS = "checkpoints"
@@ -171,13 +172,12 @@ def read_meta(checkpoint: Path) -> CheckpointMeta:
 def verify_checkpoint(checkpoint: Path) -> CheckpointMeta:
     """Check every file of a checkpoint against the digests in its meta.json."""
     meta = read_meta(checkpoint)
-    for name, digest in meta.files.items():
-        path = checkpoint / name
-        if not path.is_file() or sha256_file(path) != digest:
-            raise CheckpointError(
-                f"{path} is missing or does not match its sha256 in {META}",
-                "delete this checkpoint folder to resume from the one before it",
-            )
+    bad = first_mismatch(checkpoint, meta.files)
+    if bad is not None:
+        raise CheckpointError(
+            f"{bad} is missing or does not match its sha256 in {META}",
+            "delete this checkpoint folder to resume from the one before it",
+        )
     return meta
 
 
