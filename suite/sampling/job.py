@@ -529,6 +529,8 @@ def run_sampling(
         "steady_images_per_s": sampled / (window[1] - window[0]) if sampled else None,
         "checkpoint": checkpoint_str,
         "checkpoint_digest": digest,
+        "conditions": str(Path(conditions).resolve()) if conditions else None,
+        "per_condition": plan.per_condition,
     }
     atomic_write_text(out / "sample_summary.json", json.dumps(summary, indent=1))
     _grid(out)

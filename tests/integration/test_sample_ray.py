@@ -185,6 +185,8 @@ def test_conditioned_sampling_pairs_each_row_with_its_source(tmp_path: Path) -> 
     assert [int(data.labels[i]) for i in range(len(data))] == [label_of[int(s)] for s in pairs]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["attrs"]["conditions_digest"] and manifest["schema_version"] == 2
+    summary = json.loads((out / "sample_summary.json").read_text())
+    assert summary["per_condition"] == 2 and summary["conditions"] == str(labelled.resolve())
     # an inconsistent request fails before Ray starts or --out is made
     bad = synmed("sample", "--checkpoint", str(tmp_path / "tiny-diffusers"), "--conditions",
                  str(labelled), "--num-images", "5", "--sampler", "ddim", "--sampling-steps", "2",
