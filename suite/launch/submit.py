@@ -8,7 +8,6 @@ SLURM's variables (one task per GPU). Each submission is appended to ``<run.out_
 
 from __future__ import annotations
 
-import importlib
 import json
 import shlex
 import subprocess
@@ -22,13 +21,17 @@ import submitit
 
 from suite.config import from_dict, to_dict
 from suite.errors import ConfigError
+from suite.registry import Registry
 from suite.schema import SuiteConfig, load_config
 
 # stage name -> "module:function(cfg: SuiteConfig, resume=...) -> dict"
-STAGES: dict[str, str] = {
-    "train-generator": "suite.generative.train:train_generator",
-    "pretrain": "suite.ssl.train:pretrain",
-}
+STAGES: Registry[Any] = Registry(
+    "stage",
+    {
+        "train-generator": "suite.generative.train:train_generator",
+        "pretrain": "suite.ssl.train:pretrain",
+    },
+)
 JOBS_FILE = "jobs.jsonl"
 
 
@@ -37,8 +40,7 @@ class StageJob(submitit.helpers.Checkpointable):
     arguments and continue from the run's latest checkpoint (``resume="auto"``)."""
 
     def __call__(self, stage: str, config: dict[str, Any]) -> dict[str, Any]:
-        module, _, name = STAGES[stage].partition(":")
-        run_stage = getattr(importlib.import_module(module), name)
+        run_stage = STAGES.get(stage)
         cfg = from_dict(SuiteConfig, config, source=f"submitted {stage} config")
         return run_stage(cfg, resume="auto")
 
@@ -117,8 +119,7 @@ def submit(
     after: str | None = None,
 ) -> list[submitit.Job]:
     """Submit one job (or one per sweep value, as a job array) and record each in jobs.jsonl."""
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}", f"stages: {', '.join(STAGES)}")
+    STAGES.get(stage)  # an unknown stage: one error listing the stages, before any job
     variants: list[list[str]] = [[]]
     if sweep:
         key, values = parse_sweep(sweep)
