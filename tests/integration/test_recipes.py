@@ -29,8 +29,10 @@ from tests.integration.slurm_jobs import job_state, run
 RUN_CONFIGS = sorted(
     p for p in REPO.glob("configs/**/*.yaml") if "stages" in (yaml.safe_load(p.read_text()) or {})
 )
-# The quickstart runs in tests/integration/test_run.py, with more checks (skip, refuse, --force).
-END_TO_END = [p for p in RUN_CONFIGS if p != REPO / "configs" / "quickstart.yaml"]
+ON_SLURM = REPO / "configs" / "papers" / "medcls" / "run_simclr_resnet18.yaml"
+# Run once each: the quickstart in tests/integration/test_run.py (with skip, refuse and --force),
+# ON_SLURM in test_medcls_recipe_runs_on_slurm (every stage a SLURM job, the same checks).
+END_TO_END = [p for p in RUN_CONFIGS if p not in (REPO / "configs" / "quickstart.yaml", ON_SLURM)]
 FALLBACK = "demo:mni152"  # real images with real labels (the slice plane), on every machine
 FALLBACK_CLASSES = 3  # sagittal, coronal, axial
 
@@ -195,9 +197,9 @@ def test_the_shipped_recipes_are_all_found() -> None:
         for p in REPO.glob(pattern)
     }
     assert named <= found and "papers/medcls/run_simclr_resnet18.yaml" in found
-
-
-ON_SLURM = REPO / "configs" / "papers" / "medcls" / "run_simclr_resnet18.yaml"
+    # each one run by a test: here, on SLURM, or the quickstart's in test_run.py
+    covered = {recipe_id(p) for p in (*END_TO_END, ON_SLURM)} | {"quickstart.yaml"}
+    assert found == covered
 
 
 @pytest.mark.slow
