@@ -27,7 +27,7 @@ sample's views, sets its LR / weight-decay / momentum schedules per step, and al
 (a no-op collective in one process). The suite runs ``configs/ssl/tiny_dino_vit.yaml`` with the
 printed overrides.
 
-Timing: one clock, read at the end of every optimizer step in both loops (the suite's ``_step`` is
+Timing: one clock, read at the end of every optimizer step in both loops (the suite's ``after_step`` is
 wrapped; lightly's loop is written out here). images/s is over steps ``warmup+1..steps``; start-up
 and the suite's post-training work (checkpoint, export) do not count, data waits and epoch-boundary
 worker restarts do. Each loop runs in its own subprocess, so ``ru_maxrss`` (read at the end of the
@@ -148,10 +148,9 @@ def run_suite(args: argparse.Namespace, clock: Any, out_dir: Path) -> float:
     from suite.ssl.train import SSLTrainer
 
     class TimedTrainer(SSLTrainer):
-        def train_step(self, ctx: Any) -> Any:
-            out = super().train_step(ctx)
+        def after_step(self) -> None:  # the last thing a step does (after its EMA update)
+            super().after_step()
             clock.tick()
-            return out
 
     trainer = TimedTrainer(load_suite_config(args, out_dir))
     rss = current_rss_mb()

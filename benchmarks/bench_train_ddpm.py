@@ -13,7 +13,7 @@ step 100, no AMP, ``cpu_count()`` DataLoader workers (the Trainer's fixed choice
 ``configs/generator/tiny_lucidrains.yaml`` with the printed overrides; neither loop samples or
 saves inside the timed part.
 
-Timing: one clock, read at the end of every optimizer step in both loops (the suite's ``_step`` and
+Timing: one clock, read at the end of every optimizer step in both loops (the suite's ``after_step`` and
 the Trainer's ``ema.update`` are wrapped here; no suite or library code is changed). images/s is
 over steps ``warmup+1..steps``: data waits, logging and the epoch-boundary worker restart count,
 start-up and the suite's post-training work (final preview, checkpoint, export) do not. Each loop
@@ -189,10 +189,9 @@ def run_suite(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> floa
     from suite.schema import load_config
 
     class TimedTrainer(GeneratorTrainer):
-        def train_step(self, ctx: Any) -> Any:
-            out = super().train_step(ctx)
+        def after_step(self) -> None:  # the last thing a step does (after its EMA update)
+            super().after_step()
             clock.tick()
-            return out
 
     cfg = load_config(BASE_CONFIG, suite_overrides(args, args.data / "shards", out_dir))
     trainer = TimedTrainer(cfg)
