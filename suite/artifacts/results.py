@@ -244,17 +244,28 @@ def write_result(path: Path | str, result: Result) -> dict[str, Any]:
     return json.loads(text)
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path`` (a stage's result or summary); anything else is a DataError
+    naming the file."""
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(
+            f"{path} cannot be read as JSON ({err})",
+            "re-run the stage that wrote it, or move the file out of the run folder",
+        ) from None
+    if not isinstance(body, dict):
+        raise DataError(
+            f"{path} holds a JSON {type(body).__name__}, not an object",
+            "re-run the stage that wrote it, or move the file out of the run folder",
+        )
+    return body
+
+
 def read_result(path: Path | str) -> Result:
     """Read and check a ``result.json`` (or the one in folder ``path``)."""
     file = result_path(path)
-    try:
-        body = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(
-            f"{file} cannot be read as JSON ({err})",
-            "re-run the stage that wrote it, or move the file out of the run folder",
-        ) from None
-    return Result.from_json(body, source=str(file))
+    return Result.from_json(read_json(file), source=str(file))
 
 
 def shard_input(path: Path | str) -> InputRef:

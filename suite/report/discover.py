@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite.artifacts.results import RESULT_FILE, RESULT_SCHEMA, InputRef, Result
+from suite.artifacts.results import RESULT_FILE, RESULT_SCHEMA, InputRef, Result, read_json
 from suite.data.shards import MANIFEST, read_manifest
 from suite.errors import DataError, SynmedError
 
@@ -139,23 +139,6 @@ class Found:
         """A folder's name in the report: its path below the run folder."""
         rel = os.path.relpath(folder, self.root)
         return self.root.resolve().name if rel == "." else rel
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; anything else is a DataError naming the file."""
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(
-            f"{path} cannot be read as JSON ({err})",
-            "re-run the stage that wrote it, or move the file out of the run folder",
-        ) from None
-    if not isinstance(body, dict):
-        raise DataError(
-            f"{path} holds a JSON {type(body).__name__}, not an object",
-            "re-run the stage that wrote it, or move the file out of the run folder",
-        )
-    return body
 
 
 def read_metrics_log(path: Path) -> list[dict[str, Any]]:
