@@ -132,7 +132,7 @@ def test_two_optimizers_step_in_the_familys_order_and_resume_bit_identically(
         )
 
 
-def test_a_non_finite_gradient_stops_before_the_weights_change(tmp_path: Path) -> None:
+def test_a_non_finite_loss_stops_before_the_weights_change(tmp_path: Path) -> None:
     trainer = ToyTrainer(config(tmp_path, "nan", max_steps=2))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.model.d.weight.data.fill_(float("nan"))
