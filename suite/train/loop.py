@@ -302,6 +302,12 @@ class TrainLoop(ABC):
     def _load(self, checkpoint: Path) -> None:
         # Loaded to the CPU: load_state_dict copies onto each parameter's device.
         state, rng = run_state.load_state(checkpoint, self.rank)
+        if "train_state" not in state:
+            raise ConfigError(
+                f"--resume: {checkpoint} was written by an older synmed (one optimizer, no train "
+                "state); this one cannot continue it",
+                "start a new run.name, or finish the run with the synmed that began it",
+            )
         if state["data"]["steps_per_epoch"] != self.steps_per_epoch:
             raise ConfigError(
                 f"--resume: {checkpoint.name} was made with {state['data']['steps_per_epoch']} "

@@ -145,3 +145,21 @@ def test_a_non_finite_loss_stops_before_the_weights_change(tmp_path: Path) -> No
         torch.equal(after[k], v) or (torch.isnan(v).all() and torch.isnan(after[k]).all())
         for k, v in before.items()
     )
+
+
+def test_a_checkpoint_of_the_old_format_is_refused_by_name(tmp_path: Path) -> None:
+    from suite.errors import ConfigError
+    from suite.train import run_state
+
+    trainer = ToyTrainer(config(tmp_path, "old", max_steps=3))
+    trainer.fit()
+    state = trainer._state()
+    old = {"model": state["model"], "optimizer": state["optimizers"]["d"], "scaler": None,
+           "step": 3, "data": state["data"]}  # fmt: skip
+    run_dir = tmp_path / "old"
+    run_state.save_checkpoint(
+        run_dir, 3, old, rank=0, world_size=1, barrier=lambda: None,
+        config_digest=trainer.config_digest, data_digest="points", keep_last=1,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="written by an older synmed"):
+        ToyTrainer(config(tmp_path, "old", max_steps=6), resume="yes")
