@@ -177,22 +177,25 @@ class Generator(nn.Module, ABC):
 
     @contextmanager
     def weights_from(self, modules: dict[str, nn.Module]) -> Iterator[Generator]:
-        """This generator with its trainable modules' weights copied from ``modules`` (an EMA's
-        copies) for the duration of the block, then restored exactly: previews and exports use
-        the EMA weights without a second copy of a frozen base."""
+        """This generator in eval mode with its trainable modules' weights copied from
+        ``modules`` (an EMA's copies) for the duration of the block; weights and training mode
+        are then restored exactly. Previews and exports use the EMA weights without a second copy
+        of a frozen base."""
         live = self.trainable_modules()
         saved = {
             n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in live.items()
         }
+        was_training = self.training
         try:
             with torch.no_grad():
                 for name, module in live.items():
                     module.load_state_dict(modules[name].state_dict())
-            yield self
+            yield self.eval()
         finally:
             with torch.no_grad():
                 for name, module in live.items():
                     module.load_state_dict(saved[name])
+            self.train(was_training)
 
     # -- sampling ----------------------------------------------------------------------------------
 

@@ -153,6 +153,10 @@ class GeneratorTrainer(TrainLoop):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.ema.load_state_dict(state["ema"])
 
+    def ema_weights(self) -> dict[str, torch.nn.Module]:
+        """The EMA's copy of each trainable module, by the generator's names."""
+        return dict(self.ema.ema_model.items())
+
     def synced_modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.trainables, "ema": self.ema.ema_model}
 
@@ -184,22 +188,17 @@ class GeneratorTrainer(TrainLoop):
             labels = (
                 torch.arange(tc.sample_images, device=self.accelerator.device) % model.num_classes
             )
-        with model.weights_from(dict(self.ema.ema_model.items())):
-            was_training = model.training
-            model.eval()
+        with model.weights_from(self.ema_weights()):
             images = model.sample_preview(
                 tc.sample_images, steps=tc.sample_steps, seed=self.cfg.run.seed, labels=labels
             )
-            model.train(was_training)
         save_grid(images, self.run_dir / "samples" / f"step-{self.step:08d}.png")
 
     # -- export ------------------------------------------------------------------------------------
 
     def export(self, folder: Path, provenance: dict[str, Any]) -> None:
         model = self.generator
-        with model.weights_from(dict(self.ema.ema_model.items())):
-            was_training = model.training
-            model.eval()
+        with model.weights_from(self.ema_weights()):
             export_generator(
                 model,
                 folder,
@@ -213,7 +212,6 @@ class GeneratorTrainer(TrainLoop):
                 },
                 class_names=self.dataset.class_names,
             )
-            model.train(was_training)
 
 
 def train_generator(cfg: SuiteConfig, *, resume: Resume = "no") -> dict[str, Any]:

@@ -367,7 +367,10 @@ class ConditionReader:
     def rows(self, rows: np.ndarray) -> Any:
         from suite.generative.base import Conditions
 
-        samples = [self.data[int(r)] for r in rows]
+        # K consecutive outputs share a row: read each row once
+        unique, inverse = np.unique(rows, return_inverse=True)
+        read = [self.data[int(r)] for r in unique]
+        samples = [read[i] for i in inverse]
         kinds = self.plan.condition_kinds
         return Conditions(
             labels=np.array([int(s["label"]) for s in samples], dtype=np.int64)

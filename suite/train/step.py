@@ -83,9 +83,9 @@ class StepContext:
         of the same name on any rank, stops every rank before any weight changes. An fp16 grad
         scaler skips steps with inf gradients by design, so it owns that case."""
         acc, optimizer = self.accelerator, self.optimizers[name]
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         finite = True
         if self.max_grad_norm is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
             norm = acc.clip_grad_norm_(params, self.max_grad_norm)
             self.grad_norms[name] = float(norm)
             finite = bool(torch.isfinite(norm))

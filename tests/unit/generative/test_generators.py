@@ -139,3 +139,17 @@ def test_every_family_declares_samplers_and_trains_what_it_names(kind: str) -> N
         id(p) for spec in specs.values() for g in spec.optimizer.param_groups for p in g["params"]
     }
     assert optimized == trainable
+
+
+def test_weights_from_swaps_in_and_restores_exactly_even_on_error() -> None:
+    model = tiny("ddpm_diffusers").train()
+    before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    other = tiny("ddpm_diffusers")
+    for p in other.parameters():
+        p.data.add_(1.0)
+    with pytest.raises(RuntimeError, match="inside"), model.weights_from({"unet": other.unet}) as m:
+        assert not m.training
+        assert torch.equal(m.unet.conv_in.weight, other.unet.conv_in.weight)
+        raise RuntimeError("inside")
+    assert model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.unet.state_dict().items())
