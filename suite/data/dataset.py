@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from suite.data.shards import READABLE_VERSIONS, SPLITS, Manifest, read_manifest, sha256_file
+from suite.data.shards import SPLITS, Manifest, check_shard, read_manifest, sha256_file
 from suite.errors import ShardError
 
 Sample = dict[str, Any]
@@ -42,6 +42,15 @@ def verify_digests(directory: Path, manifest: Manifest, mode: Verify = "sha256")
                 f"{path}: sha256 does not match the manifest (the file changed or is truncated)",
                 "re-create the shard, or re-copy the shard set",
             )
+
+
+def _open_shard(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ShardError(
+            f"{path} is not a readable HDF5 file ({err})", "re-create the shard set"
+        ) from None
 
 
 class ShardDataset(Dataset[Sample]):
@@ -89,8 +98,8 @@ class ShardDataset(Dataset[Sample]):
         indices: list[np.ndarray] = []
         self.has_masks = False
         for number, rec in enumerate(self.manifest.shards):
-            with h5py.File(self.directory / rec.file, "r") as h5:
-                self._check_schema(h5, rec.file)
+            with _open_shard(self.directory / rec.file) as h5:
+                check_shard(self.directory / rec.file, h5, rec, self.manifest)
                 self.has_masks = "masks" in h5
                 keep = np.ones(rec.count, dtype=bool)
                 index = h5["index"][:]
@@ -149,15 +158,6 @@ class ShardDataset(Dataset[Sample]):
                     f"classes here: {', '.join(self.class_names) or '(unlabelled set)'}",
                 )
         return ids
-
-    @staticmethod
-    def _check_schema(h5: h5py.File, name: str) -> None:
-        version = int(h5.attrs.get("schema_version", -1))
-        if version not in READABLE_VERSIONS:
-            raise ShardError(
-                f"{name} has schema version {version}, expected one of {READABLE_VERSIONS}",
-                "re-create the shard set with this synmed",
-            )
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -18,9 +18,14 @@ per-class counts. Sets of every version in :data:`READABLE_VERSIONS` are read.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
+import re
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,9 +34,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from suite.artifacts.digests import sha256_file
-from suite.errors import ShardError
+from suite.errors import DataError, ShardError
 
+MARKER = (
+    ".synmed-output"  # in every folder synmed wrote: only such folders are replaced by --overwrite
+)
 SCHEMA_VERSION = 2
 # 1: the columns up to ``group``; 2: adds the optional ``prompts`` and ``source_index``
 READABLE_VERSIONS = (1, 2)
@@ -67,14 +74,114 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# errno -> what it means for the writer; h5py words them only in its message ("errno = 28")
+NO_SPACE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EFBIG: "file too large (a file-size limit such as ulimit -f, or the filesystem's largest file)",
+    errno.EDQUOT: "disk quota exceeded",
+}
+_NO_SPACE_TEXT = {
+    "no space left on device": errno.ENOSPC,
+    "file too large": errno.EFBIG,
+    "disk quota exceeded": errno.EDQUOT,
+}
+
+
+def out_of_space(err: BaseException) -> int | None:
+    """ENOSPC, EFBIG or EDQUOT when ``err`` (or what it wraps) is a full disk, size limit or quota."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OutOfSpace):
+            return current.code
+        if isinstance(current, OSError | RuntimeError):
+            code = getattr(current, "errno", None)
+            if code in NO_SPACE:
+                return code
+            text = str(current).lower()
+            for number in map(int, re.findall(r"errno = (\d+)", text)):
+                if number in NO_SPACE:
+                    return number
+            for words, number in _NO_SPACE_TEXT.items():
+                if words in text:
+                    return number
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class OutOfSpace(DataError):
+    """A write that failed for want of space (full disk, file-size limit, quota), naming the file."""
+
+    def __init__(self, path: Path, code: int, fix: str) -> None:
+        self.path = Path(path)
+        self.code = code
+        super().__init__(f"writing {path} failed: {NO_SPACE[code]}", fix)
+
+
+def space_fix(code: int, where: Path, retarget: str = "write to another folder") -> str:
+    """The fix of an :class:`OutOfSpace` for the filesystem holding ``where``."""
+    mount = mount_point(where)
+    if code == errno.EFBIG:
+        return (
+            f"raise the file-size limit (ulimit -f unlimited) or {retarget} on a filesystem that "
+            "holds larger files"
+        )
+    if code == errno.EDQUOT:
+        return f"free space within your quota on {mount} or {retarget}"
+    return f"free space on {mount} (the filesystem of {where}) or {retarget}"
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem that holds ``path`` (or would, for a path not yet made)."""
+    current = Path(os.path.abspath(path))
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    current = current.resolve()
+    while not os.path.ismount(current) and current != current.parent:
+        current = current.parent
+    return current
+
+
+def write_error(path: Path, err: BaseException) -> DataError:
+    """The error to raise for a failed write of ``path``: one message naming the file and the fix."""
+    code = out_of_space(err)
+    if code is not None:
+        return OutOfSpace(path, code, space_fix(code, path.parent))
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return DataError(
+        f"writing {path} failed: {reason}", f"check that {path.parent} is writable, then rerun"
+    )
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never half."""
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never half.
+
+    A failed write removes its ``.tmp`` and raises a :class:`DataError` naming ``path``.
+    """
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` via ``path.tmp``, fsync'd and renamed; the ``.tmp`` never outlives a failure."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        _discard(tmp)
+        if isinstance(err, OSError):
+            raise write_error(path, err) from err
+        raise
     fsync_dir(path.parent)
 
 
@@ -110,7 +217,9 @@ def write_shard(
     """Write one shard file atomically and return its manifest record.
 
     The file is written as ``shard-NNNNN.h5.tmp``, fsync'd and renamed, so a crash leaves either no
-    shard or a whole one; a stale ``.tmp`` from a killed writer is overwritten.
+    shard or a whole one; a stale ``.tmp`` from a killed writer is overwritten. A failed write
+    removes the ``.tmp`` and raises a :class:`DataError` naming the file (an :class:`OutOfSpace`
+    for a full disk, a file-size limit or a quota).
 
     Args:
         directory: The shard set folder (must exist).
@@ -123,9 +232,37 @@ def write_shard(
     images = arrays["images"]
     n = len(images)
     final = directory / shard_name(number)
-    tmp = final.with_name(final.name + ".tmp")
+    # built in memory (the core driver's image is byte-identical to a file written in place) and
+    # written with plain I/O: an HDF5 file that fails a write on a full disk is left unclosable, and
+    # h5py then crashes the process; a failed os.write() is one clean OSError
+    image = _shard_image(arrays, attrs, n, compression)
+    write_bytes_atomic(final, image)
+    class_names = attrs.get("class_names") or []
+    labels = arrays.get("labels")
+    split = arrays.get("split")
+    return ShardRecord(
+        file=final.name,
+        count=n,
+        sha256=hashlib.sha256(image).hexdigest(),
+        index_min=int(arrays["index"].min()) if n else 0,
+        index_max=int(arrays["index"].max()) if n else -1,
+        class_counts=_class_counts(labels, len(class_names)),
+        split_counts=(
+            {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
+            if split is not None
+            else {}
+        ),
+    )
+
+
+def _shard_image(
+    arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], n: int, compression: str
+) -> bytes:
     comp = None if compression == "none" else compression
-    with h5py.File(tmp, "w", libver="latest") as h5:
+    # a unique name: HDF5 refuses a second open file of the same name, even one held in memory
+    with h5py.File(
+        f"shard-{uuid.uuid4().hex}.h5", "w", libver="latest", driver="core", backing_store=False
+    ) as h5:
         for key, value in arrays.items():
             if key in STRING_DATASETS:
                 h5.create_dataset(
@@ -144,26 +281,8 @@ def write_shard(
         h5.attrs["count"] = n
         for key, value in attrs.items():
             h5.attrs[key] = json.dumps(value) if isinstance(value, dict | list) else value
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    fsync_dir(directory)
-    class_names = attrs.get("class_names") or []
-    labels = arrays.get("labels")
-    split = arrays.get("split")
-    return ShardRecord(
-        file=final.name,
-        count=n,
-        sha256=sha256_file(final),
-        index_min=int(arrays["index"].min()) if n else 0,
-        index_max=int(arrays["index"].max()) if n else -1,
-        class_counts=_class_counts(labels, len(class_names)),
-        split_counts=(
-            {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
-            if split is not None
-            else {}
-        ),
-    )
+        h5.flush()
+        return h5.id.get_file_image()
 
 
 def _check_arrays(arrays: Mapping[str, np.ndarray]) -> None:
@@ -247,11 +366,12 @@ def read_manifest(directory: str | Path) -> Manifest:
         raise ShardError(f"shard set {directory} does not exist", "pass a folder written by synmed")
     if not path.is_file():
         partial = sorted(p.name for p in directory.glob("shard-*.h5*"))
-        hint = (
-            f"it holds {len(partial)} shard file(s) but no manifest: an unfinished job; rerun it"
-            if partial
-            else "pass a folder written by `synmed data ingest` or `synmed sample`"
-        )
+        if partial:
+            hint = f"it holds {len(partial)} shard file(s) but no manifest: an unfinished job; rerun it"
+        elif (directory / MARKER).is_file():
+            hint = "a synmed job stopped while writing it: an unfinished job; rerun it with --overwrite"
+        else:
+            hint = "pass a folder written by `synmed data ingest` or `synmed sample`"
         raise ShardError(f"{directory} is not a shard set: {MANIFEST} is missing", hint)
     try:
         body = json.loads(path.read_text())
@@ -267,3 +387,57 @@ def read_manifest(directory: str | Path) -> Manifest:
             "re-create the shard set with this version, or use the synmed that wrote it",
         )
     return Manifest(shards=shards, attrs=attrs, schema_version=version)
+
+
+def _names(value: Any) -> list[str]:
+    """A class list attribute as stored (a JSON string) back as a list."""
+    if value is None:
+        return []
+    if isinstance(value, bytes):
+        value = value.decode()
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else list(value)
+    except ValueError:
+        return [str(value)]
+    return [str(v) for v in parsed] if isinstance(parsed, list) else [str(parsed)]
+
+
+def check_shard(path: Path, h5: h5py.File, record: ShardRecord, manifest: Manifest) -> None:
+    """One shard's own attributes agree with the manifest's: schema, class list, label kind, count.
+
+    Every reader calls this: a manifest edited, or copied from another set, would otherwise label
+    each row by the wrong list.
+
+    Raises:
+        ShardError: naming the shard and both values.
+    """
+    version = h5.attrs.get("schema_version", -1)
+    if int(version) not in READABLE_VERSIONS:
+        raise ShardError(
+            f"{path}: schema version {version}, expected one of {READABLE_VERSIONS}",
+            "re-create the shard set with this synmed",
+        )
+    names, listed = _names(h5.attrs.get("class_names")), manifest.class_names
+    if names != listed:
+        raise ShardError(
+            f"{path}: the shard's class names {names} differ from the manifest's {listed}",
+            "the manifest was edited or belongs to another set: restore the set's own "
+            "manifest.json or re-create the shard set",
+        )
+    kind = h5.attrs.get("label_kind", "none")
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    if kind != manifest.attrs.get("label_kind", "none"):
+        raise ShardError(
+            f"{path}: the shard's label kind {kind!r} differs from the manifest's "
+            f"{manifest.attrs.get('label_kind', 'none')!r}",
+            "restore the set's own manifest.json or re-create the shard set",
+        )
+    if "images" not in h5:
+        raise ShardError(f"{path}: dataset 'images' is missing", "re-create the shard")
+    count, rows = int(h5.attrs.get("count", -1)), h5["images"].shape[0]
+    if count != record.count or rows != record.count:
+        raise ShardError(
+            f"{path}: the shard says {count} rows and holds {rows} images, the manifest says "
+            f"{record.count}",
+            "re-create the shard set",
+        )

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from suite.data.shards import DATASETS, READABLE_VERSIONS, SPLITS, read_manifest, sha256_file
+from suite.data.shards import DATASETS, SPLITS, check_shard, read_manifest, sha256_file
 from suite.errors import ShardError
 
 
@@ -22,7 +22,8 @@ class VerifyReport:
 
 
 def verify_shard_set(directory: str | Path, *, digests: bool = True) -> VerifyReport:
-    """Check counts, sha256 digests, schema, shapes, labels and index uniqueness.
+    """Check counts, sha256 digests, schema, shapes, labels and index uniqueness, and that each
+    shard's attributes (class names, label kind, count) agree with the manifest.
 
     Raises:
         ShardError: at the first problem, naming the file and what differs.
@@ -51,12 +52,7 @@ def verify_shard_set(directory: str | Path, *, digests: bool = True) -> VerifyRe
                 f"{path} is not a readable HDF5 file ({err})", "re-create the shard"
             ) from None
         with h5:
-            version = int(h5.attrs.get("schema_version", -1))
-            if version not in READABLE_VERSIONS:
-                raise ShardError(
-                    f"{path}: schema version {version}, expected one of {READABLE_VERSIONS}",
-                    "re-create it",
-                )
+            check_shard(path, h5, rec, manifest)
             for key in ("images", "index"):
                 if key not in h5:
                     raise ShardError(f"{path}: dataset {key!r} is missing", "re-create the shard")
@@ -66,10 +62,6 @@ def verify_shard_set(directory: str | Path, *, digests: bool = True) -> VerifyRe
                     f"{path}: unknown dataset(s) {', '.join(unknown)}", "re-create the shard"
                 )
             n = h5["images"].shape[0]
-            if n != rec.count:
-                raise ShardError(
-                    f"{path}: holds {n} images, the manifest says {rec.count}", "re-create the set"
-                )
             for key in h5:
                 dtype, rank = DATASETS[key]
                 ds = h5[key]

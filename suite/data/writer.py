@@ -8,51 +8,194 @@ manifest last. On an error the destination is left exactly as it was.
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+import socket
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from suite.data.shards import MANIFEST, Manifest, ShardRecord, write_manifest, write_shard
-from suite.errors import ShardError
+import suite
+from suite.data.shards import (
+    MANIFEST,
+    MARKER,
+    Manifest,
+    OutOfSpace,
+    ShardRecord,
+    atomic_write_text,
+    fsync_dir,
+    out_of_space,
+    space_fix,
+    write_manifest,
+    write_shard,
+)
+from suite.errors import DataError, ShardError
+
+STAGING = ".staging-"
+
+
+def staging_name(out: Path, host: str | None = None, pid: int | None = None) -> str:
+    """``.{out.name}.staging-{host}-{pid}``: the host and pid tell a dead writer's folder apart."""
+    host = host if host is not None else socket.gethostname()
+    return f".{out.name}{STAGING}{host}-{pid if pid is not None else os.getpid()}"
 
 
 @contextlib.contextmanager
-def staged_output(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
+def staged_output(
+    out: Path,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[Path | str | None] = (),
+    writer: str | None = None,
+) -> Iterator[Path]:
     """Yield a staging folder; on success its files replace ``out``'s, on error it is deleted.
 
-    ``out`` must not exist, or be empty, or ``overwrite`` must be set (its old files are removed only
-    after the new set is complete).
+    ``out`` must not exist, or be empty, or ``overwrite`` must be set and ``out`` be a folder synmed
+    wrote (it holds the marker file every staged output gets, or a manifest.json); its old files are
+    removed only after the new output is complete. ``out`` may not be one of ``inputs``, lie inside
+    one, or contain one. A full disk, file-size limit or quota inside the block becomes one
+    :class:`~suite.data.shards.OutOfSpace` naming the file (or the staging folder).
+
+    Args:
+        out: The folder to create or replace.
+        overwrite: Replace an existing synmed output.
+        inputs: What the writer reads (None entries are skipped); symlinks are resolved.
+        writer: Recorded in the marker; defaults to the calling module.
     """
     out = Path(out)
+    _check_not_an_input(out, inputs)
     if out.exists() and not out.is_dir():
         raise ShardError(f"output {out} exists and is not a folder", "choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ShardError(
-            f"output folder {out} is not empty",
-            "choose a new --out, remove the folder, or pass --overwrite",
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ShardError(
+                f"output folder {out} is not empty",
+                "choose a new --out, remove the folder, or pass --overwrite",
+            )
+        if not ((out / MARKER).is_file() or (out / MANIFEST).is_file()):
+            raise ShardError(
+                f"output folder {out} is not empty and was not written by synmed (it has neither "
+                f"{MARKER} nor {MANIFEST}): --overwrite replaces only synmed's own outputs",
+                f"choose another --out, or remove {out} yourself if nothing in it is needed",
+            )
+    name = writer or sys._getframe(2).f_globals.get("__name__", "synmed")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(out)
+        staging = out.parent / staging_name(out)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as err:
+        raise _write_failed(err, out, out.parent) from err
     try:
         yield staging
-    except BaseException:
+        marker = json.dumps(
+            {
+                "writer": name,
+                "synmed_version": suite.__version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+        atomic_write_text(staging / MARKER, marker + "\n")
+        _swap_in(staging, out, marker)
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, Exception) and out_of_space(err) is not None:
+            raise _write_failed(err, out, staging) from err
         raise
-    if out.is_dir():
-        for old in out.iterdir():  # only reached with overwrite=True or an empty folder
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        files = sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST)  # manifest last
-        for f in files:
-            os.replace(f, out / f.name)
-        staging.rmdir()
-    else:
+
+
+def _write_failed(err: BaseException, out: Path, where: Path) -> DataError:
+    code = out_of_space(err)
+    if code is None:
+        assert isinstance(err, OSError)
+        return DataError(
+            f"cannot write {where}: {err.strerror or err}",
+            f"check that {out.parent} is writable, or pass another --out",
+        )
+    path = (
+        err.path if isinstance(err, OutOfSpace) else Path(getattr(err, "filename", None) or where)
+    )
+    return OutOfSpace(path, code, space_fix(code, out, "pass another --out"))
+
+
+def _swap_in(staging: Path, out: Path, marker: str) -> None:
+    """Move the finished staging folder's files into ``out``, so a kill at any moment leaves the
+    old set whole, or a folder without manifest (an unfinished job that a rerun with --overwrite
+    completes), or the new set whole: never a manifest listing files already deleted."""
+    if not out.is_dir():
         os.replace(staging, out)
+        fsync_dir(out.parent)
+        return
+    if not any(out.iterdir()):
+        out.rmdir()
+        os.replace(staging, out)
+        fsync_dir(out.parent)
+        return
+    # the marker first: once the old manifest is gone it is what lets a rerun's --overwrite in
+    atomic_write_text(out / MARKER, marker + "\n")
+    if (out / MANIFEST).exists():
+        (out / MANIFEST).unlink()
+        fsync_dir(out)
+    for old in out.iterdir():
+        if old.name != MARKER:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    for f in sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST):  # manifest last
+        os.replace(f, out / f.name)
+    fsync_dir(out)
+    staging.rmdir()
+
+
+def _check_not_an_input(out: Path, inputs: Iterable[Path | str | None]) -> None:
+    target = out.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source or source in target.parents:
+            how = "is" if target == source else "lies inside"
+            raise ShardError(
+                f"output {out} {how} the input {given}: writing it would modify the input",
+                "pass an --out outside every input",
+            )
+        if target in source.parents:
+            raise ShardError(
+                f"output {out} contains the input {given}: --overwrite would delete it",
+                "pass an --out that neither is nor holds an input",
+            )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Delete staging folders of ``out`` left by dead writers on this host; returns them.
+
+    A killed writer never removes its own: without this each kill would leave one more hidden folder
+    beside ``out``. Other hosts' folders are kept (their pids mean nothing here).
+    """
+    host = socket.gethostname()
+    removed = []
+    prefix = f".{out.name}{STAGING}{host}-"
+    for folder in out.parent.glob(f".{glob.escape(out.name)}{STAGING}*"):
+        pid = folder.name[len(prefix) :] if folder.name.startswith(prefix) else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 class ShardSetWriter:
