@@ -34,11 +34,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+from suite.artifacts.digests import sha256_file  # noqa: F401 (readers of shard sets import it here)
 from suite.errors import DataError, ShardError
 
-MARKER = (
-    ".synmed-output"  # in every folder synmed wrote: only such folders are replaced by --overwrite
-)
+# in every folder synmed wrote: only such folders are replaced by --overwrite
+MARKER = ".synmed-output"
 SCHEMA_VERSION = 2
 # 1: the columns up to ``group``; 2: adds the optional ``prompts`` and ``source_index``
 READABLE_VERSIONS = (1, 2)
