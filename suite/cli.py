@@ -11,6 +11,7 @@ exit with status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from suite.errors import SynmedError
@@ -122,6 +123,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # under a file-size limit (ulimit -f) the kernel would kill the process mid-write; ignored,
+    # write() fails with EFBIG and the writer reports the file and the fix
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         return int(args.func(args) or 0)
     except SynmedError as err:

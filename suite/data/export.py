@@ -43,7 +43,7 @@ def export_folder(
     """
     data = ShardDataset(directory, split=split)
     count = len(data) if limit is None else min(limit, len(data))
-    with staged_output(to, overwrite=overwrite) as staging:
+    with staged_output(to, overwrite=overwrite, inputs=[directory]) as staging:
         (staging / "images").mkdir()
         if data.has_masks:
             (staging / "masks").mkdir()

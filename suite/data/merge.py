@@ -34,6 +34,7 @@ def merge_shard_sets(
     """
     if len(inputs) < 2:
         raise ShardError("merge needs at least two shard sets", "pass two or more input folders")
+    _refuse_duplicates(inputs)
     manifests = []
     shapes = []
     for path in inputs:
@@ -73,7 +74,7 @@ def merge_shard_sets(
     }
     total = sum(m.count for m in manifests)
     index = 0
-    with staged_output(out, overwrite=overwrite) as staging:
+    with staged_output(out, overwrite=overwrite, inputs=inputs) as staging:
         writer = ShardSetWriter(staging, attrs, shard_size=shard_size, compression=compression)
         bar = tqdm(total=total, desc="merge", unit="img")
         keys: set[str] | None = None
@@ -103,6 +104,29 @@ def merge_shard_sets(
         bar.close()
         writer.close()
     return index
+
+
+def _refuse_duplicates(inputs: list[Path]) -> None:
+    """The same set twice (by path, or a copy with the same manifest) would double its rows."""
+    by_path: dict[Path, Path] = {}
+    by_digest: dict[str, Path] = {}
+    for path in inputs:
+        resolved = Path(path).resolve()
+        if resolved in by_path:
+            raise ShardError(
+                f"{path} is given twice (also as {by_path[resolved]}): its rows would be merged twice",
+                "list each set once",
+            )
+        by_path[resolved] = Path(path)
+        read_manifest(path)  # a clear error for a folder that is not a set
+        digest = sha256_file(Path(path) / MANIFEST)
+        if digest in by_digest:
+            raise ShardError(
+                f"{path} and {by_digest[digest]} are the same shard set (identical manifests): "
+                "its rows would be merged twice",
+                "list each set once",
+            )
+        by_digest[digest] = Path(path)
 
 
 def _remap(label: np.ndarray, remap: np.ndarray, k: int, kind: str) -> np.ndarray:

@@ -6,6 +6,7 @@ assignment and shard writing are done once, for all formats, by :mod:`suite.data
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from suite.data.ingest.options import IngestOptions
+from suite.errors import DataError
 
 LabelKind = Literal["none", "multiclass", "multilabel"]
 Intensity = Literal["raw", "unit"]
@@ -82,3 +84,44 @@ class SourceAdapter:
     def sniff(cls, source: Path) -> bool:
         """True when ``source`` looks like this format (used by ``--format auto``)."""
         return False
+
+
+def check_class_names(names: list[str], origin: str) -> None:
+    """Refuse a class name that could act as a path: separators, ``..``, a leading dot, empty.
+
+    For names that name folders (class-folder sources) or come from a labels file; ``../x`` would
+    read outside the root. Names from a format's own table are not paths and are not checked
+    (Fashion-MNIST has "T-shirt/top").
+    """
+    for name in names:
+        text = str(name)
+        if (
+            not text
+            or "/" in text
+            or "\\" in text
+            or "\0" in text
+            or ".." in text
+            or text.startswith(".")
+        ):
+            raise DataError(
+                f"class name {text!r} in {origin} is not a plain name (it has a path separator, "
+                "'..' or a leading '.', or is empty)",
+                "rename the class (letters, digits, '_', '-', spaces), e.g. in --class-names or "
+                "the labels file",
+            )
+
+
+def inside(root: Path, path: Path, what: str) -> Path:
+    """``path`` (built from a name in the source) refused, naming ``what``, when it leaves ``root``.
+
+    The check is on the path as written (``..`` and absolute parts), so a symlinked file of a
+    symlink farm stays readable; folders that are links are checked where they are listed.
+    """
+    top = Path(os.path.normpath(os.path.abspath(root)))
+    full = Path(os.path.normpath(os.path.abspath(path)))
+    if full != top and top not in full.parents:
+        raise DataError(
+            f"{what} {path} leads outside {root}",
+            f"fix the name so that it stays below {root} (no '..', no absolute path)",
+        )
+    return path

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from suite.data.ingest.base import Record, SourceAdapter, SourceInfo
+from suite.data.ingest.base import Record, SourceAdapter, SourceInfo, check_class_names, inside
 from suite.data.ingest.imageio import read_image
 from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.splits import split_quotas
@@ -96,13 +96,16 @@ class COVIDxAdapter(SourceAdapter):
                     "repair the line (fields are separated by single spaces) or re-download the file",
                 )
             patient, filename, label, _data_source = fields
+            check_class_names([label], f"{path} line {number}")
             if label not in index:
                 raise DataError(
                     f"{path} line {number}: label {label!r} is not in the class list",
                     f"classes: {', '.join(self.class_names)}; pass --class-names for other "
                     "COVIDx versions",
                 )
-            rows.append(_Row(self._image_path(split, filename), index[label], patient, split))
+            image = self._image_path(split, filename)
+            inside(self.images_root, image, f"{path} line {number}: image")
+            rows.append(_Row(image, index[label], patient, split))
         return rows
 
     def _image_path(self, split: str, filename: str) -> Path:

@@ -20,6 +20,7 @@ range (``clip_percentiles``), which separates air and scanner background from ti
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -228,6 +229,7 @@ class NiftiAdapter(SourceAdapter):
     # -- records --------------------------------------------------------------------------------
 
     def records(self) -> Iterator[Record]:
+        kept, dropped, largest = 0, 0, 0.0
         names = self.mask_names
         for volume in self.volumes:
             data, affine = load_volume(volume.image)
@@ -245,7 +247,10 @@ class NiftiAdapter(SourceAdapter):
                 fractions = foreground.mean(axis=tuple(a for a in range(3) if a != axis))
                 for index, fraction in enumerate(fractions.tolist()):
                     if fraction < self.options.min_foreground:
+                        dropped += 1
+                        largest = max(largest, fraction)
                         continue
+                    kept += 1
                     plane = PLANES[axis]
                     yield Record(
                         image=_slice(data, axis, index),
@@ -260,6 +265,20 @@ class NiftiAdapter(SourceAdapter):
                         else volume.name,
                         position=float(index),
                     )
+        if not kept and dropped:
+            raise self._all_dropped(dropped, largest)
+
+    def _all_dropped(self, dropped: int, largest: float) -> DataError:
+        threshold = self.options.min_foreground
+        # rounded down, so that the suggested value keeps at least the fullest slice
+        below = math.floor(largest * 1e4) / 1e4
+        what = "mask > 0" if self.has_masks else "voxels above 10% of the clipped intensity range"
+        return DataError(
+            f"{self.source}: all {dropped} slices were dropped by --min-foreground {threshold} "
+            f"(foreground: {what}); the largest foreground fraction of any slice is {largest:.4g}",
+            "pass --min-foreground 0 to keep every slice"
+            + (f", or a value at most {below:g} to keep the fullest ones" if below > 0 else ""),
+        )
 
     def _mask_volume(
         self, volume: _Volume, shape: tuple[int, ...], affine: np.ndarray, names: list[str]

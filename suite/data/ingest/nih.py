@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from suite.data.ingest.base import Record, SourceAdapter, SourceInfo
+from suite.data.ingest.base import Record, SourceAdapter, SourceInfo, check_class_names
 from suite.data.ingest.imageio import IMAGE_SUFFIXES, read_image
 from suite.data.ingest.options import IngestOptions
 from suite.errors import DataError
@@ -133,6 +133,12 @@ class NIHAdapter(SourceAdapter):
                             "repair the row or re-download the CSV",
                         )
                     name, findings, patient = (fields[i].strip() for i in at)
+                    if Path(name).name != name or "\\" in name or name in ("", ".", ".."):
+                        raise DataError(
+                            f"{self.csv} line {line}: Image Index {name!r} is not a file name",
+                            "list file names only (e.g. 00000001_000.png); images are found by "
+                            "name below the source or --images-dir",
+                        )
                     if name in seen:
                         raise DataError(
                             f"{self.csv} line {line}: image {name} is listed again "
@@ -154,6 +160,7 @@ class NIHAdapter(SourceAdapter):
         for finding in (f.strip() for f in findings.split("|")):
             if finding == NO_FINDING:
                 continue
+            check_class_names([finding], f"{self.csv} line {line} ({name})")
             if finding not in index:
                 raise DataError(
                     f"{self.csv} line {line} ({name}): finding {finding!r} is not in the class "

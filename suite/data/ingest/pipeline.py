@@ -1,7 +1,7 @@
 """`synmed data ingest`: any source format -> one verified shard set with a split column.
 
-Two passes inside a staging folder: (1) read, preprocess and append every record to a scratch HDF5
-file while collecting groups and given splits; (2) assign splits, then write the final shards ordered
+Two passes inside a staging folder: (1) read, preprocess and append every record to raw scratch
+files while collecting groups and given splits; (2) assign splits, then write the final shards ordered
 train, val, test (so one split reads contiguous shards), then ``splits.json`` and the manifest. Any
 error, in either pass, removes the staging folder: the output is whole or absent.
 """
@@ -9,11 +9,11 @@ error, in either pass, removes the staging folder: the output is whole or absent
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import h5py
 import numpy as np
 from tqdm import tqdm
 
@@ -24,11 +24,11 @@ from suite.data.ingest.base import Record, SourceInfo
 from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.preprocess import prepare
 from suite.data.ingest.splits import assign_splits, slab_groups
-from suite.data.shards import SPLITS, Manifest, atomic_write_text
+from suite.data.shards import SPLITS, Manifest, atomic_write_text, write_error
 from suite.data.writer import ShardSetWriter, staged_output
 from suite.errors import DataError
 
-SCRATCH = "scratch.h5"
+SCRATCH = ".scratch"
 SPLITS_FILE = "splits.json"
 
 
@@ -71,8 +71,10 @@ def ingest(
     adapter_cls = resolve_adapter(source, options.format)
     adapter = adapter_cls(source, options)
     info = adapter.info()
-    with staged_output(out, overwrite=overwrite) as staging:
-        meta = _read_all(adapter.records(), info, options, staging / SCRATCH, progress)
+    inputs = (source, options.images_dir, *options.mask)
+    with staged_output(out, overwrite=overwrite, inputs=inputs) as staging:
+        scratch = _Scratch(staging / SCRATCH, info)
+        meta = _read_all(adapter.records(), info, options, scratch, progress)
         groups = meta.groups
         if info.split_policy == "slab":
             split, groups = _split_slabs(meta, options)
@@ -89,9 +91,9 @@ def ingest(
             "synmed_version": suite.__version__,
             **(extra_attrs or {}),
         }
-        manifest = _write_shards(staging, split, meta, attrs, options, progress)
+        manifest = _write_shards(staging, scratch, split, meta, attrs, options, progress)
         _write_split_manifest(staging / SPLITS_FILE, split, groups, info, options, meta)
-        (staging / SCRATCH).unlink()
+        shutil.rmtree(staging / SCRATCH)
     return manifest
 
 
@@ -126,76 +128,79 @@ def _bar_total(limit: int | None, expected: int | None) -> int | None:
     return min(limit, expected)
 
 
-class _ScratchWriter:
-    """Appends preprocessed rows to the scratch file in blocks (one resize per block, not per row)."""
+class _Scratch:
+    """Preprocessed rows appended to raw files in the staging folder, read back by memory map.
 
-    def __init__(self, scratch: h5py.File, info: SourceInfo, block: int = 256) -> None:
-        self.scratch = scratch
+    Plain files rather than HDF5: a write that fails for want of space is then one OSError naming
+    the file, where an HDF5 file left half-written makes h5py crash the process when it closes.
+    """
+
+    def __init__(self, folder: Path, info: SourceInfo) -> None:
+        self.folder = folder
         self.info = info
-        self.block = block
-        self.buffer: dict[str, list[Any]] = {}
+        self.count = 0
+        self.layout: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        self.files: dict[str, BinaryIO] = {}
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.bin"
 
     def append(self, image: np.ndarray, mask: np.ndarray | None, label: Any, source: str) -> None:
-        if not self.buffer:
-            self.buffer = {"images": []}
-            if "images" not in self.scratch:
-                self._create(image, mask)
-        if ("masks" in self.scratch) != (mask is not None):
+        row: dict[str, np.ndarray] = {"images": image}
+        if mask is not None:
+            row["masks"] = mask
+        if label is not None:
+            dtype = np.uint8 if self.info.label_kind == "multilabel" else np.int64
+            row["labels"] = np.asarray(label, dtype=dtype)
+        if self.count == 0:
+            self.folder.mkdir()
+            self.layout = {k: (np.dtype(v.dtype), v.shape) for k, v in row.items()}
+        if ("masks" in self.layout) != (mask is not None):
             raise DataError(
                 f"{source}: some images have masks and some do not",
                 "give every image a mask, or none",
             )
-        self.buffer["images"].append(image)
-        if mask is not None:
-            self.buffer.setdefault("masks", []).append(mask)
-        if label is not None:
-            self.buffer.setdefault("labels", []).append(label)
-        if len(self.buffer["images"]) >= self.block:
-            self.flush()
+        for key, value in row.items():
+            data = np.ascontiguousarray(value, dtype=self.layout[key][0]).tobytes()
+            try:
+                if key not in self.files:
+                    self.files[key] = open(self.path(key), "wb")  # noqa: SIM115 (closed in close())
+                self.files[key].write(data)
+            except OSError as err:
+                raise write_error(self.path(key), err) from err
+        self.count += 1
 
-    def _create(self, image: np.ndarray, mask: np.ndarray | None) -> None:
-        for key, row in (("images", image), ("masks", mask)):
-            if row is not None:
-                self.scratch.create_dataset(
-                    key,
-                    shape=(0, *row.shape),
-                    maxshape=(None, *row.shape),
-                    dtype=np.uint8,
-                    chunks=(1, *row.shape),
-                )
-        if self.info.label_kind == "multilabel":
-            k = len(self.info.class_names)
-            self.scratch.create_dataset(
-                "labels", shape=(0, k), maxshape=(None, k), dtype=np.uint8, chunks=(1024, k)
-            )
-        elif self.info.label_kind == "multiclass":
-            self.scratch.create_dataset(
-                "labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,)
-            )
+    def close(self) -> None:
+        """Flush and close the files; the first one that fails is the error (all are closed)."""
+        failed: tuple[str, OSError] | None = None
+        for key, f in self.files.items():
+            try:
+                f.close()
+            except OSError as err:
+                failed = failed or (key, err)
+        if failed is not None:
+            raise write_error(self.path(failed[0]), failed[1]) from failed[1]
 
-    def flush(self) -> None:
-        for key, rows in self.buffer.items():
-            ds = self.scratch[key]
-            n = ds.shape[0]
-            ds.resize(n + len(rows), axis=0)
-            ds[n:] = np.stack(rows)
-        self.buffer = {}
+    def rows(self, key: str) -> np.ndarray | None:
+        if key not in self.layout:
+            return None
+        dtype, shape = self.layout[key]
+        return np.memmap(self.path(key), dtype=dtype, mode="r", shape=(self.count, *shape))
 
 
 def _read_all(
-    records: Any, info: SourceInfo, options: IngestOptions, scratch_path: Path, progress: bool
+    records: Any, info: SourceInfo, options: IngestOptions, scratch: _Scratch, progress: bool
 ) -> _Meta:
     meta = _Meta([], [], [], [])
     shape: tuple[int, ...] | None = None
     first_source = ""
-    with h5py.File(scratch_path, "w") as scratch:
-        writer = _ScratchWriter(scratch, info)
-        bar = tqdm(
-            total=_bar_total(options.limit, info.expected_count),
-            desc=f"ingest {info.description}".strip(),
-            unit="img",
-            disable=not progress,
-        )
+    bar = tqdm(
+        total=_bar_total(options.limit, info.expected_count),
+        desc=f"ingest {info.description}".strip(),
+        unit="img",
+        disable=not progress,
+    )
+    try:
         for record in records:
             if options.limit is not None and len(meta.sources) >= options.limit:
                 break
@@ -219,14 +224,15 @@ def _read_all(
                     f"{shape[1]}x{shape[2]}: mixed image sizes",
                     "pass --image-size N (and --aspect pad|crop|stretch) to bring all images to one size",
                 )
-            writer.append(image, mask, label, record.source)
+            scratch.append(image, mask, label, record.source)
             meta.sources.append(record.source)
             meta.groups.append(record.group if record.group is not None else record.source)
             meta.given.append(record.split)
             meta.positions.append(record.position)
             bar.update(1)
-        writer.flush()
+    finally:
         bar.close()
+        scratch.close()
     if not meta.sources:
         raise DataError(
             f"no images found in the source ({info.description or 'empty'})",
@@ -237,6 +243,7 @@ def _read_all(
 
 def _write_shards(
     staging: Path,
+    scratch: _Scratch,
     split: np.ndarray,
     meta: _Meta,
     attrs: dict[str, Any],
@@ -247,30 +254,30 @@ def _write_shards(
         staging, attrs, shard_size=options.shard_size, compression=options.compression
     )
     block = 512
-    with h5py.File(staging / SCRATCH, "r") as scratch:
-        n = scratch["images"].shape[0]
-        bar = tqdm(total=n, desc="write shards", unit="img", disable=not progress)
-        index = 0
-        for split_id in range(len(SPLITS)):
-            for start in range(0, n, block):
-                rows = np.flatnonzero(split[start : start + block] == split_id)
-                if len(rows) == 0:
-                    continue
-                chunk = {
-                    key: scratch[key][start : start + block]
-                    for key in ("images", "masks", "labels")
-                    if key in scratch
-                }
-                for r in rows:
-                    row: dict[str, Any] = {key: value[r] for key, value in chunk.items()}
-                    row["index"] = index
-                    row["split"] = split_id
-                    row["source"] = _relative(meta.sources[start + r], attrs["source_path"])
-                    row["group"] = meta.groups[start + r]
-                    writer.add(row)
-                    index += 1
-                    bar.update(1)
-        bar.close()
+    columns = {key: scratch.rows(key) for key in ("images", "masks", "labels")}
+    n = scratch.count
+    bar = tqdm(total=n, desc="write shards", unit="img", disable=not progress)
+    index = 0
+    for split_id in range(len(SPLITS)):
+        for start in range(0, n, block):
+            rows = np.flatnonzero(split[start : start + block] == split_id)
+            if len(rows) == 0:
+                continue
+            chunk = {
+                key: np.asarray(value[start : start + block])
+                for key, value in columns.items()
+                if value is not None
+            }
+            for r in rows:
+                row: dict[str, Any] = {key: value[r] for key, value in chunk.items()}
+                row["index"] = index
+                row["split"] = split_id
+                row["source"] = _relative(meta.sources[start + r], attrs["source_path"])
+                row["group"] = meta.groups[start + r]
+                writer.add(row)
+                index += 1
+                bar.update(1)
+    bar.close()
     return writer.close()
 
 

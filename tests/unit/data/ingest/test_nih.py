@@ -136,17 +136,18 @@ def test_without_lists_splits_by_patient(tmp_path: Path) -> None:
 
 
 def test_csv_as_source_images_elsewhere_and_limit(tmp_path: Path) -> None:
-    src = make_nih(tmp_path / "nih")
-    moved = tmp_path / "pngs"
+    data = tmp_path / "data"  # --images-dir; --out lies outside it (an output is never in an input)
+    src = make_nih(data / "nih")
+    moved = data / "pngs"
     (src / "images_002").rename(moved)
-    opts = IngestOptions(format="nih", images_dir=moved.parent)
+    opts = IngestOptions(format="nih", images_dir=data)
     manifest = ingest(src / "Data_Entry_2017.csv", tmp_path / "out", opts, progress=False)
     assert manifest.count == 39
     # a partial download (images_001 only) can be looked at with --limit
     (moved / "images" / name(12, 0)).unlink()
     with pytest.raises(DataError, match="00000012_000.png is not found"):
-        NIHAdapter(src, IngestOptions(images_dir=tmp_path))
-    NIHAdapter(src, IngestOptions(images_dir=tmp_path, limit=10))
+        NIHAdapter(src, IngestOptions(images_dir=data))
+    NIHAdapter(src, IngestOptions(images_dir=data, limit=10))
 
 
 def test_sniff(tmp_path: Path) -> None:
