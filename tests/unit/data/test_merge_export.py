@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 
 from suite.cli import main
 from suite.data.dataset import ShardDataset
+from suite.data.export import export_folder
 from suite.data.merge import merge_shard_sets
 from suite.data.verify import verify_shard_set
 from suite.errors import ShardError
@@ -81,3 +83,43 @@ def test_merge_keeps_text_columns(tmp_path: Path) -> None:
     assert list(ShardDataset(tmp_path / "m").read_column("source")) == [
         "img0.png", "img1.png", "img2.png", "img0.png", "img1.png"
     ]  # fmt: skip
+
+
+def test_merge_refuses_a_set_listed_twice(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a = make_shard_set(tmp_path / "a", n=4)
+    (tmp_path / "alias").symlink_to(a)
+    shutil.copytree(a, tmp_path / "copy")  # same manifest digest: the same set
+    b = make_shard_set(tmp_path / "b", n=3)
+    for twice, match in (
+        ([a, b, a], r"a is given twice \(also as .*a\)"),
+        ([a, tmp_path / "alias"], r"alias is given twice"),
+        ([a, tmp_path / "copy"], r"copy and .*a are the same shard set"),
+    ):
+        with pytest.raises(ShardError, match=match) as err:
+            merge_shard_sets(twice, tmp_path / "m")
+        assert err.value.fix == "list each set once"
+        assert not (tmp_path / "m").exists()
+    assert main(["data", "merge", str(a), str(a), "--out", str(tmp_path / "m")]) == 2
+    assert "given twice" in capsys.readouterr().err
+
+
+def test_merge_and_export_may_not_write_into_their_inputs(tmp_path: Path) -> None:
+    a = make_shard_set(tmp_path / "a", n=4)
+    b = make_shard_set(tmp_path / "b", n=3)
+    before = sorted(p.name for p in a.iterdir())
+    with pytest.raises(ShardError, match=r"output .*a is the input"):
+        merge_shard_sets([a, b], a, overwrite=True)
+    with pytest.raises(ShardError, match=r"output .*exported lies inside the input"):
+        export_folder(a, a / "exported", overwrite=True)
+    assert sorted(p.name for p in a.iterdir()) == before
+    verify_shard_set(a)
+
+
+def test_export_reads_through_the_digests(tmp_path: Path) -> None:
+    a = make_shard_set(tmp_path / "a", n=4)
+    with open(a / "shard-00000.h5", "r+b") as f:  # one byte changed after the set was written
+        f.seek(-1, 2)
+        f.write(b"\x01" if f.read(1) != b"\x01" else b"\x02")
+    with pytest.raises(ShardError, match="shard-00000.h5: sha256 does not match"):
+        export_folder(a, tmp_path / "png")
+    assert not (tmp_path / "png").exists()

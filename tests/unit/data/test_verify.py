@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from suite.cli import main
+from suite.data.dataset import ShardDataset
 from suite.data.shards import MANIFEST, sha256_file
 from suite.data.verify import verify_shard_set
 from suite.errors import ShardError
@@ -107,3 +108,32 @@ def test_stray_files_are_warned_not_fatal(tmp_path: Path) -> None:
     shutil.copy(tmp_path / "shard-00000.h5", tmp_path / "shard-00009.h5.tmp")
     report = verify_shard_set(tmp_path)
     assert report.warnings and "shard-00009.h5.tmp" in report.warnings[0]
+
+
+def test_manifest_class_names_that_disagree_with_the_shards_fail_verify_and_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = make_shard_set(tmp_path / "s", n=6)
+    rewrite_manifest(d, lambda m: m["attrs"].update(class_names=["c", "b", "a"]))
+    expected = (
+        r"shard-00000.h5: the shard's class names \['a', 'b', 'c'\] differ from the manifest's "
+        r"\['c', 'b', 'a'\]"
+    )
+    with pytest.raises(ShardError, match=expected):
+        verify_shard_set(d, digests=False)
+    for verify in ("sha256", "none"):  # every reader, whatever digest check it asked for
+        with pytest.raises(ShardError, match=expected):
+            ShardDataset(d, verify=verify)
+    assert main(["data", "verify", str(d)]) == 2
+    assert "differ from the manifest's" in capsys.readouterr().err
+
+
+def test_a_shard_count_attribute_that_disagrees_fails(tmp_path: Path) -> None:
+    d = make_shard_set(tmp_path / "s", n=6)
+    with h5py.File(d / "shard-00001.h5", "r+") as h5:
+        h5.attrs["count"] = 3
+    with pytest.raises(ShardError, match=r"shard-00001.h5: the shard says 3 rows and holds 2"):
+        ShardDataset(d, verify="none")
+    rewrite_manifest(d, lambda m: m["attrs"].update(label_kind="multilabel"))
+    with pytest.raises(ShardError, match=r"label kind 'multiclass' differs from the manifest's"):
+        verify_shard_set(d, digests=False)

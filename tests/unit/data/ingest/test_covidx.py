@@ -165,3 +165,24 @@ def test_cli(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2 and "test.txt line 1" in bad.stderr, bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_filename_leading_out_of_the_images_folder_is_refused(tmp_path: Path) -> None:
+    src = make_covidx(tmp_path / "covidx", ("train",))
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "outside.png")
+    text = (src / "train.txt").read_text()
+    (src / "train.txt").write_text(text.replace("p0-0.png", "../../outside.png", 1))
+    err = assert_fails(
+        src, tmp_path / "out", r"train.txt line 1: image .*outside.png leads outside"
+    )
+    assert "'..'" in (err.fix or "")
+
+
+def test_a_path_like_label_is_refused_by_name(tmp_path: Path) -> None:
+    src = make_covidx(tmp_path / "covidx", ("train",))
+    text = (src / "train.txt").read_text()
+    (src / "train.txt").write_text(text.replace("positive", "../positive", 1))
+    err = assert_fails(
+        src, tmp_path / "out", r"class name '../positive' in .*train.txt line 3 is not a plain name"
+    )
+    assert "rename the class" in (err.fix or "")

@@ -151,3 +151,55 @@ def test_cli_ingest_info_verify(tmp_path: Path) -> None:
     info = run_cli("data", "info", str(tmp_path / "out"), "--json")
     assert '"count": 10' in info.stdout
     assert run_cli("data", "verify", str(tmp_path / "out")).returncode == 0
+
+
+def _refused(src: Path, out: Path, match: str, **options: object) -> DataError:
+    with pytest.raises(DataError, match=match) as err:
+        ingest(src, out, IngestOptions(format="folder", **options), progress=False)
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}.staging-*"))
+    return err.value
+
+
+@pytest.mark.parametrize("target", ["source", "parent"])
+def test_a_class_folder_linking_back_up_is_refused(tmp_path: Path, target: str) -> None:
+    src = make_class_folders(tmp_path / "data" / "src")
+    (src / "Fake").symlink_to(src if target == "source" else src.parent, target_is_directory=True)
+    err = _refused(
+        src,
+        tmp_path / "out",
+        r"class folder .*Fake is a symlink to .*, the source or a folder above",
+    )
+    assert "replace the link with a real folder" in (err.fix or "")
+
+
+def test_a_class_folder_link_loop_is_refused(tmp_path: Path) -> None:
+    src = make_class_folders(tmp_path / "src")
+    (src / "Loop").symlink_to(src / "Loop2")
+    (src / "Loop2").symlink_to(src / "Loop")
+    _refused(src, tmp_path / "out", r"class folder .*Loop2? is a symlink loop")
+
+
+def test_class_folder_links_outside_or_onto_another_class_are_refused(tmp_path: Path) -> None:
+    src = make_class_folders(tmp_path / "src")
+    elsewhere = make_class_folders(tmp_path / "other", classes=("Lung",))
+    (src / "Lung").symlink_to(elsewhere / "Lung")
+    err = _refused(src, tmp_path / "out", r"Lung is a symlink to .*, outside the source")
+    assert "point --source at the folder holding the real data" in (err.fix or "")
+    (src / "Lung").unlink()
+    (src / "Twin").symlink_to(src / "Normal" / "images")
+    _refused(src, tmp_path / "out", r"Twin is a symlink into the class folder Normal")
+    (src / "Twin").unlink()
+    (src / ".store").mkdir()  # a link into a hidden store inside the source is a real class
+    (src / "Normal").rename(src / ".store" / "Normal")
+    (src / "Normal").symlink_to(src / ".store" / "Normal")
+    assert ingest(src, tmp_path / "out", IngestOptions(format="folder"), progress=False).count == 8
+
+
+@pytest.mark.parametrize("name", ["../other", ".hidden", "a/b"])
+def test_a_path_like_class_name_is_refused_by_name(tmp_path: Path, name: str) -> None:
+    src = make_class_folders(tmp_path / "data" / "src")
+    make_class_folders(tmp_path / "data" / "other")  # what "../other" would read
+    err = _refused(
+        src, tmp_path / "out", "is not a plain name", class_names=["COVID", "Normal", name]
+    )
+    assert repr(name) in err.what and "--class-names" in err.what

@@ -305,3 +305,29 @@ def test_plane_labels_slice_every_axis_and_every_split_holds_every_plane(tmp_pat
         data = ShardDataset(out, split=split)
         assert set(data.labels.tolist()) == {0, 1, 2}, split
         assert data.has_masks
+
+
+def test_every_slice_dropped_names_the_threshold_and_the_largest_fraction(
+    tmp_path: Path,
+) -> None:
+    image = np.random.default_rng(0).normal(100, 10, (16, 16, 8)).astype(np.float32)
+    lesion = np.zeros((16, 16, 8), np.uint8)
+    lesion[4:6, 4:7, 3] = 1  # 6 of 256 voxels: a slice fraction of 0.0234 under the 0.05 default
+    lesion[5, 5, 4] = 1
+    affine = np.eye(4)
+    nib.save(nib.Nifti1Image(image, affine), tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(lesion, affine), tmp_path / "lesion.nii.gz")
+    opts = {"mask": [tmp_path / "lesion.nii.gz"], "mask_names": ["background", "lesion"]}
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as err:
+        ingest(tmp_path / "ct.nii.gz", out, options(**opts), progress=False)
+    assert "all 8 slices were dropped by --min-foreground 0.05" in err.value.what
+    assert "largest foreground fraction of any slice is 0.02344" in err.value.what
+    assert "no images found" not in err.value.what
+    assert "--min-foreground 0 " in (err.value.fix or "") and "at most 0.0234" in err.value.fix
+    assert not out.exists() and not list(tmp_path.glob(".out.staging-*"))
+    # the fix works: the suggested value keeps the fullest slice, 0 keeps them all
+    assert ingest(tmp_path / "ct.nii.gz", out, options(**opts, min_foreground=0.0234),
+                  progress=False).count == 1  # fmt: skip
+    assert ingest(tmp_path / "ct.nii.gz", out, options(**opts, min_foreground=0), overwrite=True,
+                  progress=False).count == 8  # fmt: skip

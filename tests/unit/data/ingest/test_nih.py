@@ -237,3 +237,28 @@ def test_cli(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2 and "Data_Entry_2017.csv" in bad.stderr, bad.stderr
     assert "Finding Labels" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_a_dot_dot_class_name_in_the_csv_is_refused_by_name(tmp_path: Path) -> None:
+    src = make_nih(tmp_path / "nih", lists=False)
+    csv = src / "Data_Entry_2017.csv"
+    lines = csv.read_text().splitlines()
+    fields = lines[3].split(",")
+    fields[1] = "../Effusion"
+    lines[3] = ",".join(fields)
+    csv.write_text("\n".join(lines) + "\n")
+    names = [*NIH_FINDINGS, "../Effusion"]  # even when the class list names it
+    err = assert_fails(
+        src,
+        tmp_path / "out",
+        r"class name '\.\./Effusion' in .*line 4 .* is not a plain name",
+        class_names=names,
+    )
+    assert fields[0] in err.what
+
+
+def test_an_image_index_that_is_a_path_is_refused(tmp_path: Path) -> None:
+    src = make_nih(tmp_path / "nih", lists=False)
+    csv = src / "Data_Entry_2017.csv"
+    csv.write_text(csv.read_text().replace(name(1, 0), f"../{name(1, 0)}", 1))
+    assert_fails(src, tmp_path / "out", rf"line 2: Image Index '\.\./{name(1, 0)}' is not a file")
