@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import resource
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -12,6 +17,8 @@ import pytest
 from suite.data.shards import (
     MANIFEST,
     SCHEMA_VERSION,
+    OutOfSpace,
+    atomic_write_text,
     read_manifest,
     sha256_file,
     write_manifest,
@@ -92,3 +99,33 @@ def test_schema_version_mismatch(tmp_path: Path) -> None:
 def test_manifest_write_is_atomic(tmp_path: Path) -> None:
     write_manifest(tmp_path, [], {"a": 1})
     assert (tmp_path / MANIFEST).exists() and not (tmp_path / (MANIFEST + ".tmp")).exists()
+
+
+@contextlib.contextmanager
+def file_size_limit(nbytes: int) -> Iterator[None]:
+    """RLIMIT_FSIZE lowered for the block, SIGXFSZ ignored (as the CLI does): writes fail EFBIG."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_failed_shard_write_names_the_file_and_leaves_no_tmp(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "images": rng.integers(0, 256, (8, 1, 64, 64), dtype=np.uint8),
+        "index": np.arange(8, dtype=np.int64),
+    }
+    with file_size_limit(16 << 10), pytest.raises(OutOfSpace) as err:
+        write_shard(tmp_path, 3, arrays, {"class_names": []})
+    assert err.value.what.startswith(
+        f"writing {tmp_path / 'shard-00003.h5'} failed: file too large"
+    )
+    assert err.value.code == errno.EFBIG and "ulimit -f" in (err.value.fix or "")
+    with file_size_limit(16 << 10), pytest.raises(OutOfSpace, match=r"notes.json failed"):
+        atomic_write_text(tmp_path / "notes.json", "x" * (32 << 10))
+    assert list(tmp_path.iterdir()) == []
