@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from suite.errors import DataError
+from suite.errors import DataError, ShardError
 
 REPORT_DIR = "report"
 REPORT_MD = "report.md"
@@ -19,8 +19,9 @@ REPORT_MD = "report.md"
 def write_report(run_dir: Path, out: Path | None = None, *, overwrite: bool = False) -> Path:
     """Report everything found below ``run_dir`` into ``out`` (default ``run_dir/report``).
 
-    An ``out`` that holds an earlier report is replaced (a report is derived output); any other
-    non-empty folder is refused unless ``overwrite``. Returns the path of ``report.md``.
+    An ``out`` that holds an earlier report is replaced (a report is derived output); another
+    synmed output is replaced only with ``overwrite``, and neither a folder synmed did not write nor
+    one of the stage outputs reported ever is. Returns the path of ``report.md``.
     """
     from suite.data.writer import staged_output
     from suite.report.discover import discover, is_empty
@@ -36,6 +37,11 @@ def write_report(run_dir: Path, out: Path | None = None, *, overwrite: bool = Fa
             "pass a synmed run folder or a folder holding evaluation, training or sampling outputs",
         )
     replace = overwrite or (out / REPORT_MD).is_file()
+    if out.is_dir() and not is_empty(discover(out)):
+        raise ShardError(
+            f"--out {out} holds stage outputs: a report never replaces what it could report",
+            "pass a new --out (the default is RUN_DIR/report)",
+        )
     with staged_output(out, overwrite=replace) as stage:
         (stage / REPORT_MD).write_text(compose(found, stage, out))
     return out / REPORT_MD
@@ -56,7 +62,9 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a folder holding stage outputs")
     p.add_argument("--out", type=Path, help="the report folder (default: RUN_DIR/report)")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty --out that is not a report"
+        "--overwrite",
+        action="store_true",
+        help="replace a --out that holds another synmed output (never a stage output it reports)",
     )
     p.set_defaults(func=report_command)
     return p

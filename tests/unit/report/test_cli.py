@@ -38,14 +38,25 @@ def test_a_rerun_replaces_the_report_and_ignores_it(run_dir: Path) -> None:
     assert not (first.parent / "stale.txt").exists()
 
 
-def test_an_other_folder_is_refused_unless_overwrite(run_dir: Path, tmp_path: Path) -> None:
+def test_a_folder_synmed_did_not_write_is_refused_even_with_overwrite(
+    run_dir: Path, tmp_path: Path
+) -> None:
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep")
     with pytest.raises(ShardError, match="is not empty"):
         write_report(run_dir, other)
+    with pytest.raises(ShardError, match="was not written by synmed"):
+        write_report(run_dir, other, overwrite=True)
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
-    assert write_report(run_dir, other, overwrite=True) == other / "report.md"
+
+
+def test_a_reported_stage_output_is_never_the_report_folder(run_dir: Path) -> None:
+    sample = run_dir / "sample"
+    before = sorted(p.name for p in sample.iterdir())
+    with pytest.raises(ShardError, match="holds stage outputs"):
+        write_report(run_dir, sample, overwrite=True)
+    assert sorted(p.name for p in sample.iterdir()) == before
 
 
 def test_a_failed_report_leaves_nothing_behind(run_dir: Path) -> None:
