@@ -17,7 +17,7 @@ from ema_pytorch import EMA
 from suite.data.dataset import ShardDataset
 from suite.data.shards import MANIFEST, sha256_file
 from suite.data.transforms import Compose, SeededAugment, to_float
-from suite.errors import ConfigError, DataError
+from suite.errors import ConfigError, DataError, ShardError
 from suite.generative.base import Generator
 from suite.generative.export import export_generator
 from suite.generative.families import build_generator
@@ -53,7 +53,14 @@ class GeneratorTrainer(TrainLoop):
                 "data.shards is not set",
                 "point data.shards at a shard set (synmed data ingest ...)",
             )
-        self._data_digest = sha256_file(Path(cfg.data.shards) / MANIFEST)
+        manifest = Path(cfg.data.shards) / MANIFEST
+        if not manifest.is_file():
+            raise ShardError(
+                f"data.shards: {cfg.data.shards} is not a shard set (no {MANIFEST} in it)",
+                "ingest the images into a shard set (synmed data ingest SOURCE --out SHARDS), "
+                "then pass data.shards=SHARDS",
+            )
+        self._data_digest = sha256_file(manifest)
         super().__init__(cfg, resume=resume)
 
     # -- setup -------------------------------------------------------------------------------------
