@@ -42,7 +42,9 @@ class GeneratorTrainer(TrainLoop):
         }
     )
 
-    def __init__(self, cfg: SuiteConfig, *, resume: Resume = "no") -> None:
+    def __init__(
+        self, cfg: SuiteConfig, *, resume: Resume = "no", allow_config_change: bool = False
+    ) -> None:
         if cfg.model is None:
             raise ConfigError(
                 "the config has no model: section",
@@ -61,7 +63,7 @@ class GeneratorTrainer(TrainLoop):
                 "then pass data.shards=SHARDS",
             )
         self._data_digest = sha256_file(manifest)
-        super().__init__(cfg, resume=resume)
+        super().__init__(cfg, resume=resume, allow_config_change=allow_config_change)
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -189,6 +191,7 @@ class GeneratorTrainer(TrainLoop):
             self._preview()
 
     def _preview(self) -> None:
+        self.check_weights("preview")  # a diverged model would sample NaN: say so in training terms
         tc, model = self.train_cfg, self.generator
         labels = None
         if model.num_classes:
@@ -221,6 +224,10 @@ class GeneratorTrainer(TrainLoop):
             )
 
 
-def train_generator(cfg: SuiteConfig, *, resume: Resume = "no") -> dict[str, Any]:
+def train_generator(
+    cfg: SuiteConfig, *, resume: Resume = "no", allow_config_change: bool = False
+) -> dict[str, Any]:
     """The `synmed train generator` stage, under whatever launcher started this process."""
-    return run_training(lambda: GeneratorTrainer(cfg, resume=resume))
+    return run_training(
+        lambda: GeneratorTrainer(cfg, resume=resume, allow_config_change=allow_config_change)
+    )
