@@ -441,9 +441,12 @@ class TrainLoop(ABC):
         for name, schedule in self.schedules.items():
             if base_lrs[name] and hasattr(schedule, "base_lrs"):
                 schedule.base_lrs = base_lrs[name]
+                # the lr at the schedule's position, from the new base (LambdaLR's get_lr is
+                # closed-form; chainable ones such as StepLR offer _get_closed_form_lr)
+                closed_form = getattr(schedule, "_get_closed_form_lr", schedule.get_lr)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # get_lr() outside step() is what we want
-                    lrs = schedule.get_lr()
+                    lrs = closed_form()
                 for group, lr in zip(schedule.optimizer.param_groups, lrs):
                     group["lr"] = lr
                 schedule._last_lr = lrs  # type: ignore[attr-defined]
@@ -464,9 +467,10 @@ class TrainLoop(ABC):
     def diverged_fix(self) -> str:
         """The fix of a run that diverged: a lower learning rate from the last good checkpoint."""
         last = run_state.latest_checkpoint(self.run_dir)
+        how = "continue from the last good checkpoint" if last else "start over"
         return (
-            f"lower the learning rate and continue from the last good checkpoint: "
-            f"{self.resume_command(last)} (or set train.max_grad_norm, or check the data)"
+            f"lower the learning rate and {how}: {self.resume_command(last)} "
+            "(or set train.max_grad_norm, or check the data)"
         )
 
     def check_weights(self, what: str) -> None:
@@ -477,7 +481,7 @@ class TrainLoop(ABC):
             last = run_state.latest_checkpoint(self.run_dir)
             shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
             raise TrainingError(
-                f"the weights became non-finite or exploded (|w| > {EXPLODED:g}) by step "
+                "the weights became non-finite or exploded (|w| > 1e12) by step "
                 f"{self.step} ({shown}); the {what} was not written; last good checkpoint: "
                 f"{last or 'none yet'}",
                 self.diverged_fix(),
