@@ -28,8 +28,8 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     from suite.generative.train import train_generator
     from suite.schema import load_config
 
-    cfg = load_config(args.config, args.overrides)
-    result = train_generator(cfg, **rerun_options(args, resume_mode(args)))
+    options = rerun_options(args, resume_mode(args))  # before the config: flags are cheaper
+    result = train_generator(load_config(args.config, args.overrides), **options)
     if "stopped_at" in result:
         print(f"stopped at step {result['stopped_at']} by a signal; continue with --resume")
     elif result:

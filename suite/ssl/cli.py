@@ -28,8 +28,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from suite.schema import load_config
     from suite.ssl.train import pretrain
 
-    cfg = load_config(args.config, args.overrides)
-    result = pretrain(cfg, **rerun_options(args, resume_mode(args)))
+    options = rerun_options(args, resume_mode(args))  # before the config: flags are cheaper
+    result = pretrain(load_config(args.config, args.overrides), **options)
     if "stopped_at" in result:
         print(f"stopped at step {result['stopped_at']} by a signal; continue with --resume")
     elif result:
