@@ -321,20 +321,21 @@ class TrainLoop(ABC):
             old = load_config(saved, schema=type(cfg))
             differ = config_differences(old, cfg, RESUME_SAFE | self.resume_safe)
             refused = [k for k in differ if not self._tunable(k)]
+            if refused:
+                raise ConfigError(
+                    f"--resume: the config differs from the run's {saved} in: {', '.join(differ)}; "
+                    f"{', '.join(refused)} cannot change on a resume: {checkpoint} holds the "
+                    "weights of the old model and data, which this change makes meaningless",
+                    f"set {', '.join(refused)} back as in {saved}, or start a new run.name",
+                )
             if differ and not self.allow_config_change:
                 raise ConfigError(
                     f"--resume: the config differs from the run's {saved} in: {', '.join(differ)}",
-                    "resume with the same config, or pass --allow-config-change to resume with "
-                    "changed optimisation keys (train.*"
-                    + "".join(f", {k}" for k in sorted(self.tunable))
+                    "resume with the same config, or add --allow-config-change to resume with "
+                    "these changed optimisation keys (train.* but train.batch_size and "
+                    "train.grad_accum"
+                    + "".join(f"; {k}" for k in sorted(self.tunable))
                     + "), or start a new run.name",
-                )
-            if refused:
-                raise ConfigError(
-                    f"--resume --allow-config-change: {', '.join(refused)} changed since "
-                    f"{saved}; {checkpoint} holds the weights of the old model and data, which "
-                    "this change makes meaningless",
-                    f"set {', '.join(refused)} back as in {saved}, or start a new run.name",
                 )
             flat_old, flat_new = flatten(to_dict(old)), flatten(to_dict(cfg))
             self.config_changes = {k: [flat_old.get(k), flat_new.get(k)] for k in differ}
