@@ -16,6 +16,11 @@ field, and two registry-backed forms, so that adding an implementation is one re
 - ``Annotated[Any, RegistryUnion(REGISTRY)]``: a mapping whose ``kind:`` names a registry entry and
   whose other keys are checked against that entry's config dataclass;
 - ``Annotated[str, RegistryName(REGISTRY)]``: a string that must be one of the registry's names.
+
+Value ranges: ``Annotated[int, AtLeast(1)]``, ``Annotated[float, Range(gt=0)]`` and, for a sequence
+of numbers, ``Annotated[tuple[...], PositiveSum()]``, checked after the type, on load and on
+overrides alike. A float field also takes a string that is a finite float literal (``1e-3``,
+``1E-4``, ``.5``): YAML 1.1 reads ``1e-3`` as a string.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -70,6 +77,69 @@ class RegistryName:
 
     def allowed(self) -> tuple[str, ...]:
         return (*self.extra, *self.registry.names())
+
+
+@dataclass(frozen=True)
+class Range:
+    """``Annotated[float, Range(gt=0)]``: a number within bounds (and finite: NaN and inf are
+    refused, since no field of the suite means them)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if not math.isfinite(value):
+            return False
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+    def describe(self, integer: bool = False) -> str:
+        bounds = [
+            f"{op} {_number(b)}"
+            for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+            if b is not None
+        ]
+        what = "an integer" if integer else "a finite number"
+        return f"{what} {' and '.join(bounds)}" if bounds else what
+
+
+def AtLeast(n: int) -> Range:  # noqa: N802 (reads as a type annotation)
+    """``Annotated[int, AtLeast(1)]``: an integer of at least ``n``."""
+    return Range(ge=n)
+
+
+@dataclass(frozen=True)
+class PositiveSum:
+    """``Annotated[tuple[float, ...], PositiveSum()]``: numbers whose sum is above 0 (each item
+    keeps its own range), e.g. split fractions, of which at least one must be used."""
+
+    def allows(self, value: Any) -> bool:
+        return value is None or sum(value) > 0
+
+    def describe(self, integer: bool = False) -> str:
+        return "numbers whose sum is above 0 (each within its own range)"
+
+
+Constraint = Range | PositiveSum
+
+# The ranges most fields need (counts, sizes, rates, probabilities).
+PositiveInt = Annotated[int, AtLeast(1)]
+NonNegativeInt = Annotated[int, AtLeast(0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+Fraction = Annotated[float, Range(ge=0, le=1)]
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,6 +351,10 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+class _OutOfRange(ConfigError):
+    """A value of the right type outside its range: its own message beats a union's."""
+
+
 def _fail(source: str, key: str, value: Any, tp: Any) -> ConfigError:
     return ConfigError(
         f"{source}: key {key!r} = {value!r} ({type(value).__name__}) has the wrong type",
@@ -298,7 +372,15 @@ def _convert(tp: Any, value: Any, *, source: str, key: str) -> Any:
             return _convert_registry_union(meta, value, source=source, key=key, tp=tp)
         if isinstance(meta, RegistryName):
             return _check_allowed(meta.allowed(), value, source=source, key=key)
-        return _convert(get_args(tp)[0], value, source=source, key=key)
+        inner = get_args(tp)[0]
+        converted = _convert(inner, value, source=source, key=key)
+        for rule in tp.__metadata__:
+            if isinstance(rule, Constraint) and not rule.allows(converted):
+                raise _OutOfRange(
+                    f"{source}: key {key!r} = {value!r} is out of range",
+                    f"set {key} to {rule.describe(integer=inner is int)}",
+                )
+        return converted
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value if value is not None else {}, source=source, prefix=key)
     if origin is Literal:
@@ -327,7 +409,12 @@ def _convert(tp: Any, value: Any, *, source: str, key: str) -> Any:
             except ConfigError as err:
                 errors.append(err)
         non_null = [a for a in arms if a is not type(None)]
-        if len(errors) == 1 and (get_origin(non_null[0]) or dataclasses.is_dataclass(non_null[0])):
+        precise = isinstance(errors[0], _OutOfRange) or (
+            get_origin(non_null[0]) not in (None, Annotated)
+            or _registry_meta(non_null[0]) is not None
+            or dataclasses.is_dataclass(non_null[0])
+        )
+        if len(errors) == 1 and precise:
             raise errors[0]  # the arm's own message is more precise (allowed values, nested key)
         raise _fail(source, key, value, tp)
     if origin is list:
@@ -373,6 +460,8 @@ def _convert(tp: Any, value: Any, *, source: str, key: str) -> Any:
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
+            return float(value)
         raise _fail(source, key, value, tp)
     if tp is str:
         if isinstance(value, str):
@@ -383,6 +472,10 @@ def _convert(tp: Any, value: Any, *, source: str, key: str) -> Any:
             return Path(value).expanduser()
         raise _fail(source, key, value, tp)
     raise TypeError(f"config schema type {tp!r} at {key} is not supported")  # a bug in the schema
+
+
+# What YAML 1.1 leaves a string but is plainly a number: 1e-3, 1E-4, 5.e2, .5 (not inf or nan).
+_FLOAT_LITERAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _check_allowed(allowed: tuple[Any, ...], value: Any, *, source: str, key: str) -> Any:

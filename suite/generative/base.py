@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from suite.data.transforms import sample_seed
+from suite.errors import DataError
 
 if TYPE_CHECKING:
     from suite.train.step import StepContext
@@ -95,9 +96,18 @@ def noise_generators(seed: int, indices: Sequence[int], attempt: int = 0) -> lis
     ]
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Images in [-1, 1] -> uint8 (B, C, H, W) on the CPU."""
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+def to_uint8(x: torch.Tensor, source: str = "the generator") -> np.ndarray:
+    """Images in [-1, 1] -> uint8 (B, C, H, W) on the CPU; NaN or inf (which would become black
+    pixels) is one error naming ``source``, the model that made them."""
+    x = x.float()
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(
+            f"{source} produced NaN/inf pixels ({int((~torch.isfinite(x)).sum())} of {x.numel()} "
+            "values): its weights diverged in training",
+            "retrain it at a lower train.lr (synmed train generator CONFIG train.lr=... ; "
+            "train.max_grad_norm also helps), then sample the new export",
+        )
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
 @dataclass(slots=True)
@@ -243,6 +253,12 @@ class Generator(nn.Module, ABC):
     @abstractmethod
     def load_exported(cls, directory: Path, config: Any) -> Generator:
         """Rebuild a generator from :meth:`export_files`' folder and its config."""
+
+    @property
+    def source(self) -> str:
+        """What made this model, for messages: its export folder once loaded from one."""
+        folder = getattr(self, "_export_folder", None)
+        return f"the generator export {folder}" if folder else "the generator being trained"
 
     @property
     def class_names(self) -> list[str]:

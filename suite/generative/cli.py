@@ -1,4 +1,4 @@
-"""`synmed train generator CONFIG [overrides] [--resume | --auto-resume]`.
+"""`synmed train generator CONFIG [overrides] [--resume [--allow-config-change] | --auto-resume | --restart]`.
 
 suite/cli.py adds it to the ``train`` group with ``add_parser(train_subparsers)``. Heavy imports
 (torch, diffusers) happen only when it runs.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from suite.cli import add_config_args, add_resume_args, resume_mode
+from suite.train.cli_options import add_rerun_args, rerun_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_config_args(p)
     add_resume_args(p)
+    add_rerun_args(p)
     p.set_defaults(func=cmd_train_generator)
     return p
 
@@ -26,7 +28,8 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     from suite.generative.train import train_generator
     from suite.schema import load_config
 
-    result = train_generator(load_config(args.config, args.overrides), resume=resume_mode(args))
+    options = rerun_options(args, resume_mode(args))  # before the config: flags are cheaper
+    result = train_generator(load_config(args.config, args.overrides), **options)
     if "stopped_at" in result:
         print(f"stopped at step {result['stopped_at']} by a signal; continue with --resume")
     elif result:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from suite.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt
+
 
 @dataclass(kw_only=True, slots=True)
 class LucidrainsDDPMConfig:
@@ -20,11 +22,11 @@ class LucidrainsDDPMConfig:
 
     implementation: ClassVar[str] = "suite.generative.ddpm_lucidrains:LucidrainsDDPM"
     kind: Literal["ddpm_lucidrains"] = "ddpm_lucidrains"
-    image_size: int = 64
-    channels: int = 1
-    dim: int = 64
-    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
-    timesteps: int = 1000
+    image_size: PositiveInt = 64
+    channels: PositiveInt = 1
+    dim: PositiveInt = 64
+    dim_mults: tuple[PositiveInt, ...] = (1, 2, 4, 8)
+    timesteps: PositiveInt = 1000
     objective: Literal["pred_noise", "pred_x0", "pred_v"] = "pred_v"
     beta_schedule: Literal["linear", "cosine", "sigmoid"] = "sigmoid"
     # Flash attention needs a GPU; the math is the same either way.
@@ -43,16 +45,16 @@ class DiffusersDDPMConfig:
 
     implementation: ClassVar[str] = "suite.generative.ddpm_diffusers:DiffusersDDPM"
     kind: Literal["ddpm_diffusers"] = "ddpm_diffusers"
-    image_size: int = 64
-    channels: int = 1
-    block_out_channels: tuple[int, ...] = (64, 128, 256, 256)
-    layers_per_block: int = 2
+    image_size: PositiveInt = 64
+    channels: PositiveInt = 1
+    block_out_channels: tuple[PositiveInt, ...] = (64, 128, 256, 256)
+    layers_per_block: PositiveInt = 2
     # One flag per resolution level: True puts self-attention blocks at that level.
     attention: tuple[bool, ...] = (False, False, True, False)
-    norm_num_groups: int = 32
-    timesteps: int = 1000
+    norm_num_groups: PositiveInt = 32
+    timesteps: PositiveInt = 1000
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
-    num_classes: int = 0
-    class_dropout: float = 0.1
-    guidance_scale: float = 1.0  # default at sampling time; 1.0 = no guidance
+    num_classes: NonNegativeInt = 0
+    class_dropout: Fraction = 0.1
+    guidance_scale: NonNegativeFloat = 1.0  # default at sampling time; 1.0 = no guidance

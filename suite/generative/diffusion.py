@@ -118,7 +118,7 @@ class DiffusionGenerator(Generator):
                 model_input = scheduler.scale_model_input(x, t)
                 out = self.denoise(model_input, t.to(device), conditions, options.guidance_scale)
                 x = scheduler.step(out, t, x, generator=generators).prev_sample
-            images = to_uint8(self.decode(x, conditions))
+            images = to_uint8(self.decode(x, conditions), self.source)
         finally:
             self.train(was_training)
         return SampleOutput(

@@ -49,4 +49,5 @@ def load_generator(path: Path) -> tuple[Generator, str]:
     config = from_dict(cls.config_class, meta.body["model"], source=str(folder))
     model = cls.load_exported(folder, config)
     model._class_names = list(meta.body.get("class_names", []))
+    model._export_folder = str(folder)
     return model.eval(), digest

@@ -17,7 +17,7 @@ from ema_pytorch import EMA
 from suite.data.dataset import ShardDataset
 from suite.data.shards import MANIFEST, sha256_file
 from suite.data.transforms import Compose, SeededAugment, to_float
-from suite.errors import ConfigError, DataError
+from suite.errors import ConfigError, DataError, ShardError
 from suite.generative.base import Generator
 from suite.generative.export import export_generator
 from suite.generative.families import build_generator
@@ -42,7 +42,9 @@ class GeneratorTrainer(TrainLoop):
         }
     )
 
-    def __init__(self, cfg: SuiteConfig, *, resume: Resume = "no") -> None:
+    def __init__(
+        self, cfg: SuiteConfig, *, resume: Resume = "no", allow_config_change: bool = False
+    ) -> None:
         if cfg.model is None:
             raise ConfigError(
                 "the config has no model: section",
@@ -53,8 +55,15 @@ class GeneratorTrainer(TrainLoop):
                 "data.shards is not set",
                 "point data.shards at a shard set (synmed data ingest ...)",
             )
-        self._data_digest = sha256_file(Path(cfg.data.shards) / MANIFEST)
-        super().__init__(cfg, resume=resume)
+        manifest = Path(cfg.data.shards) / MANIFEST
+        if not manifest.is_file():
+            raise ShardError(
+                f"data.shards: {cfg.data.shards} is not a shard set (no {MANIFEST} in it)",
+                "ingest the images into a shard set (synmed data ingest SOURCE --out SHARDS), "
+                "then pass data.shards=SHARDS",
+            )
+        self._data_digest = sha256_file(manifest)
+        super().__init__(cfg, resume=resume, allow_config_change=allow_config_change)
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -182,6 +191,7 @@ class GeneratorTrainer(TrainLoop):
             self._preview()
 
     def _preview(self) -> None:
+        self.check_weights("preview")  # a diverged model would sample NaN: say so in training terms
         tc, model = self.train_cfg, self.generator
         labels = None
         if model.num_classes:
@@ -214,6 +224,10 @@ class GeneratorTrainer(TrainLoop):
             )
 
 
-def train_generator(cfg: SuiteConfig, *, resume: Resume = "no") -> dict[str, Any]:
+def train_generator(
+    cfg: SuiteConfig, *, resume: Resume = "no", allow_config_change: bool = False
+) -> dict[str, Any]:
     """The `synmed train generator` stage, under whatever launcher started this process."""
-    return run_training(lambda: GeneratorTrainer(cfg, resume=resume))
+    return run_training(
+        lambda: GeneratorTrainer(cfg, resume=resume, allow_config_change=allow_config_change)
+    )

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from suite.config import MUST_EXIST, RegistryUnion
+from suite.config import (
+    MUST_EXIST,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    RegistryUnion,
+)
 from suite.data.ingest.options import IngestOptions
 from suite.errors import ConfigError
 from suite.generative.families import GENERATORS
@@ -51,29 +58,29 @@ class GeneratorStage:
 
 @dataclass(kw_only=True, slots=True)
 class SampleStage:
-    num_images: int = 1000
-    per_class: int | None = None
-    shard_size: int = 1000
-    batch_size: int = 32
+    num_images: PositiveInt = 1000
+    per_class: PositiveInt | None = None
+    shard_size: PositiveInt = 1000
+    batch_size: PositiveInt = 32
     # one the generator family declares (checked at plan time against generator.model.kind)
     sampler: str = "dpm-solver"
-    steps: int = 20
-    guidance_scale: float | None = None
-    workers: int = 1
+    steps: PositiveInt = 20
+    guidance_scale: NonNegativeFloat | None = None
+    workers: PositiveInt = 1
     # "real": every output row is made from one row of the ingested set (its label or mask,
     # whatever the family reads), per_condition rows each; num_images then follows from them
     conditions: Literal["real"] | None = None
     conditions_split: Literal["train", "val", "test"] | None = "train"
-    per_condition: int | None = None
+    per_condition: PositiveInt | None = None
 
 
 @dataclass(kw_only=True, slots=True)
 class ClusterStage:
     shards: Literal["real", "synthetic"] = "synthetic"
     encoder: str = "random"
-    k: int = 5
-    representatives: int = 25
-    workers: int = 1
+    k: PositiveInt = 5
+    representatives: PositiveInt = 25
+    workers: PositiveInt = 1
 
 
 @dataclass(kw_only=True, slots=True)
@@ -99,7 +106,7 @@ class PretrainStage:
 class EvalGeneratorStage:
     encoders: list[str] = field(default_factory=lambda: ["inception"])
     real_split: Literal["train", "val", "test"] | None = "train"
-    workers: int = 1
+    workers: PositiveInt = 1
 
 
 @dataclass(kw_only=True, slots=True)
@@ -124,11 +131,11 @@ class SlurmStage:
     """Resources of the jobs `synmed run --on slurm` submits."""
 
     partition: str | None = None
-    nodes: int = 1
-    gpus_per_node: int = 0
-    cpus_per_task: int = 2
-    mem_gb: float | None = None
-    time_min: int = 60
+    nodes: PositiveInt = 1
+    gpus_per_node: NonNegativeInt = 0
+    cpus_per_task: PositiveInt = 2
+    mem_gb: PositiveFloat | None = None
+    time_min: PositiveInt = 60
 
 
 @dataclass(kw_only=True, slots=True)

@@ -1,4 +1,4 @@
-"""`synmed pretrain CONFIG [overrides] [--resume | --auto-resume]`: DINO or SimCLR on shard sets.
+"""`synmed pretrain CONFIG [overrides] [--resume [--allow-config-change] | --auto-resume | --restart]`: DINO or SimCLR on shard sets.
 
 suite/cli.py adds it with ``add_parser(groups)``. Heavy imports (torch, lightly) happen only when
 it runs.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from suite.cli import add_config_args, add_resume_args, resume_mode
+from suite.train.cli_options import add_rerun_args, rerun_options
 
 
 def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_config_args(p)
     add_resume_args(p)
+    add_rerun_args(p)
     p.set_defaults(func=cmd_pretrain)
     return p
 
@@ -26,7 +28,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from suite.schema import load_config
     from suite.ssl.train import pretrain
 
-    result = pretrain(load_config(args.config, args.overrides), resume=resume_mode(args))
+    options = rerun_options(args, resume_mode(args))  # before the config: flags are cheaper
+    result = pretrain(load_config(args.config, args.overrides), **options)
     if "stopped_at" in result:
         print(f"stopped at step {result['stopped_at']} by a signal; continue with --resume")
     elif result:

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
-from suite.config import RegistryUnion
+from suite.config import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    RegistryUnion,
+)
 from suite.ssl.registry import CONFIGS
 
 
@@ -24,14 +31,16 @@ class BackboneConfig:
     """
 
     arch: str = "resnet18"
-    image_size: int = 224
-    in_channels: int | None = None
+    image_size: PositiveInt = 224
+    in_channels: PositiveInt | None = None
     stem: Literal["imagenet", "cifar"] = "imagenet"
-    patch_size: int = 16
-    num_layers: int = 0  # ViT sizes: 0 takes the preset's (vit_tiny / vit_small / vit_base)
-    num_heads: int = 0
-    hidden_dim: int = 0
-    mlp_dim: int = 0
+    patch_size: PositiveInt = 16
+    num_layers: NonNegativeInt = (
+        0  # ViT sizes: 0 takes the preset's (vit_tiny / vit_small / vit_base)
+    )
+    num_heads: NonNegativeInt = 0
+    hidden_dim: NonNegativeInt = 0
+    mlp_dim: NonNegativeInt = 0
     init: str | None = None
 
 
@@ -46,32 +55,32 @@ class DINOConfig:
 
     kind: Literal["dino"] = "dino"
     # projection head (lightly DINOProjectionHead)
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    head_output_dim: int = 65536
+    head_hidden_dim: PositiveInt = 2048
+    head_bottleneck_dim: PositiveInt = 256
+    head_output_dim: PositiveInt = 65536
     head_batch_norm: bool = False
     norm_last_layer: bool = True
-    freeze_last_layer_epochs: int = 1
+    freeze_last_layer_epochs: NonNegativeInt = 1
     # loss (lightly DINOLoss); the teacher temperature warms up linearly over epochs
-    warmup_teacher_temp: float = 0.04
-    teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs: int = 30
-    student_temp: float = 0.1
-    center_momentum: float = 0.9
+    warmup_teacher_temp: PositiveFloat = 0.04
+    teacher_temp: PositiveFloat = 0.04
+    warmup_teacher_temp_epochs: NonNegativeInt = 30
+    student_temp: PositiveFloat = 0.1
+    center_momentum: Fraction = 0.9
     # teacher EMA momentum, cosine from start to end over the run, per step
-    momentum_start: float = 0.996
-    momentum_end: float = 1.0
+    momentum_start: Fraction = 0.996
+    momentum_end: Fraction = 1.0
     # multi-crop views (lightly DINOTransform)
-    global_crop_scale: tuple[float, float] = (0.4, 1.0)
-    local_crop_size: int = 96
-    local_crop_scale: tuple[float, float] = (0.05, 0.4)
-    n_local_views: int = 6
-    hflip_prob: float = 0.5
-    color_jitter_prob: float = 0.8
-    color_jitter_strength: float = 0.5
-    gray_scale_prob: float = 0.2
-    blur_probs: tuple[float, float, float] = (1.0, 0.1, 0.5)
-    solarization_prob: float = 0.2
+    global_crop_scale: tuple[Fraction, Fraction] = (0.4, 1.0)
+    local_crop_size: PositiveInt = 96
+    local_crop_scale: tuple[Fraction, Fraction] = (0.05, 0.4)
+    n_local_views: NonNegativeInt = 6
+    hflip_prob: Fraction = 0.5
+    color_jitter_prob: Fraction = 0.8
+    color_jitter_strength: NonNegativeFloat = 0.5
+    gray_scale_prob: Fraction = 0.2
+    blur_probs: tuple[Fraction, Fraction, Fraction] = (1.0, 0.1, 0.5)
+    solarization_prob: Fraction = 0.2
 
 
 @dataclass(kw_only=True, slots=True)
@@ -82,15 +91,15 @@ class SimCLRConfig:
     implementation: ClassVar[str] = "suite.ssl.simclr:SimCLR"
 
     kind: Literal["simclr"] = "simclr"
-    head_hidden_dim: int = 2048
-    head_output_dim: int = 128
-    temperature: float = 0.5
-    crop_min_scale: float = 0.08
-    hflip_prob: float = 0.5
-    color_jitter_prob: float = 0.8
-    color_jitter_strength: float = 1.0
-    gray_scale_prob: float = 0.2
-    blur_prob: float = 0.5
+    head_hidden_dim: PositiveInt = 2048
+    head_output_dim: PositiveInt = 128
+    temperature: PositiveFloat = 0.5
+    crop_min_scale: Fraction = 0.08
+    hflip_prob: Fraction = 0.5
+    color_jitter_prob: Fraction = 0.8
+    color_jitter_strength: NonNegativeFloat = 1.0
+    gray_scale_prob: Fraction = 0.2
+    blur_prob: Fraction = 0.5
 
 
 @dataclass(kw_only=True, slots=True)
@@ -101,10 +110,10 @@ class KNNMonitorConfig:
     shards: str | None = None  # None: no monitor
     train_split: Literal["train", "val", "test"] = "train"
     eval_split: Literal["train", "val", "test"] = "val"
-    every_epochs: int = 1
-    k: int = 20
-    temperature: float = 0.07
-    max_images: int = 5000  # per split: the monitor must stay cheap
+    every_epochs: PositiveInt = 1
+    k: PositiveInt = 20
+    temperature: PositiveFloat = 0.07
+    max_images: PositiveInt = 5000  # per split: the monitor must stay cheap
 
 
 @dataclass(kw_only=True, slots=True)
@@ -127,12 +136,12 @@ class PretrainConfig:
     sources: dict[str, str] = field(default_factory=dict)
     mix: str = ""
     split: Literal["train", "val", "test"] | None = "train"
-    epochs: int = 100
+    epochs: PositiveInt = 100
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = 5e-4
+    lr: PositiveFloat = 5e-4
     scale_lr: bool = True
-    min_lr: float = 1e-6
-    warmup_epochs: int = 10
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.4
+    min_lr: NonNegativeFloat = 1e-6
+    warmup_epochs: NonNegativeInt = 10
+    weight_decay: NonNegativeFloat = 0.04
+    weight_decay_end: NonNegativeFloat = 0.4
     knn: KNNMonitorConfig = field(default_factory=KNNMonitorConfig)

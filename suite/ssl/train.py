@@ -63,8 +63,22 @@ class SSLTrainer(TrainLoop):
     resume_safe = frozenset(
         {"pretrain.epochs", "pretrain.knn.every_epochs", "pretrain.knn.max_images"}
     )
+    command = "synmed pretrain"
+    lr_key = "pretrain.lr"
+    tunable = frozenset(
+        {
+            "pretrain.lr",
+            "pretrain.min_lr",
+            "pretrain.scale_lr",
+            "pretrain.warmup_epochs",
+            "pretrain.weight_decay",
+            "pretrain.weight_decay_end",
+        }
+    )
 
-    def __init__(self, cfg: SuiteConfig, *, resume: Resume = "no") -> None:
+    def __init__(
+        self, cfg: SuiteConfig, *, resume: Resume = "no", allow_config_change: bool = False
+    ) -> None:
         if cfg.pretrain is None:
             raise ConfigError(
                 "the config has no pretrain: section",
@@ -72,7 +86,7 @@ class SSLTrainer(TrainLoop):
             )
         self.pc: PretrainConfig = cfg.pretrain
         self.proportions = parse_mix(self.pc.mix, self.pc.sources)
-        super().__init__(cfg, resume=resume)
+        super().__init__(cfg, resume=resume, allow_config_change=allow_config_change)
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -236,6 +250,10 @@ class SSLTrainer(TrainLoop):
         )
 
 
-def pretrain(cfg: SuiteConfig, *, resume: Resume = "no") -> dict[str, Any]:
+def pretrain(
+    cfg: SuiteConfig, *, resume: Resume = "no", allow_config_change: bool = False
+) -> dict[str, Any]:
     """The `synmed pretrain` stage, under whatever launcher started this process."""
-    return run_training(lambda: SSLTrainer(cfg, resume=resume))
+    return run_training(
+        lambda: SSLTrainer(cfg, resume=resume, allow_config_change=allow_config_change)
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from suite.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+
 
 @dataclass(kw_only=True, slots=True)
 class TrainConfig:
@@ -16,31 +18,31 @@ class TrainConfig:
     ``max_grad_norm``, ``mixed_precision``, ``num_workers`` and the logging/checkpoint intervals.
     """
 
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_steps: int = 1000  # optimizer steps
-    lr: float = 8e-5
-    adam_betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.0
+    batch_size: PositiveInt = 8
+    grad_accum: PositiveInt = 1
+    max_steps: PositiveInt = 1000  # optimizer steps
+    lr: PositiveFloat = 8e-5
+    adam_betas: tuple[Fraction, Fraction] = (0.9, 0.99)
+    weight_decay: NonNegativeFloat = 0.0
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
-    max_grad_norm: float | None = 1.0
+    warmup_steps: NonNegativeInt = 0
+    max_grad_norm: PositiveFloat | None = 1.0
     # "auto": fp16 on CUDA, bf16 where the GPU has it... "no" on CPU.
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     # EMA of the weights, as ema-pytorch (Karras-style warm-up): what samples and exports use.
-    ema_decay: float = 0.995
-    ema_update_every: int = 10
-    ema_update_after_step: int = 100
+    ema_decay: Fraction = 0.995
+    ema_update_every: PositiveInt = 10
+    ema_update_after_step: NonNegativeInt = 100
     # Augmentation, off by default: a left/right flip of a chest X-ray moves the heart.
     hflip: bool = False
-    affine_degrees: float = 0.0
-    affine_translate: float = 0.0
-    num_workers: int = 2
-    checkpoint_every: int = 500
-    keep_last: int = 3
-    log_every: int = 10
-    sample_every: int = 1000
-    sample_images: int = 16
-    sample_steps: int = 50  # DDIM steps for the preview grids (not the final sampler)
+    affine_degrees: NonNegativeFloat = 0.0
+    affine_translate: Fraction = 0.0
+    num_workers: NonNegativeInt = 2
+    checkpoint_every: PositiveInt = 500
+    keep_last: NonNegativeInt = 3
+    log_every: PositiveInt = 10
+    sample_every: PositiveInt = 1000
+    sample_images: PositiveInt = 16
+    sample_steps: PositiveInt = 50  # DDIM steps for the preview grids (not the final sampler)
     deterministic: bool = False  # torch.use_deterministic_algorithms; slower on GPU
     record_indices: bool = False  # write the sample indices each rank trained on (debugging, tests)

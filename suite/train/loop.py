@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,9 +50,12 @@ from suite.train.step import StepContext, TrainingError
 __all__ = ["EXPORT_DIR", "Resume", "StepContext", "TrainLoop", "TrainingError"]
 
 # "no": a fresh run (refuses a folder with checkpoints); "yes": continue, a checkpoint must exist;
-# "auto": continue when there is one (jobs that may be requeued use this).
-Resume = Literal["no", "yes", "auto"]
+# "auto": continue when there is one (jobs that may be requeued use this); "restart": start over in
+# the same folder, its checkpoints moved aside (never deleted).
+Resume = Literal["no", "yes", "auto", "restart"]
 CONFIG_FILE = "config.yaml"
+# One line per resume with --allow-config-change: the step, the checkpoint and {key: [old, new]}.
+CONFIG_CHANGES = "config-changes.jsonl"
 EXPORT_DIR = "export"
 # Keys that may differ between a run and its resumption in every trainer: they change what is
 # logged or kept, never what a step computes.
@@ -65,6 +69,12 @@ RESUME_SAFE = frozenset(
         "train.record_indices",
     }
 )
+# Keys that must never change on a resume, even with --allow-config-change: a step's batch (and
+# with it the data position a checkpoint holds) is built from them.
+BATCH_KEYS = frozenset({"train.batch_size", "train.grad_accum"})
+# A weight this large is a run that diverged (one step at a huge learning rate), not a model; the
+# weights of a trained network stay many orders of magnitude below it.
+EXPLODED = 1e12
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -82,6 +92,25 @@ def config_differences(old: Any, new: Any, resume_safe: frozenset[str] = RESUME_
     """Dotted keys whose values differ, except the resume-safe ones."""
     a, b = flatten(to_dict(old)), flatten(to_dict(new))
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in resume_safe)
+
+
+def bad_tensors(tree: Any, prefix: str = "") -> list[str]:
+    """Names of the floating tensors in ``tree`` (nested dicts/lists) that hold NaN or inf or
+    exceed :data:`EXPLODED` in magnitude."""
+    if isinstance(tree, torch.Tensor):
+        if not tree.is_floating_point() or tree.numel() == 0:
+            return []
+        t = tree.detach()
+        return [prefix] if not bool(torch.isfinite(t).all()) or t.abs().max() > EXPLODED else []
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list | tuple):
+        items = enumerate(tree)
+    else:
+        return []
+    return [
+        name for k, v in items for name in bad_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    ]
 
 
 def mixed_precision(choice: str) -> str:
@@ -103,10 +132,20 @@ class TrainLoop(ABC):
     title = "train"
     #: keys (beyond :data:`RESUME_SAFE`) that may change between a run and its resumption
     resume_safe: frozenset[str] = frozenset()
+    #: the command that runs this trainer, and its learning-rate key (for the advice it prints)
+    command = "synmed train generator"
+    lr_key = "train.lr"
+    #: keys beyond ``train.*`` that ``--allow-config-change`` lets a resume change: they set how
+    #: the weights are optimised from here on, not what the checkpoint's weights are
+    tunable: frozenset[str] = frozenset()
 
-    def __init__(self, cfg: Any, *, resume: Resume = "no") -> None:
+    def __init__(
+        self, cfg: Any, *, resume: Resume = "no", allow_config_change: bool = False
+    ) -> None:
         keep_heap_between_steps()
         self.cfg = cfg
+        self.allow_config_change = allow_config_change
+        self.config_changes: dict[str, list[Any]] = {}
         self.train_cfg = cfg.train
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
         self.accelerator = Accelerator(
@@ -242,13 +281,38 @@ class TrainLoop(ABC):
     def _prepare_run_dir(self, resume: Resume) -> None:
         acc, cfg = self.accelerator, self.cfg
         saved = self.run_dir / CONFIG_FILE
+        if resume == "restart":
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                aside = run_state.set_aside(self.run_dir)
+                if aside is not None:
+                    print(f"synmed: --restart: moved the old checkpoints to {aside}", flush=True)
+            acc.wait_for_everyone()
+            resume = "no"
         checkpoint = run_state.latest_checkpoint(self.run_dir) if resume != "no" else None
+        damaged = run_state.damaged_checkpoints(self.run_dir) if checkpoint is None else []
+        root = self.run_dir / run_state.CHECKPOINTS
         if resume == "no" and run_state.list_checkpoints(self.run_dir):
+            if damaged:
+                names = ", ".join(p.name for p in damaged)
+                raise ConfigError(
+                    f"run folder {self.run_dir} holds only damaged checkpoints ({names} in {root})",
+                    "pass --restart to move them aside and start the run over (nothing is "
+                    "deleted), or choose another run.name",
+                )
             raise ConfigError(
                 f"run folder {self.run_dir} already holds checkpoints",
-                "pass --resume to continue it, or choose another run.name",
+                "pass --resume to continue it, --restart to start it over (its checkpoints moved "
+                "aside), or choose another run.name",
             )
         if resume == "yes" and checkpoint is None:
+            if damaged:
+                raise ConfigError(
+                    f"--resume: every checkpoint of {self.run_dir} is damaged: "
+                    + ", ".join(str(p) for p in damaged),
+                    "pass --restart instead of --resume to move them aside and start the run over "
+                    f"(or move {root} away yourself and drop --resume)",
+                )
             raise ConfigError(
                 f"--resume: {self.run_dir} has no complete checkpoint",
                 "drop --resume to start the run, or check run.out_dir and run.name",
@@ -256,12 +320,25 @@ class TrainLoop(ABC):
         if checkpoint is not None:
             old = load_config(saved, schema=type(cfg))
             differ = config_differences(old, cfg, RESUME_SAFE | self.resume_safe)
-            if differ:
+            refused = [k for k in differ if not self._tunable(k)]
+            if refused:
+                raise ConfigError(
+                    f"--resume: the config differs from the run's {saved} in: {', '.join(differ)}; "
+                    f"{', '.join(refused)} cannot change on a resume: {checkpoint} holds the "
+                    "weights of the old model and data, which this change makes meaningless",
+                    f"set {', '.join(refused)} back as in {saved}, or start a new run.name",
+                )
+            if differ and not self.allow_config_change:
                 raise ConfigError(
                     f"--resume: the config differs from the run's {saved} in: {', '.join(differ)}",
-                    "resume with the same config (only the run length and logging/checkpoint "
-                    "intervals may change), or start a new run.name",
+                    "resume with the same config, or add --allow-config-change to resume with "
+                    "these changed optimisation keys (train.* but train.batch_size and "
+                    "train.grad_accum"
+                    + "".join(f"; {k}" for k in sorted(self.tunable))
+                    + "), or start a new run.name",
                 )
+            flat_old, flat_new = flatten(to_dict(old)), flatten(to_dict(cfg))
+            self.config_changes = {k: [flat_old.get(k), flat_new.get(k)] for k in differ}
             meta = run_state.read_meta(checkpoint)
             if meta.data_digest != self.data_digest:
                 raise ConfigError(
@@ -272,6 +349,18 @@ class TrainLoop(ABC):
             self._load(checkpoint)
             if acc.is_main_process:
                 print(f"synmed: resumed from {checkpoint} at step {self.step}", flush=True)
+                if self.config_changes:
+                    changes = ", ".join(
+                        f"{k}: {a} -> {b}" for k, (a, b) in self.config_changes.items()
+                    )
+                    print(f"synmed: with changed config (--allow-config-change): {changes}")
+                    record = {
+                        "step": self.step,
+                        "checkpoint": str(checkpoint),
+                        "changes": self.config_changes,
+                    }
+                    with open(self.run_dir / CONFIG_CHANGES, "a") as f:
+                        f.write(json.dumps(record) + "\n")
         acc.wait_for_everyone()
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -302,6 +391,13 @@ class TrainLoop(ABC):
     def _load(self, checkpoint: Path) -> None:
         # Loaded to the CPU: load_state_dict copies onto each parameter's device.
         state, rng = run_state.load_state(checkpoint, self.rank)
+        # What this config sets (lr, betas, decay): a checkpoint's optimizer and schedule states
+        # hold the old values, which an accepted config change must replace.
+        fresh_groups = {
+            n: [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]
+            for n, o in self.optimizers.items()
+        }
+        fresh_base = {n: list(getattr(s, "base_lrs", [])) for n, s in self.schedules.items()}
         if "train_state" not in state:
             raise ConfigError(
                 f"--resume: {checkpoint} was written by an older synmed (one optimizer, no train "
@@ -328,10 +424,69 @@ class TrainLoop(ABC):
             schedule.load_state_dict(state["schedules"][name])
         if state["scaler"] is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
+        if self.config_changes:
+            self._apply_config(fresh_groups, fresh_base)
         self.load_extra_state(state)
         self.state.load_state_dict(state["train_state"])
         if rng is not None:
             run_state.set_rng_state(rng)
+
+    def _apply_config(
+        self, groups: dict[str, list[dict[str, Any]]], base_lrs: dict[str, list[float]]
+    ) -> None:
+        """Put this config's optimiser hyperparameters over a loaded checkpoint's, keeping the
+        optimizer moments and the schedule's position."""
+        for name, optimizer in self.optimizers.items():
+            for group, fresh in zip(optimizer.param_groups, groups[name]):
+                group.update(fresh)
+        for name, schedule in self.schedules.items():
+            if base_lrs[name] and hasattr(schedule, "base_lrs"):
+                schedule.base_lrs = base_lrs[name]
+                # the lr at the schedule's position, from the new base (LambdaLR's get_lr is
+                # closed-form; chainable ones such as StepLR offer _get_closed_form_lr)
+                closed_form = getattr(schedule, "_get_closed_form_lr", schedule.get_lr)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # get_lr() outside step() is what we want
+                    lrs = closed_form()
+                for group, lr in zip(schedule.optimizer.param_groups, lrs):
+                    group["lr"] = lr
+                schedule._last_lr = lrs  # type: ignore[attr-defined]
+
+    def _tunable(self, key: str) -> bool:
+        return (key.startswith("train.") and key not in BATCH_KEYS) or key in self.tunable
+
+    def resume_command(self, last: Path | None) -> str:
+        """The command that continues this run from ``last`` at a tenth of the learning rate
+        (from scratch when there is no checkpoint yet)."""
+        lr = flatten(to_dict(self.cfg)).get(self.lr_key)
+        lower = f" {self.lr_key}={lr / 10:g}" if isinstance(lr, int | float) else ""
+        config = self.run_dir / CONFIG_FILE
+        if last is None:
+            return f"{self.command} {config}{lower} --restart"
+        return f"{self.command} {config}{lower} --resume --allow-config-change"
+
+    def diverged_fix(self) -> str:
+        """The fix of a run that diverged: a lower learning rate from the last good checkpoint."""
+        last = run_state.latest_checkpoint(self.run_dir)
+        how = "continue from the last good checkpoint" if last else "start over"
+        return (
+            f"lower the learning rate and {how}: {self.resume_command(last)} "
+            "(or set train.max_grad_norm, or check the data)"
+        )
+
+    def check_weights(self, what: str) -> None:
+        """Refuse to write ``what`` (a checkpoint, an export) from weights that are NaN, inf or
+        exploded; every rank holds the same weights, so every rank stops together."""
+        bad = bad_tensors({"model": self.model_state(), **self.extra_state()})
+        if bad:
+            last = run_state.latest_checkpoint(self.run_dir)
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise TrainingError(
+                "the weights became non-finite or exploded (|w| > 1e12) by step "
+                f"{self.step} ({shown}); the {what} was not written; last good checkpoint: "
+                f"{last or 'none yet'}",
+                self.diverged_fix(),
+            )
 
     def model_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint holds of the model (a generator trainer keeps only what trains)."""
@@ -342,17 +497,31 @@ class TrainLoop(ABC):
 
     def save(self) -> Path:
         acc = self.accelerator
-        return run_state.save_checkpoint(
-            self.run_dir,
-            self.step,
-            self._state() if acc.is_main_process else None,
-            rank=self.rank,
-            world_size=self.world,
-            barrier=acc.wait_for_everyone,
-            config_digest=self.config_digest,
-            data_digest=self.data_digest,
-            keep_last=self.train_cfg.keep_last,
-        )
+        self.check_weights("checkpoint")
+        try:
+            return run_state.save_checkpoint(
+                self.run_dir,
+                self.step,
+                self._state() if acc.is_main_process else None,
+                rank=self.rank,
+                world_size=self.world,
+                barrier=acc.wait_for_everyone,
+                config_digest=self.config_digest,
+                data_digest=self.data_digest,
+                keep_last=self.train_cfg.keep_last,
+            )
+        except run_state.CheckpointWriteError as err:
+            config = self.run_dir / CONFIG_FILE
+            rerun = (
+                f"{self.command} {config} --resume" if err.last_good else f"{self.command} {config}"
+            )
+            raise run_state.CheckpointWriteError(
+                err.what,
+                f"free space on the disk of {self.run_dir} (or raise the file-size limit), then "
+                f"{rerun}",
+                err.path,
+                err.last_good,
+            ) from None
 
     # -- loop --------------------------------------------------------------------------------------
 
@@ -463,6 +632,7 @@ class TrainLoop(ABC):
             max_grad_norm=tc.max_grad_norm,
             state=self.state,
             last_checkpoint=lambda: run_state.latest_checkpoint(self.run_dir),
+            fix=self.diverged_fix,
         )
         # Gradients never carry from one step to the next: a GAN's G backward leaves gradients
         # on D that D's next step must not see (and a resumed run would not have them).
@@ -483,7 +653,7 @@ class TrainLoop(ABC):
             raise TrainingError(
                 f"the training loss became {', '.join(f'{v} ({n})' for n, v in bad.items())} at "
                 f"step {self.step + 1}; last good checkpoint: {last or 'none yet'}",
-                "lower train.lr, set train.max_grad_norm, or check the data; resume with --resume",
+                self.diverged_fix(),
             )
         self.after_step()
         main = float(means[names[0]])
@@ -506,6 +676,7 @@ class TrainLoop(ABC):
         acc = self.accelerator
         summary: dict[str, Any] = {}
         sync = self.ranks_in_sync()
+        self.check_weights("export")
         if acc.is_main_process:
             export_dir = self.run_dir / EXPORT_DIR
             self.export(
@@ -529,6 +700,7 @@ class TrainLoop(ABC):
                 "epochs": self.step / self.steps_per_epoch,
                 "steps_this_session": steps_run,
                 "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                "config_changes": self.config_changes,
                 "world_size": self.world,
                 "global_batch": self.samples_per_step * self.world,
                 "final_loss": loss,

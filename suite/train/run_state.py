@@ -13,6 +13,7 @@ It is written as ``.step-00001000.tmp/`` and renamed once ``meta.json`` is in, s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -90,12 +91,48 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # -- save ------------------------------------------------------------------------------------------
 
 
+class _WriteAll:
+    """A file for ``torch.save`` that keeps the ``OSError`` of a failed write: torch's zip writer
+    reports a full disk or a file-size limit only as "unexpected pos" otherwise."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        view, done = memoryview(data), 0
+        try:
+            while done < len(view):
+                done += self.f.write(view[done:])
+        except OSError as err:
+            self.error = err
+            raise
+        return done
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def _save_tensor_file(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb+") as f:
+    with open(tmp, "wb", buffering=0) as f:
+        writer = _WriteAll(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (a full disk, a file-size limit); its partial
+    folder is removed and the checkpoints before it are untouched."""
+
+    def __init__(self, what: str, fix: str, path: Path, last_good: Path | None) -> None:
+        super().__init__(what, fix)
+        self.path, self.last_good = path, last_good
 
 
 def save_checkpoint(
@@ -123,10 +160,15 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier attempt at the same step
         tmp.mkdir()
     barrier()
-    _save_tensor_file(rng_state(), tmp / f"rng-rank{rank}.pt")
-    if rank == 0:
-        assert state is not None
-        _save_tensor_file(state, tmp / STATE)
+    writing = tmp / f"rng-rank{rank}.pt"
+    try:
+        _save_tensor_file(rng_state(), writing)
+        if rank == 0:
+            assert state is not None
+            writing = tmp / STATE
+            _save_tensor_file(state, writing)
+    except OSError as err:
+        _write_failed(run_dir, tmp, writing, err)
     barrier()
     if rank == 0:
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
@@ -138,7 +180,10 @@ def save_checkpoint(
             files=files,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
-        atomic_write_text(tmp / META, json.dumps(asdict(meta), indent=1))
+        try:
+            atomic_write_text(tmp / META, json.dumps(asdict(meta), indent=1))
+        except OSError as err:
+            _write_failed(run_dir, tmp, tmp / META, err)
         if final.exists():  # the same step saved again (e.g. on preemption right after a save)
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -147,6 +192,43 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
+
+
+def _write_failed(run_dir: Path, tmp: Path, path: Path, err: OSError) -> None:
+    """Remove the partial checkpoint (it would fill the disk further) and raise one error naming
+    the file and the checkpoint a resume would continue from."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    last = latest_checkpoint(run_dir)
+    reason = err.strerror or str(err)
+    if err.errno is not None:
+        reason += f" ({errno.errorcode.get(err.errno, err.errno)})"
+    raise CheckpointWriteError(
+        f"could not write checkpoint file {path}: {reason}; the partial checkpoint was removed; "
+        f"last good checkpoint: {last or 'none yet'}",
+        f"free space on the disk of {run_dir} (or raise the file-size limit), then rerun with "
+        "--resume"
+        if last
+        else f"free space on the disk of {run_dir}, then rerun",
+        path,
+        last,
+    ) from None
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """Move ``checkpoints/`` to ``checkpoints.set-aside-<UTC time>/`` (nothing is deleted), so the
+    run can start over in the same folder. Returns where they went (None when there were none)."""
+    root = run_dir / CHECKPOINTS
+    if not root.exists():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = run_dir / f"{CHECKPOINTS}.set-aside-{stamp}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir / f"{CHECKPOINTS}.set-aside-{stamp}-{n}"
+    os.replace(root, target)
+    fsync_dir(run_dir)
+    return target
 
 
 # -- load ------------------------------------------------------------------------------------------
@@ -191,6 +273,17 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
             continue
         return checkpoint
     return None
+
+
+def damaged_checkpoints(run_dir: Path) -> list[Path]:
+    """The complete checkpoint folders whose files do not match their digests."""
+    damaged = []
+    for checkpoint in list_checkpoints(run_dir):
+        try:
+            verify_checkpoint(checkpoint)
+        except CheckpointError:
+            damaged.append(checkpoint)
+    return damaged
 
 
 def load_state(

@@ -45,6 +45,10 @@ class StepContext:
     max_grad_norm: float | None
     state: TrainState = field(default_factory=TrainState)
     last_checkpoint: Callable[[], Any] = field(default=lambda: None)
+    #: the fix a diverged step prints (the loop's: a lower learning rate and the resume command)
+    fix: Callable[[], str] = field(
+        default=lambda: "lower train.lr, set train.max_grad_norm, or check the data"
+    )
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     grad_norms: dict[str, float] = field(default_factory=dict)
 
@@ -106,7 +110,7 @@ class StepContext:
                 f"the training loss became non-finite or its gradients did ({losses}) at step "
                 f"{self.step_number} (optimizer {name}); weights were not updated; last good "
                 f"checkpoint: {self.last_checkpoint() or 'none yet'}",
-                "lower train.lr, set train.max_grad_norm, or check the data; resume with --resume",
+                self.fix(),
             )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -15,9 +15,13 @@ from suite.cli import build_parser
 OPTIONS: dict[str, str] = {
     "config show": "-h/--help config overrides",
     "config": "-h/--help {show}",
-    "train generator": "-h/--help config overrides --resume --auto-resume",
+    "train generator": (
+        "-h/--help config overrides --resume --auto-resume --allow-config-change --restart"
+    ),
     "train": "-h/--help {generator}",
-    "pretrain": "-h/--help config overrides --resume --auto-resume",
+    "pretrain": (
+        "-h/--help config overrides --resume --auto-resume --allow-config-change --restart"
+    ),
     "sample": (
         "-h/--help --checkpoint --num-images --per-class --class-weights --shard-size "
         "--batch-size --sampler --sampling-steps --guidance-scale --seed --workers --ray-address "

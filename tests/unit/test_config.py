@@ -256,3 +256,108 @@ def test_registry_union_with_an_attr_and_registry_names() -> None:
         load_config(None, ["name=big"], schema=_ToySchema)
     with pytest.raises(ConfigError, match="set toy.kind to one of: 'tiny'"):
         load_config(None, ["toy.width=8"], schema=_ToySchema)
+
+
+# -- value ranges and float literals ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("train.batch_size", "0", "an integer >= 1"),
+        ("train.checkpoint_every", "0", "an integer >= 1"),
+        ("model.image_size", "0", "an integer >= 1"),
+        ("data.image_size", "0", "an integer >= 1"),
+        ("data.shard_size", "0", "an integer >= 1"),
+        ("train.lr", "0", "a finite number > 0"),
+        ("train.lr", "-1e-3", "a finite number > 0"),
+        ("data.split_fractions", "[0, 0, 0]", "sum is above 0"),
+        ("data.split_fractions", "[0.9, -0.1, 0.2]", "a finite number >= 0"),
+    ],
+)
+def test_out_of_range_is_one_error_naming_key_value_file_and_range(
+    tmp_path: Path, key: str, value: str, allowed: str
+) -> None:
+    path = write(tmp_path, "model:\n  kind: ddpm_diffusers\n")
+    with pytest.raises(ConfigError) as err:  # as an override
+        load_config(path, [f"{key}={value}"])
+    text = str(err.value)
+    assert str(path) in text and f"'{key}" in text and "out of range" in text and allowed in text
+    section, name = key.split(".")
+    kind = "" if section == "model" else "model:\n  kind: ddpm_diffusers\n"
+    body = f"{kind}{section}:\n  {name}: {value}\n" + (
+        "  kind: ddpm_diffusers\n" if not kind else ""
+    )
+    with pytest.raises(ConfigError, match="out of range"):  # and in the file
+        load_config(write(tmp_path, body))
+
+
+def test_optional_range_field_keeps_null_and_type_errors(tmp_path: Path) -> None:
+    assert load_config(None, ["data.image_size=null"]).data.image_size is None
+    with pytest.raises(ConfigError, match="expected int or null"):
+        load_config(None, ["data.image_size=big"])
+    with pytest.raises(ConfigError, match=r"data.image_size.*out of range"):
+        load_config(None, ["data.image_size=-4"])
+
+
+@pytest.mark.parametrize(("text", "value"), [("1e-3", 1e-3), ("1E-4", 1e-4), (".5", 0.5),
+                                             ("+2.5e+1", 25.0), ("3", 3.0)])  # fmt: skip
+def test_float_fields_take_float_literals_from_overrides_and_files(
+    tmp_path: Path, text: str, value: float
+) -> None:
+    assert load_config(None, [f"train.lr={text}"]).train.lr == value
+    assert load_config(write(tmp_path, f"train:\n  lr: {text}\n")).train.lr == value
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", ".inf", "1e-3x", "one"])
+def test_float_fields_refuse_non_finite_and_non_numbers(text: str) -> None:
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(None, [f"train.lr={text}"])
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["--shard-size", "0"], "data.shard_size"),
+        (["--image-size", "0"], "data.image_size"),
+        (["--split-fractions", "0,0,0"], "data.split_fractions"),
+    ],
+)
+def test_ingest_flags_out_of_range_exit_2_before_any_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], key: str
+) -> None:
+    from suite.cli import main
+    from tests.unit.data.helpers import make_class_folders
+
+    source = make_class_folders(tmp_path / "src", per_class=2)
+    out = tmp_path / "out"
+    assert main(["data", "ingest", str(source), "--out", str(out), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and key in err and "out of range" in err and "fix: set" in err
+    assert not out.exists() and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "override", ["train.batch_size=0", "train.checkpoint_every=0", "model.image_size=0"]
+)
+def test_train_generator_out_of_range_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str
+) -> None:
+    from suite.cli import main
+
+    repo = Path(__file__).resolve().parents[2]
+    config = str(repo / "configs/generator/tiny_diffusers.yaml")
+    argv = ["train", "generator", config, f"run.out_dir={tmp_path}", override]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert override.split("=")[0] in err and "out of range" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_pretrain_out_of_range_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from suite.cli import main
+
+    repo = Path(__file__).resolve().parents[2]
+    config = next((repo / "configs/ssl").glob("*.yaml"))
+    assert main(["pretrain", str(config), f"run.out_dir={tmp_path}", "train.batch_size=0"]) == 2
+    assert "train.batch_size" in capsys.readouterr().err and not any(tmp_path.iterdir())

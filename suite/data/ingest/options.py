@@ -6,11 +6,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from suite.config import RegistryName
+from suite.config import (
+    Fraction,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    PositiveSum,
+    Range,
+    RegistryName,
+)
 from suite.data.ingest.adapters import ADAPTERS
 
 # "auto" or a name of suite/data/ingest/adapters.py (checked on load: one list of formats)
 FormatName = Annotated[str, RegistryName(ADAPTERS, extra=("auto",))]
+Percent = Annotated[float, Range(ge=0, le=100)]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -23,25 +32,27 @@ class IngestOptions:
 
     format: FormatName = "auto"
     # Output geometry. None keeps the source size, which then must be the same for every image.
-    image_size: int | None = None
+    image_size: PositiveInt | None = None
     # pad: keep the aspect ratio and pad (letterbox); crop: fill and center-crop; stretch: ignore it.
     aspect: Literal["pad", "crop", "stretch"] = "pad"
     channels: Literal[1, 3] = 1
     # Intensity clipping for non-uint8 sources (DICOM, NIfTI, 16-bit PNG), then scaled to 0..255.
-    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    clip_percentiles: tuple[Percent, Percent] = (0.5, 99.5)
     # Class order fixes label ids. None: the source's own order (sorted folder names, known lists).
     class_names: list[str] | None = None
     # train / val / test. Sources with official splits (MedMNIST, NIH lists, COVIDx, IDX) keep them
     # and carve only what is missing (val) out of train.
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_fractions: Annotated[
+        tuple[NonNegativeFloat, NonNegativeFloat, NonNegativeFloat], PositiveSum()
+    ] = (0.8, 0.1, 0.1)
     seed: int = 0
-    shard_size: int = 2048
+    shard_size: PositiveInt = 2048
     compression: Literal["lzf", "gzip", "none"] = "lzf"
-    limit: int | None = None  # read at most this many records (quick looks at huge sources)
+    limit: PositiveInt | None = None  # read at most this many records (quick looks at huge sources)
     # DICOM: "file" uses the file's VOI LUT / WindowCenter+WindowWidth when present, else percentiles.
     dicom_window: Literal["file", "none"] = "file"
     window_center: float | None = None  # both set: a manual window that overrides the file's
-    window_width: float | None = None
+    window_width: PositiveFloat | None = None
     # NIfTI: masks are one integer label volume or several probability maps (one class each).
     mask: list[Path] = field(default_factory=list, metadata={"must_exist": True})
     mask_names: list[str] | None = None
@@ -50,6 +61,6 @@ class IngestOptions:
     # Slice along all three axes instead, each slice labelled by its plane (sagittal, coronal,
     # axial): a real label for classification on an unlabelled volume; splits stay per plane slab.
     plane_labels: bool = False
-    min_foreground: float = 0.05  # keep slices whose foreground fraction is at least this
+    min_foreground: Fraction = 0.05  # keep slices whose foreground fraction is at least this
     # NIH ChestX-ray14 / COVIDx: where the image files are; None searches below the source folder.
     images_dir: Path | None = field(default=None, metadata={"must_exist": True})

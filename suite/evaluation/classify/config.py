@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from suite.config import MUST_EXIST
+from suite.config import (
+    MUST_EXIST,
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 from suite.schema import RunConfig
 
 Protocol = Literal["linear_probe", "knn", "finetune", "logreg", "svm", "mlp"]
@@ -38,14 +45,14 @@ class RandomBackbone:
     kind: Literal["random"] = "random"
     arch: str = "resnet18"
     image_size: int | None = None  # None: the data's size
-    in_channels: int | None = None  # None: the data's channels
+    in_channels: PositiveInt | None = None  # None: the data's channels
     stem: Literal["imagenet", "cifar"] = "imagenet"
     # ViT sizes (0: the preset's), so the floor is the very network that was pretrained
-    patch_size: int = 16
-    num_layers: int = 0
-    num_heads: int = 0
-    hidden_dim: int = 0
-    mlp_dim: int = 0
+    patch_size: PositiveInt = 16
+    num_layers: NonNegativeInt = 0
+    num_heads: NonNegativeInt = 0
+    hidden_dim: NonNegativeInt = 0
+    mlp_dim: NonNegativeInt = 0
     adapt_channels: bool = False
 
 
@@ -62,7 +69,7 @@ class ImageNetBackbone:
     arch: str = "efficientnet_lite0"
     weights: Path | None = field(default=None, metadata={MUST_EXIST: True})
     image_size: int = 224
-    patch_size: int = 16  # ViTs
+    patch_size: PositiveInt = 16  # ViTs
     adapt_channels: bool = False
 
 
@@ -80,7 +87,7 @@ class SyntheticConfig:
     # per_class: {class name: count}; double: as many as the real images of ``classes``
     # (empty: the minority class), doubling them as seed 004 did
     mode: Literal["ratio", "per_class", "double"] = "ratio"
-    ratio: float = 1.0
+    ratio: PositiveFloat = 1.0
     per_class: dict[str, int] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
 
@@ -94,7 +101,7 @@ class ClassifyData:
     test_shards: Path | None = field(default=None, metadata={MUST_EXIST: True})
     classes: list[str] | None = None  # keep rows of these classes only
     # Fraction of the training split kept per class (stratified, seeded per seed): 0.01, 0.1, 1.0
-    label_fraction: float = 1.0
+    label_fraction: Fraction = 1.0
     synthetic: SyntheticConfig | None = None
 
 
@@ -102,18 +109,18 @@ class ClassifyData:
 class LinearProbeConfig:
     """A linear layer on frozen, standardised features; the epoch kept is the best on val."""
 
-    epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
+    epochs: PositiveInt = 100
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    batch_size: PositiveInt = 256
 
 
 @dataclass(kw_only=True, slots=True)
 class KnnConfig:
     """Weighted kNN on cosine similarity (Wu et al., 2018; DINO's eval_knn: k 20, T 0.07)."""
 
-    k: int = 20
-    temperature: float = 0.07
+    k: PositiveInt = 20
+    temperature: PositiveFloat = 0.07
 
 
 @dataclass(kw_only=True, slots=True)
@@ -121,13 +128,13 @@ class FinetuneConfig:
     """Full fine-tuning (seed 001's protocol: AdamW lr 1e-4, wd 0.01, ReduceLROnPlateau 0.5 / 5,
     early stopping 10 on validation loss, the best-val-loss weights kept; never the test split)."""
 
-    epochs: int = 50
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    batch_size: int = 32
-    patience: int = 10  # epochs without a better val loss before stopping
-    plateau_patience: int = 5
-    plateau_factor: float = 0.5
+    epochs: PositiveInt = 50
+    lr: PositiveFloat = 1e-4
+    weight_decay: NonNegativeFloat = 0.01
+    batch_size: PositiveInt = 32
+    patience: PositiveInt = 10  # epochs without a better val loss before stopping
+    plateau_patience: NonNegativeInt = 5
+    plateau_factor: Fraction = 0.5
     export: bool = True  # write the selected classifier (safetensors + json) for self-validation
 
 
@@ -136,16 +143,16 @@ class ShallowConfig:
     """Seed 004's shallow heads (run on Cogniflow there; scikit-learn here), on standardised
     frozen features."""
 
-    logreg_c: float = 10.0  # elastic-net, l1_ratio 0.5, saga
-    logreg_l1_ratio: float = 0.5
-    logreg_max_iter: int = 300
-    svm_c: float = 10.0  # rbf, gamma "scale", tol 0.01
-    svm_max_iter: int = 1000
-    mlp_hidden: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
-    mlp_alpha: float = 0.02  # L2
-    mlp_lr: float = 1e-3
-    mlp_batch_size: int = 64
-    mlp_max_iter: int = 300
+    logreg_c: PositiveFloat = 10.0  # elastic-net, l1_ratio 0.5, saga
+    logreg_l1_ratio: Fraction = 0.5
+    logreg_max_iter: PositiveInt = 300
+    svm_c: PositiveFloat = 10.0  # rbf, gamma "scale", tol 0.01
+    svm_max_iter: PositiveInt = 1000
+    mlp_hidden: list[PositiveInt] = field(default_factory=lambda: [256, 256, 256, 256])
+    mlp_alpha: NonNegativeFloat = 0.02  # L2
+    mlp_lr: PositiveFloat = 1e-3
+    mlp_batch_size: PositiveInt = 64
+    mlp_max_iter: PositiveInt = 300
 
 
 @dataclass(kw_only=True, slots=True)
@@ -157,7 +164,7 @@ class ClassifyConfig:
     backbone: BackboneConfig = field(default_factory=RandomBackbone)
     protocols: list[Protocol] = field(default_factory=lambda: ["linear_probe", "knn"])
     seeds: list[int] = field(default_factory=lambda: [0])
-    batch_size: int = 128  # images per forward pass when extracting features
+    batch_size: PositiveInt = 128  # images per forward pass when extracting features
     linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from suite.config import MUST_EXIST, load_config
+from suite.config import (
+    MUST_EXIST,
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    load_config,
+)
 from suite.errors import ConfigError
 from suite.schema import RunConfig
 
@@ -46,7 +54,7 @@ class SegmentModelConfig:
 
     encoder: Literal["conv", "resnet"] = "conv"
     # conv encoder: widths per level (each level halves the resolution)
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    channels: list[PositiveInt] = field(default_factory=lambda: [16, 32, 64, 128])
     # resnet encoder built from scratch (ignored when ``backbone`` is set: its spec decides)
     arch: str = "resnet18"
     stem: Literal["imagenet", "cifar"] = "cifar"
@@ -54,7 +62,7 @@ class SegmentModelConfig:
     backbone: Path | None = field(default=None, metadata={MUST_EXIST: True})
     freeze_encoder: bool = False
     # decoder widths, deepest first (resnet encoder; the conv U-Net mirrors ``channels``)
-    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
+    decoder_channels: list[PositiveInt] = field(default_factory=lambda: [128, 64, 32, 16, 16])
 
 
 @dataclass(kw_only=True, slots=True)
@@ -63,26 +71,26 @@ class SegmentTrainConfig:
 
     training_data: TrainingData = "real"
     # "mixed": synthetic images added per real training image (1.0 doubles the training set)
-    synthetic_ratio: float = 1.0
+    synthetic_ratio: PositiveFloat = 1.0
     # "merging": probability that a patch keeps the real image's prediction and label (DiffBoost
     # `random_select = rand < alpha` selects the real branch), and the patch side in pixels
-    alpha: float = 0.6
-    merge_patch: int = 64
-    epochs: int = 100
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-2  # torch's AdamW default, which DiffBoost uses
+    alpha: Fraction = 0.6
+    merge_patch: PositiveInt = 64
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt = 8
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-2  # torch's AdamW default, which DiffBoost uses
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    threads: PositiveInt | None = None  # torch intra-op threads; None leaves torch's default
 
 
 @dataclass(kw_only=True, slots=True)
 class SegmentReportConfig:
     """What goes into the PNG."""
 
-    figure_cases: int = 4
+    figure_cases: NonNegativeInt = 4
 
 
 @dataclass(kw_only=True, slots=True)

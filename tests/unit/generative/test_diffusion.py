@@ -155,3 +155,21 @@ def test_step_count_and_sampler_checked() -> None:
         model.make_scheduler("euler", 5)
     with pytest.raises(ConfigError, match="unknown sampler"):
         model.check_sampling(SampleOptions(sampler="euler", steps=5))
+
+
+@pytest.mark.parametrize("kind", list(TINY))
+def test_a_generator_whose_output_is_not_finite_fails_by_its_exports_name(
+    kind: str, tmp_path: Path
+) -> None:
+    from suite.errors import DataError
+    from suite.generative.export import export_generator, load_generator
+
+    model = tiny(kind)
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.ndim == 4).fill_(float("nan"))
+    export_generator(model, tmp_path / "export", {}, [])
+    loaded, _ = load_generator(tmp_path)
+    with pytest.raises(DataError) as err:
+        sample(loaded, range(2), "ddim", 3, seed=0)
+    assert f"the generator export {tmp_path / 'export'} produced NaN/inf pixels" in str(err.value)
+    assert "lower train.lr" in err.value.fix
