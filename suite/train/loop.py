@@ -495,6 +495,13 @@ class TrainLoop(ABC):
     def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
         self.accelerator.unwrap_model(self.model).load_state_dict(state)
 
+    def _all_ranks_ok(self, ok: bool) -> bool:
+        """Whether ``ok`` holds on every rank (one all-reduce; no collective with one process)."""
+        if self.world == 1:
+            return ok
+        failed = torch.tensor([0 if ok else 1], device=self.accelerator.device)
+        return int(self.accelerator.reduce(failed, reduction="sum").item()) == 0
+
     def save(self) -> Path:
         acc = self.accelerator
         self.check_weights("checkpoint")
@@ -506,6 +513,7 @@ class TrainLoop(ABC):
                 rank=self.rank,
                 world_size=self.world,
                 barrier=acc.wait_for_everyone,
+                all_ok=self._all_ranks_ok,
                 config_digest=self.config_digest,
                 data_digest=self.data_digest,
                 keep_last=self.train_cfg.keep_last,

@@ -143,6 +143,7 @@ def save_checkpoint(
     rank: int,
     world_size: int,
     barrier: Callable[[], None],
+    all_ok: Callable[[bool], bool] | None = None,
     config_digest: str,
     data_digest: str,
     keep_last: int,
@@ -151,7 +152,11 @@ def save_checkpoint(
 
     Rank 0 passes the training ``state``; the others pass None. Every rank writes its RNG states.
     Returns the final folder. Older checkpoints beyond ``keep_last`` are removed afterwards.
+    ``all_ok(ok)`` tells every rank whether all ranks wrote their files (a collective; the default,
+    for one process, returns ``ok``): a rank whose write failed must not leave the others waiting
+    at the next barrier for it.
     """
+    all_ok = all_ok or (lambda ok: ok)
     root = run_dir / CHECKPOINTS
     final = root / step_dir_name(step)
     tmp = root / f".{final.name}.tmp"
@@ -161,6 +166,7 @@ def save_checkpoint(
         tmp.mkdir()
     barrier()
     writing = tmp / f"rng-rank{rank}.pt"
+    failure: OSError | None = None
     try:
         _save_tensor_file(rng_state(), writing)
         if rank == 0:
@@ -168,8 +174,20 @@ def save_checkpoint(
             writing = tmp / STATE
             _save_tensor_file(state, writing)
     except OSError as err:
-        _write_failed(run_dir, tmp, writing, err)
-    barrier()
+        failure = err
+    if not all_ok(failure is None):
+        if failure is not None:
+            _write_failed(run_dir, tmp, writing, failure)
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        last = latest_checkpoint(run_dir)
+        raise CheckpointWriteError(
+            f"another rank could not write its part of checkpoint {final.name} (its error names "
+            f"the file); the partial checkpoint was removed; last good checkpoint: {last or 'none yet'}",
+            f"free space on the disk of {run_dir} (or raise the file-size limit), then rerun",
+            tmp,
+            last,
+        )
     if rank == 0:
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         meta = CheckpointMeta(

@@ -73,3 +73,68 @@ def test_rng_state_restores_every_generator() -> None:
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], again[0])
     assert np.array_equal(first[1], again[1]) and first[2] == again[2]
+
+
+def _save_on_two_ranks(rank: int, run_dir: str, port: int, failures: dict) -> None:
+    """One rank of a two-process (gloo) checkpoint save whose rank 1 cannot write its RNG file."""
+    import errno
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    if rank == 1:
+
+        def full_disk(obj: object, path: Path) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+        run_state._save_tensor_file = full_disk  # this process only
+
+    def all_ok(ok: bool) -> bool:
+        failed = torch.tensor([0 if ok else 1])
+        dist.all_reduce(failed)
+        return int(failed.item()) == 0
+
+    try:
+        run_state.save_checkpoint(
+            Path(run_dir),
+            4,
+            {"w": torch.zeros(2)} if rank == 0 else None,
+            rank=rank,
+            world_size=2,
+            barrier=dist.barrier,
+            all_ok=all_ok,
+            config_digest="c" * 64,
+            data_digest="d" * 64,
+            keep_last=3,
+        )
+    except run_state.CheckpointWriteError as err:
+        failures[rank] = err.what
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_failed_write_on_one_rank_fails_every_rank_instead_of_hanging(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    failures = mp.Manager().dict()
+    context = mp.spawn(
+        _save_on_two_ranks, args=(str(tmp_path), port, failures), nprocs=2, join=False
+    )
+    import time
+
+    deadline = time.monotonic() + 120  # a hang (the bug) fails here instead of stalling the suite
+    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
+        assert time.monotonic() < deadline, "the ranks did not finish: one waits for the other"
+    assert "rng-rank1.pt" in failures[1] and "No space left on device" in failures[1]
+    assert "another rank could not write" in failures[0]
+    assert "last good checkpoint: none yet" in failures[0]
+    assert not (tmp_path / "checkpoints").exists() or not any(
+        (tmp_path / "checkpoints").iterdir()
+    )  # the partial checkpoint is gone on every rank
