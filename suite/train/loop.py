@@ -292,6 +292,18 @@ class TrainLoop(ABC):
         checkpoint = run_state.latest_checkpoint(self.run_dir) if resume != "no" else None
         damaged = run_state.damaged_checkpoints(self.run_dir) if checkpoint is None else []
         root = self.run_dir / run_state.CHECKPOINTS
+        if resume == "auto" and damaged:
+            # a requeued job has no one to ask: it starts over, keeping the damaged ones aside
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                aside = run_state.set_aside(self.run_dir)
+                print(
+                    f"synmed: --auto-resume: every checkpoint was damaged; moved them to {aside} "
+                    "and started the run over",
+                    flush=True,
+                )
+            acc.wait_for_everyone()
+            damaged = []
         if resume == "no" and run_state.list_checkpoints(self.run_dir):
             if damaged:
                 names = ", ".join(p.name for p in damaged)

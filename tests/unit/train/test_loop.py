@@ -124,6 +124,18 @@ def test_every_checkpoint_damaged_the_advice_does_not_loop(tmp_path: Path) -> No
     assert ToyTrainer(config(tmp_path, "dmg")).fit()["steps"] == 6
 
 
+def test_auto_resume_over_only_damaged_checkpoints_sets_them_aside_and_starts_over(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "requeued"
+    ToyTrainer(config(tmp_path, "requeued", max_steps=6)).fit()
+    damaged = damage_every_checkpoint(run)
+    assert ToyTrainer(config(tmp_path, "requeued"), resume="auto").fit()["steps"] == 6
+    (aside,) = run.glob("checkpoints.set-aside-*")
+    assert sorted(p.name for p in aside.iterdir()) == [p.name for p in damaged]
+    assert run_state.latest_checkpoint(run) is not None  # the new run's, whole
+
+
 def test_a_checkpoint_write_out_of_space_is_one_error_and_leaves_no_partial_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
