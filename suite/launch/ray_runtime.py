@@ -48,7 +48,14 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
             _node_ip_address=os.environ.get("SYNMED_RAY_NODE_IP"),
         )
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+        # "local": a Ray of our own. Without it ray.init joins the cluster named in
+        # /tmp/ray/ray_current_cluster (anyone's, or a stale one that waits 60 s and dies).
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+        )
     try:
         yield ray
     finally:

@@ -353,7 +353,10 @@ def write_sampled_shard(
     shard = out / shard_name(number)
     try:
         rec = write_shard(out, number, arrays, attrs)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
+        # h5py reports a write that fails while the file closes as a RuntimeError
+        if not isinstance(err, OSError) and "write failed" not in str(err):
+            raise
         _drop_tmp(shard)
         raise write_failure(shard, err) from None
     record = record_path(out, number)
@@ -371,11 +374,14 @@ def _drop_tmp(path: Path) -> None:
     path.with_name(path.name + ".tmp").unlink(missing_ok=True)
 
 
-def write_failure(path: Path, err: OSError) -> ShardError:
+def write_failure(path: Path, err: Exception) -> ShardError:
     """The one message for a write that failed; a full disk (or file-size limit) says so."""
     text = str(err)
-    full = err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or any(
-        s in text for s in ("No space left", "File too large", "Disk quota")
+    code = getattr(err, "errno", None)
+    # HDF5 puts the system's errno in its message text, not in the exception
+    full = code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or any(
+        s in text
+        for s in ("No space left", "File too large", "Disk quota", "errno = 28", "errno = 27")
     )
     if full:
         return ShardError(
@@ -384,7 +390,7 @@ def write_failure(path: Path, err: OSError) -> ShardError:
             "written are kept",
         )
     return ShardError(
-        f"could not write {path} ({err.strerror or text})",
+        f"could not write {path} ({getattr(err, 'strerror', None) or text.splitlines()[0]})",
         f"make {path.parent} writable, then rerun the same command",
     )
 

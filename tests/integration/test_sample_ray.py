@@ -238,3 +238,43 @@ def test_conditioned_sampling_pairs_each_row_with_its_source(tmp_path: Path) -> 
                  "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2 and "--num-images 5 differs" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+FILE_SIZE_LIMIT = 64 * 1024  # below one shard of 300 noisy 16 px images (~90 KB)
+
+
+def limit_file_size() -> None:
+    """A Ray worker setup hook: a file-size limit stands in for a full disk. Ray starts its workers
+    without the driver's limits, so `ulimit -f` around the command would not reach them."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, resource.RLIM_INFINITY))
+
+
+LIMITED_DRIVER = (
+    "import sys, ray, suite.launch.ray_runtime; ray.init(address='local', num_cpus=2, "
+    "include_dashboard=False, _node_ip_address='127.0.0.1', runtime_env={'worker_process_setup_hook': "
+    "'tests.integration.test_sample_ray.limit_file_size'}); from suite.cli import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
+def test_full_disk_in_a_worker_is_one_error_and_the_rerun_completes(
+    generator: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "s"
+    args = ["sample", "--checkpoint", str(generator), "--num-images", "300", "--shard-size", "300",
+            "--batch-size", "100", "--sampler", "ddim", "--sampling-steps", "2", "--workers", "1",
+            "--out", str(out)]  # fmt: skip
+    full = subprocess.run([sys.executable, "-c", LIMITED_DRIVER, *args], capture_output=True,
+                          text=True, env=ENV, timeout=300)  # fmt: skip
+    assert full.returncode == 2, full.stderr[-3000:]
+    driver = [line for line in full.stderr.splitlines() if "(MapWorker" not in line]
+    errors = [line for line in driver if line.startswith("error: ")]
+    assert len(errors) == 1 and f"could not write {out}/shard-00000.h5" in errors[0]
+    assert "no space left" in errors[0] and "fix: free space" in full.stderr
+    assert not any("Traceback" in line for line in driver)  # no Ray dump from the driver
+    assert not list(out.glob("*.tmp")) and not (out / "manifest.json").exists()
+    again = synmed(*args)
+    assert again.returncode == 0, again.stderr
+    assert verify_shard_set(out).count == 300
