@@ -115,12 +115,21 @@ def synmed_cause(err: BaseException) -> SynmedError | None:
         if not isinstance(e, BaseException) or id(e) in seen:
             continue
         seen.add(id(e))
-        # a RayTaskError(ShardError) is itself a ShardError: prefer the cause it carries
-        inner = getattr(e, "cause", None)
-        if isinstance(inner, SynmedError):
-            e = inner
-        if isinstance(e, SynmedError):
-            kind = next(c for c in type(e).__mro__ if c.__module__ == SynmedError.__module__)
-            return kind(e.what, e.fix)
-        stack += [e.__context__, e.__cause__, inner]
+        wrapper = type(e).__module__.startswith("ray.")
+        if isinstance(e, SynmedError) and not wrapper:
+            return e
+        # a RayTaskError(ShardError) is itself a ShardError: its cause is the original
+        stack += [e.__context__, e.__cause__, getattr(e, "cause", None)]
     return None
+
+
+@contextlib.contextmanager
+def unwrap_synmed_errors() -> Iterator[None]:
+    """Re-raise a SynmedError found inside a Ray exception as itself (one message, exit 2)."""
+    try:
+        yield
+    except Exception as err:
+        cause = synmed_cause(err)
+        if cause is None or cause is err:
+            raise
+        raise cause from None

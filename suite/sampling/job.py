@@ -588,7 +588,12 @@ def run_sampling(
     """Run (or resume) a sampling job; returns its summary (also written as sample_summary.json)."""
     from suite.generative.base import SampleOptions
     from suite.generative.export import load_generator
-    from suite.launch.ray_runtime import actor_resources, raise_carried, ray_session, synmed_cause
+    from suite.launch.ray_runtime import (
+        actor_resources,
+        raise_carried,
+        ray_session,
+        unwrap_synmed_errors,
+    )
 
     # before the model loads, Ray starts or --out is touched
     require_positive(
@@ -646,7 +651,7 @@ def run_sampling(
                 compute=ActorPoolStrategy(size=min(workers, len(items))),
                 **actor_resources(ray, workers),
             )
-            try:
+            with unwrap_synmed_errors():
                 for row in results.iter_rows():
                     if row["error"]:  # the other shards still finish: a rerun keeps them
                         failures.append(row["error"])
@@ -656,11 +661,6 @@ def run_sampling(
                     count = record.count
                     per_worker[row["worker"]] = per_worker.get(row["worker"], 0) + count
                     window = (min(window[0], row["started"]), max(window[1], row["finished"]))
-            except Exception as err:
-                cause = synmed_cause(err)
-                if cause is None:
-                    raise
-                raise cause from None
     if failures:
         _clean_workers(out)
         raise_carried(failures[0], also=len(failures) - 1)
