@@ -601,6 +601,7 @@ def run_sampling(
          "--sampling-steps": steps, "--num-images": num_images, "--per-class": per_class,
          "--per-condition": per_condition}
     )  # fmt: skip
+    refuse_out_inside(out, {"--checkpoint": checkpoint, "--conditions": conditions})
     model, digest = load_generator(checkpoint)
     source = condition_source(model, conditions, conditions_split) if conditions else None
     checkpoint_str = str(Path(checkpoint).resolve())
@@ -757,6 +758,20 @@ def require_positive(values: dict[str, int | None]) -> None:
     for flag, value in values.items():
         if value is not None and value < 1:
             raise ConfigError(f"{flag} is {value}, it must be at least 1", f"pass {flag} 1 or more")
+
+
+def refuse_out_inside(out: Path, inputs: dict[str, Path | None]) -> None:
+    """--out may be neither an input folder nor inside one."""
+    target = Path(out).resolve()
+    for flag, path in inputs.items():
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        if target == source or source in target.parents:
+            raise ConfigError(
+                f"--out {out} is {'' if target == source else 'inside '}{flag} {path}",
+                f"choose an --out outside {path}",
+            )
 
 
 def _clean_records(out: Path) -> None:

@@ -242,6 +242,13 @@ def evaluate_generator(
     real_set = open_set(Path(real), "real", options.real_split)
     fake_set = open_set(Path(fake), "fake", None)
     match_shapes(real_set, fake_set)
+    target = Path(out).resolve()
+    for s in (real_set, fake_set):
+        if target == s.path or s.path in target.parents:
+            raise DataError(
+                f"--out {out} is {'' if target == s.path else 'inside '}--{s.role} {s.path}",
+                f"write the result to a folder outside {s.path}",
+            )
     classes, class_note = match_classes(real_set, fake_set)
     encoders = resolve_encoders(tuple(options.encoders))
     cache = StatsCache(Path(options.cache_dir or default_cache_dir()).expanduser())

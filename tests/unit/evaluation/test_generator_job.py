@@ -260,3 +260,11 @@ def test_counts_below_one_are_refused_by_the_cli_before_anything_starts(
     assert main(argv) == 2
     assert f"error: {flag} is {value}, it must be at least 1" in capsys.readouterr().err
     assert sorted(tmp_path.iterdir()) == []  # neither --out nor the cache
+
+
+def test_out_inside_an_input_set_is_refused(sets: dict[str, Path], tmp_path: Path) -> None:
+    fake = Path(shutil.copytree(sets["fake"], tmp_path / "fake"))
+    before = sorted(p.name for p in fake.iterdir())
+    with pytest.raises(DataError, match="is inside --fake"):
+        evaluate_generator(sets["real"], fake, fake / "eval", options(tmp_path / "cache"))
+    assert sorted(p.name for p in fake.iterdir()) == before

@@ -274,3 +274,14 @@ def test_a_changed_input_shard_is_refused_naming_it(tmp_path: Path) -> None:
         cluster_shard_set(source, tmp_path / "out", "random:32", 2)
     assert str(shard) in err.value.what
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_out_inside_the_input_is_refused(tmp_path: Path) -> None:
+    from suite.features.cluster import cluster_shard_set
+    from tests.unit.data.helpers import make_shard_set
+
+    source = make_shard_set(tmp_path / "in", n=8)
+    before = sorted(p.name for p in source.iterdir())
+    with pytest.raises(DataError, match="is inside the input shard set"):
+        cluster_shard_set(source, source / "clustered", "random:32", 2)
+    assert sorted(p.name for p in source.iterdir()) == before

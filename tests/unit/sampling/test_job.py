@@ -181,3 +181,20 @@ def test_counts_below_one_are_refused_before_anything_is_written(
     err = capsys.readouterr().err
     assert f"error: {flag} is {value}, it must be at least 1" in err and "fix:" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["--conditions", "--checkpoint"])
+def test_out_inside_an_input_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    from tests.unit.data.helpers import make_shard_set
+
+    conditions = make_shard_set(tmp_path / "cond", n=6)
+    run = tmp_path / "run"
+    run.mkdir()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    out = (conditions if where == "--conditions" else run) / "samples"
+    argv = ["sample", "--checkpoint", str(run), "--conditions", str(conditions), "--out", str(out)]
+    assert main(argv) == 2
+    assert f"error: --out {out} is inside {where}" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
