@@ -243,11 +243,11 @@ def evaluate_generator(
     fake_set = open_set(Path(fake), "fake", None)
     match_shapes(real_set, fake_set)
     target = Path(out).resolve()
-    for s in (real_set, fake_set):
-        if target == s.path or s.path in target.parents:
+    for opened in (real_set, fake_set):
+        if target == opened.path or opened.path in target.parents:
             raise DataError(
-                f"--out {out} is {'' if target == s.path else 'inside '}--{s.role} {s.path}",
-                f"write the result to a folder outside {s.path}",
+                f"--out {out} is {'' if target == opened.path else 'inside '}--{opened.role} {opened.path}",
+                f"write the result to a folder outside {opened.path}",
             )
     classes, class_note = match_classes(real_set, fake_set)
     encoders = resolve_encoders(tuple(options.encoders))
