@@ -256,6 +256,8 @@ class Resume:
     kept: dict[str, ShardRecord]  # by file name
     todo: list[tuple[int, int, int]]
     redo: list[str]  # one line per shard on disk that failed verification
+    # the manifest listed every shard and each matched it: the set is whole as it stands
+    complete: bool = False
 
 
 def prepare_output(out: Path, plan: SamplingPlan, checkpoint: str) -> Resume:
@@ -313,7 +315,7 @@ def verify_existing(out: Path, plan: SamplingPlan) -> Resume:
         todo.append((number, start, stop))
         if problem:
             redo.append(f"synmed sample: {path} {problem}; sampling it again")
-    return Resume(kept, todo, redo)
+    return Resume(kept, todo, redo, complete=trusted is not None and not todo)
 
 
 def _manifest_records(out: Path, plan: SamplingPlan) -> dict[str, ShardRecord] | None:
@@ -672,11 +674,13 @@ def run_sampling(
             f"{out}: no record came back for {', '.join(missing[:3])}", "rerun the same command"
         )
     records = [written[shard_name(n)] for n, _, _ in plan.shards()]
-    try:
-        write_manifest(out, records, shard_attrs(plan, checkpoint_str))
-    except OSError as err:
-        _drop_tmp(out / MANIFEST)
-        raise write_failure(out / MANIFEST, err) from None
+    # a whole set keeps its manifest file as it is: its sha256 keys caches and conditioned plans
+    if not resume.complete:
+        try:
+            write_manifest(out, records, shard_attrs(plan, checkpoint_str))
+        except OSError as err:
+            _drop_tmp(out / MANIFEST)
+            raise write_failure(out / MANIFEST, err) from None
     _clean_records(out)  # the manifest now holds them
     actors = _clean_workers(out)
     sampled = sum(per_worker.values())
@@ -703,8 +707,16 @@ def run_sampling(
         "conditions": str(Path(conditions).resolve()) if conditions else None,
         "per_condition": plan.per_condition,
     }
-    atomic_write_text(out / "sample_summary.json", json.dumps(summary, indent=1))
-    _grid(out)
+    try:
+        atomic_write_text(out / "sample_summary.json", json.dumps(summary, indent=1))
+    except OSError as err:
+        _drop_tmp(out / "sample_summary.json")
+        raise write_failure(out / "sample_summary.json", err) from None
+    try:
+        _grid(out)
+    except OSError as err:
+        (out / "samples.png").unlink(missing_ok=True)  # a partial image
+        raise write_failure(out / "samples.png", err) from None
     return summary
 
 

@@ -127,6 +127,10 @@ def test_changed_shard_of_a_finished_set_is_sampled_again(generator: Path, tmp_p
     out = tmp_path / "s"
     args = sample_args(generator, out, 12)
     assert synmed(*args).returncode == 0
+    manifest_bytes = (out / "manifest.json").read_bytes()
+    whole = synmed(*args)  # every shard verified, nothing to do: the manifest stays as it was
+    assert whole.returncode == 0 and "sampling it again" not in whole.stdout
+    assert (out / "manifest.json").read_bytes() == manifest_bytes
     original = {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.h5"))}
     digests = {s["file"]: s["sha256"] for s in json.loads((out / "manifest.json").read_text())["shards"]}  # fmt: skip
     flip_byte(out / "shard-00000.h5")
