@@ -187,9 +187,9 @@ def test_bad_arguments(generator: Path, tmp_path: Path) -> None:
     proc = synmed("sample", "--checkpoint", str(generator), "--num-images", "4", "--sampling-steps", "999",
                   "--out", str(tmp_path / "b"))  # fmt: skip
     assert proc.returncode == 2 and "outside 1..50" in proc.stderr
-    proc = synmed(
-        "sample", "--checkpoint", str(tmp_path), "--num-images", "4", "--out", str(tmp_path / "c")
-    )
+    (tmp_path / "not-a-run").mkdir()
+    proc = synmed("sample", "--checkpoint", str(tmp_path / "not-a-run"), "--num-images", "4",
+                  "--out", str(tmp_path / "c"))  # fmt: skip
     assert proc.returncode == 2 and "not a synmed generator export" in proc.stderr
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
