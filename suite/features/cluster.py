@@ -371,22 +371,33 @@ def cluster_shard_set(
     from suite.features.extract import extract_features
 
     source, out = Path(shards).resolve(), Path(out)
-    verify_shard_set(source)
+    for flag, value in (
+        ("--k", k),
+        ("--representatives", representatives),
+        ("--workers", workers),
+        ("--batch-size", batch_size),
+    ):
+        if value < 1:
+            raise DataError(f"{flag} is {value}, it must be at least 1", f"pass {flag} 1 or more")
+    if not memory_budget_gb > 0:
+        raise DataError(
+            f"--memory-budget-gb is {memory_budget_gb}, it must be above 0", "pass e.g. 2"
+        )
+    verify_shard_set(source)  # sha256 of every shard: the features and the copied rows rely on it
     manifest = read_manifest(source)
     n = manifest.count
     if n == 0:
         raise DataError(f"{source} holds no images", "cluster a non-empty shard set")
     if not 1 <= k <= n:
         raise DataError(f"k = {k} needs 1..{n} images ({source} holds {n})", f"pass --k in 1..{n}")
-    if representatives < 1 or workers < 1 or batch_size < 1:
-        raise DataError(
-            "--representatives, --workers and --batch-size must be at least 1",
-            "pass positive counts",
-        )
     if embedding not in ("pca", "tsne"):
         raise DataError(f"unknown embedding {embedding!r}", "use pca or tsne")
-    if source == out.resolve():
-        raise DataError("--out is the input shard set", "write the clustered set to a new folder")
+    if source == out.resolve() or source in out.resolve().parents:
+        raise DataError(
+            f"--out {out} is {'' if source == out.resolve() else 'inside '}the input shard set "
+            f"{source}",
+            "write the clustered set to a new folder outside it",
+        )
     spec = resolve_encoder(encoder)
 
     with staged_output(out, overwrite=overwrite) as staging:

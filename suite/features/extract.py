@@ -123,7 +123,12 @@ def extract_features(
     GPU each where the cluster has GPUs). The per-shard ``.npy`` files in ``scratch`` are deleted
     once assembled.
     """
-    from suite.launch.ray_runtime import actor_resources, index_dataset, ray_session
+    from suite.launch.ray_runtime import (
+        actor_resources,
+        index_dataset,
+        ray_session,
+        unwrap_synmed_errors,
+    )
 
     if workers < 1 or batch_size < 1:
         raise DataError("--workers and --batch-size must be at least 1", "pass positive values")
@@ -162,7 +167,8 @@ def extract_features(
             },
             **resources,
         )
-        rows: list[dict[str, Any]] = ds.take_all()
+        with unwrap_synmed_errors():
+            rows: list[dict[str, Any]] = ds.take_all()
         seconds = time.perf_counter() - start
 
     done = {int(r["shard"]): r for r in rows}

@@ -8,9 +8,12 @@ cluster and leaves it running.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
+
+from suite.errors import ConfigError, DataError, ShardError, SynmedError
 
 # Read by Ray at import time: without it Ray binds the machine's external address even for a local
 # instance. Set before the first `import ray` anywhere in the process.
@@ -45,7 +48,14 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
             _node_ip_address=os.environ.get("SYNMED_RAY_NODE_IP"),
         )
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+        # "local": a Ray of our own. Without it ray.init joins the cluster named in
+        # /tmp/ray/ray_current_cluster (anyone's, or a stale one that waits 60 s and dies).
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+        )
     try:
         yield ray
     finally:
@@ -73,3 +83,53 @@ def index_dataset(ray: Any, n: int) -> Any:
     one-CPU allocation (or Ray node) it waits for ever behind the pool's fraction.
     """
     return ray.data.from_items([{"id": i} for i in range(n)], override_num_blocks=n)
+
+
+# -- errors across the Ray boundary -----------------------------------------------------------------
+# Ray Data wraps an exception raised in a UDF in a UserCodeException whose cause does not survive the
+# trip to the driver, and logs a stack dump on the way. An actor that meets a SynmedError therefore
+# returns it as data (``error_text``) and the driver raises it again (``raise_carried``): the user sees
+# one message and its fix, as anywhere else in the suite.
+
+
+def error_text(err: SynmedError) -> str:
+    """A SynmedError as a row value the driver can raise again."""
+    return json.dumps({"kind": type(err).__name__, "what": err.what, "fix": err.fix})
+
+
+def raise_carried(text: str, also: int = 0) -> None:
+    """Raise the SynmedError carried by ``error_text`` (``also``: how many more failed likewise)."""
+    body = json.loads(text)
+    kind = {c.__name__: c for c in (SynmedError, ConfigError, DataError, ShardError)}
+    what = body["what"] + (f" (and {also} more shard(s) failed)" if also else "")
+    raise kind.get(body["kind"], SynmedError)(what, body["fix"])
+
+
+def synmed_cause(err: BaseException) -> SynmedError | None:
+    """The SynmedError inside a Ray exception (a remote task's, an actor constructor's), if any,
+    as a plain suite error (Ray's wrapper class would print the remote traceback)."""
+    seen: set[int] = set()
+    stack: list[Any] = [err]
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        wrapper = type(e).__module__.startswith("ray.")
+        if isinstance(e, SynmedError) and not wrapper:
+            return e
+        # a RayTaskError(ShardError) is itself a ShardError: its cause is the original
+        stack += [e.__context__, e.__cause__, getattr(e, "cause", None)]
+    return None
+
+
+@contextlib.contextmanager
+def unwrap_synmed_errors() -> Iterator[None]:
+    """Re-raise a SynmedError found inside a Ray exception as itself (one message, exit 2)."""
+    try:
+        yield
+    except Exception as err:
+        cause = synmed_cause(err)
+        if cause is None or cause is err:
+            raise
+        raise cause from None

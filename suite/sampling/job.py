@@ -7,8 +7,12 @@ actor samples its indices batch by batch and writes the shard through the shard 
 a restarted actor, and Ray Data's re-blocking between operators can never split a shard across two
 writers. The driver writes the manifest once every shard exists.
 
-Re-running the same command resumes: shards already on disk for the same plan are skipped. A folder
-holding another plan's shards is refused, naming what differs.
+Re-running the same command resumes. A worker records each shard it wrote (its manifest record,
+sha256 included) in ``.records/`` right after the shard; a rerun keeps a shard only if its bytes
+still hash to that record (or, once the set is complete, to the manifest), and samples any other
+shard again (the same bytes: sampling is deterministic), saying which. The manifest is built from
+those verified records only, never from re-hashing whatever is on disk. A folder holding another
+plan's shards is refused, naming what differs.
 
 With ``--conditions SET`` every output row is made from one row of a conditioning shard set (its
 class label, mask, conditioning image or prompt: whatever the generator family declares it reads),
@@ -19,6 +23,7 @@ pairs stay paired. The job does not know which family it holds: it asks the gene
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -28,7 +33,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 import suite
@@ -36,18 +40,21 @@ from suite.data.shards import (
     MANIFEST,
     ShardRecord,
     atomic_write_text,
+    read_manifest,
     sha256_file,
     shard_name,
     write_manifest,
     write_shard,
 )
 from suite.data.transforms import sample_seed
-from suite.errors import ConfigError, ShardError
+from suite.errors import ConfigError, ShardError, SynmedError
 
 PLAN_FILE = "job.json"
 # each actor leaves a file "<node address>_<pid>" here (for people and fault tests); the summary
 # lists them as the job's actors
 WORKERS_DIR = ".workers"
+# each shard's record as its writer made it ("shard-NNNNN.json"): what a resumed run trusts
+RECORDS_DIR = ".records"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +249,19 @@ def plan_from_dict(body: dict[str, Any]) -> SamplingPlan:
 # -- the folder: plan, resume, refusal --------------------------------------------------------------
 
 
-def prepare_output(out: Path, plan: SamplingPlan, checkpoint: str) -> list[tuple[int, int, int]]:
-    """Create or check ``out`` and return the shards still to write."""
+@dataclass(slots=True)
+class Resume:
+    """What a (re)run finds in ``out``: verified shards to keep, shards to (re)write, and why."""
+
+    kept: dict[str, ShardRecord]  # by file name
+    todo: list[tuple[int, int, int]]
+    redo: list[str]  # one line per shard on disk that failed verification
+    # the manifest listed every shard and each matched it: the set is whole as it stands
+    complete: bool = False
+
+
+def prepare_output(out: Path, plan: SamplingPlan, checkpoint: str) -> Resume:
+    """Create or check ``out``; verify the shards already there."""
     out.mkdir(parents=True, exist_ok=True)
     plan_path = out / PLAN_FILE
     if plan_path.is_file():
@@ -257,28 +275,126 @@ def prepare_output(out: Path, plan: SamplingPlan, checkpoint: str) -> list[tuple
                 f"{out} holds shards of another sampling job: {', '.join(f'{k} {old.get(k)!r} != {new[k]!r}' for k in differ)}",
                 "choose a new --out, or rerun with the arguments of the job that wrote it",
             )
-    elif any(p.name != WORKERS_DIR for p in out.iterdir()):
+    elif any(p.name not in (WORKERS_DIR, RECORDS_DIR) for p in out.iterdir()):
         raise ShardError(
             f"{out} is not empty and was not written by synmed sample", "choose a new --out"
         )
     else:
         body = {"plan": asdict(plan), "plan_digest": plan.digest, "checkpoint": checkpoint}
         atomic_write_text(plan_path, json.dumps(body, indent=1))
-    return [s for s in plan.shards() if not _complete(out / shard_name(s[0]), plan, s[2] - s[1])]
+    return verify_existing(out, plan)
 
 
 def _norm(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _complete(path: Path, plan: SamplingPlan, count: int) -> bool:
-    if not path.is_file():
-        return False
+def verify_existing(out: Path, plan: SamplingPlan) -> Resume:
+    """Keep a shard only if its bytes hash to what its writer recorded: the manifest's record once
+    the set is complete, else the worker's ``.records/`` entry. Anything else is sampled again."""
+    trusted = _manifest_records(out, plan)
+    kept: dict[str, ShardRecord] = {}
+    todo: list[tuple[int, int, int]] = []
+    redo: list[str] = []
+    for number, start, stop in plan.shards():
+        path = out / shard_name(number)
+        rec = trusted.get(path.name) if trusted is not None else read_record(out, number, plan)
+        problem = None
+        if not path.is_file():
+            if trusted is not None:
+                problem = "is listed in the manifest but missing"
+        elif rec is None:
+            problem = "has no record of its writer (written by an interrupted worker?)"
+        elif rec.count != stop - start:
+            problem = f"is recorded with {rec.count} images, the plan has {stop - start}"
+        elif sha256_file(path) != rec.sha256:
+            problem = "differs from the sha256 recorded when it was written"
+        if rec is not None and problem is None:
+            kept[path.name] = rec
+            continue
+        todo.append((number, start, stop))
+        if problem:
+            redo.append(f"synmed sample: {path} {problem}; sampling it again")
+    return Resume(kept, todo, redo, complete=trusted is not None and not todo)
+
+
+def _manifest_records(out: Path, plan: SamplingPlan) -> dict[str, ShardRecord] | None:
+    """The manifest's records when ``out`` holds this plan's complete set, else None."""
+    if not (out / MANIFEST).is_file():
+        return None
     try:
-        with h5py.File(path, "r") as h5:
-            return h5.attrs.get("job_digest") == plan.digest and h5["images"].shape[0] == count
-    except OSError:  # a damaged file: sample it again
-        return False
+        manifest = read_manifest(out)
+    except ShardError:  # a damaged manifest: fall back to the workers' records
+        return None
+    if manifest.attrs.get("job_digest") != plan.digest:
+        return None
+    return {rec.file: rec for rec in manifest.shards}
+
+
+def record_path(out: Path, number: int) -> Path:
+    return out / RECORDS_DIR / shard_name(number).replace(".h5", ".json")
+
+
+def read_record(out: Path, number: int, plan: SamplingPlan) -> ShardRecord | None:
+    """The record the writer of shard ``number`` left for this plan; None if absent or unreadable."""
+    try:
+        body = json.loads(record_path(out, number).read_text())
+        if body["plan_digest"] != plan.digest:
+            return None
+        rec = ShardRecord(**body["record"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return rec if rec.file == shard_name(number) else None
+
+
+def write_sampled_shard(
+    out: Path, number: int, arrays: dict[str, np.ndarray], attrs: dict[str, Any], plan_digest: str
+) -> ShardRecord:
+    """Write one shard, then its record; a failed write is one ShardError naming the file, with
+    no ``.tmp`` left behind."""
+    shard = out / shard_name(number)
+    try:
+        rec = write_shard(out, number, arrays, attrs)
+    except (OSError, RuntimeError) as err:
+        # h5py reports a write that fails while the file closes as a RuntimeError
+        if not isinstance(err, OSError) and "write failed" not in str(err):
+            raise
+        _drop_tmp(shard)
+        raise write_failure(shard, err) from None
+    record = record_path(out, number)
+    try:
+        record.parent.mkdir(exist_ok=True)
+        body = {"plan_digest": plan_digest, "record": asdict(rec)}
+        atomic_write_text(record, json.dumps(body, indent=1))
+    except OSError as err:
+        _drop_tmp(record)
+        raise write_failure(record, err) from None
+    return rec
+
+
+def _drop_tmp(path: Path) -> None:
+    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+
+
+def write_failure(path: Path, err: Exception) -> ShardError:
+    """The one message for a write that failed; a full disk (or file-size limit) says so."""
+    text = str(err)
+    code = getattr(err, "errno", None)
+    # HDF5 puts the system's errno in its message text, not in the exception
+    full = code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or any(
+        s in text
+        for s in ("No space left", "File too large", "Disk quota", "errno = 28", "errno = 27")
+    )
+    if full:
+        return ShardError(
+            f"could not write {path}: no space left on the device (or a file-size limit)",
+            f"free space where {path.parent} lies, then rerun the same command: shards already "
+            "written are kept",
+        )
+    return ShardError(
+        f"could not write {path} ({getattr(err, 'strerror', None) or text.splitlines()[0]})",
+        f"make {path.parent} writable, then rerun the same command",
+    )
 
 
 def shard_attrs(plan: SamplingPlan, checkpoint: str) -> dict[str, Any]:
@@ -308,41 +424,59 @@ class ShardSampler:
         self, checkpoint: str, plan: dict[str, Any], out: str, conditions: str | None = None
     ) -> None:
         import ray
-        import torch
-
-        from suite.generative.export import load_generator
 
         self.plan = plan_from_dict(plan)
         self.out = Path(out)
         self.checkpoint = checkpoint
+        self.pid = os.getpid()
+        self.node = ray.util.get_node_ip_address()
+        # a bad input met here goes back as each shard's error row (see ray_runtime.error_text)
+        self.failure: SynmedError | None = None
+        try:
+            self._load(conditions)
+        except SynmedError as err:
+            self.failure = err
+        (self.out / WORKERS_DIR).mkdir(exist_ok=True)
+        (self.out / WORKERS_DIR / f"{self.node}_{self.pid}").write_text(str(time.time()))
+
+    def _load(self, conditions: str | None) -> None:
+        import torch
+
+        from suite.generative.export import load_generator
+
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, digest = load_generator(Path(checkpoint))
+        self.model, digest = load_generator(Path(self.checkpoint))
         if digest != self.plan.checkpoint_digest:
             raise ShardError(
-                f"{checkpoint} changed while sampling (digest differs)", "rerun the job"
+                f"{self.checkpoint} changed while sampling (digest differs)", "rerun the job"
             )
         self.model.to(self.device).eval()
         self.conditions = (
             ConditionReader(Path(conditions), self.plan) if conditions is not None else None
         )
-        self.pid = os.getpid()
-        self.node = ray.util.get_node_ip_address()
-        (self.out / WORKERS_DIR).mkdir(exist_ok=True)
-        (self.out / WORKERS_DIR / f"{self.node}_{self.pid}").write_text(str(time.time()))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        records, started, finished = [], [], []
+        from suite.launch.ray_runtime import error_text
+
+        records, errors, started, finished = [], [], [], []
         for number, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
             started.append(time.time())
-            arrays = sample_rows(self.model, self.plan, int(start), int(stop), self.conditions,
-                                 self.device)  # fmt: skip
-            rec = write_shard(
-                self.out, int(number), arrays, shard_attrs(self.plan, self.checkpoint)
-            )
-            records.append(json.dumps(asdict(rec)))
+            try:
+                if self.failure is not None:
+                    raise self.failure
+                arrays = sample_rows(self.model, self.plan, int(start), int(stop),
+                                     self.conditions, self.device)  # fmt: skip
+                rec = write_sampled_shard(self.out, int(number), arrays,
+                                          shard_attrs(self.plan, self.checkpoint), self.plan.digest)  # fmt: skip
+                records.append(json.dumps(asdict(rec)))
+                errors.append("")
+            except SynmedError as err:
+                records.append("")
+                errors.append(error_text(err))
             finished.append(time.time())
         return {
             "record": np.array(records, dtype=object),
+            "error": np.array(errors, dtype=object),
             "worker": np.full(len(records), f"{self.node}/{self.pid}", dtype=object),
             "started": np.array(started),
             "finished": np.array(finished),
@@ -352,11 +486,18 @@ class ShardSampler:
 class ConditionReader:
     """The rows of a conditioning shard set that a plan reads, as :class:`Conditions`."""
 
-    def __init__(self, directory: Path, plan: SamplingPlan, verify: str = "size") -> None:
+    def __init__(self, directory: Path, plan: SamplingPlan) -> None:
         from suite.data.dataset import ShardDataset
 
         self.plan = plan
-        self.data = ShardDataset(directory, split=plan.conditions_split, verify=verify)
+        # the plan holds the manifest's digest, the manifest each shard's: check both here, where
+        # the rows are read (an actor may start long after the driver checked, or on another node)
+        self.data = ShardDataset(directory, split=plan.conditions_split, verify="sha256")
+        if sha256_file(directory / MANIFEST) != plan.conditions_digest:
+            raise ShardError(
+                f"{directory / MANIFEST} changed since the job was planned",
+                "sample into a new --out, or restore the conditioning set",
+            )
         if len(self.data) != plan.condition_rows:
             raise ShardError(
                 f"{directory} has {len(self.data)} rows for split {plan.conditions_split}, the "
@@ -449,8 +590,20 @@ def run_sampling(
     """Run (or resume) a sampling job; returns its summary (also written as sample_summary.json)."""
     from suite.generative.base import SampleOptions
     from suite.generative.export import load_generator
-    from suite.launch.ray_runtime import actor_resources, ray_session
+    from suite.launch.ray_runtime import (
+        actor_resources,
+        raise_carried,
+        ray_session,
+        unwrap_synmed_errors,
+    )
 
+    # before the model loads, Ray starts or --out is touched
+    require_positive(
+        {"--workers": workers, "--shard-size": shard_size, "--batch-size": batch_size,
+         "--sampling-steps": steps, "--num-images": num_images, "--per-class": per_class,
+         "--per-condition": per_condition}
+    )  # fmt: skip
+    refuse_out_inside(out, {"--checkpoint": checkpoint, "--conditions": conditions})
     model, digest = load_generator(checkpoint)
     source = condition_source(model, conditions, conditions_split) if conditions else None
     checkpoint_str = str(Path(checkpoint).resolve())
@@ -468,17 +621,21 @@ def run_sampling(
     # a bad step count fails here, before Ray starts
     model.check_sampling(SampleOptions(sampler=sampler, steps=steps, guidance_scale=guidance))
     del model
-    todo = prepare_output(out, plan, checkpoint_str)
+    resume = prepare_output(out, plan, checkpoint_str)
+    todo = resume.todo
     _clean_workers(out)  # the actors of an earlier, interrupted run
-    done_before = len(plan.shards()) - len(todo)
-    if done_before:
+    for line in resume.redo:
+        print(line)
+    done_before = len(resume.kept)
+    if done_before and todo:
         print(
             f"synmed sample: {done_before} of {len(plan.shards())} shards already complete; sampling the rest"
         )
     t0 = time.time()
     per_worker: dict[str, int] = {}  # "node address/pid" -> images
     window = (float("inf"), float("-inf"))  # first shard started .. last shard written
-    written: dict[str, ShardRecord] = {}  # this run's shards, as their writers recorded them
+    written = dict(resume.kept)  # verified shards, then this run's as their writers recorded them
+    failures: list[str] = []
     if todo:
         with ray_session(ray_address) as ray:
             from ray.data import ActorPoolStrategy
@@ -497,19 +654,34 @@ def run_sampling(
                 compute=ActorPoolStrategy(size=min(workers, len(items))),
                 **actor_resources(ray, workers),
             )
-            for row in results.iter_rows():
-                record = ShardRecord(**json.loads(row["record"]))
-                written[record.file] = record
-                count = record.count
-                per_worker[row["worker"]] = per_worker.get(row["worker"], 0) + count
-                window = (min(window[0], row["started"]), max(window[1], row["finished"]))
+            with unwrap_synmed_errors():
+                for row in results.iter_rows():
+                    if row["error"]:  # the other shards still finish: a rerun keeps them
+                        failures.append(row["error"])
+                        continue
+                    record = ShardRecord(**json.loads(row["record"]))
+                    written[record.file] = record
+                    count = record.count
+                    per_worker[row["worker"]] = per_worker.get(row["worker"], 0) + count
+                    window = (min(window[0], row["started"]), max(window[1], row["finished"]))
+    if failures:
+        _clean_workers(out)
+        raise_carried(failures[0], also=len(failures) - 1)
     seconds = time.time() - t0
-    # Shards from an earlier run are read back (and hashed) once; this run's come with their records.
-    records = [
-        written.get(shard_name(n)) or _record_of(out / shard_name(n), plan)
-        for n, _, _ in plan.shards()
-    ]
-    write_manifest(out, records, shard_attrs(plan, checkpoint_str))
+    missing = [shard_name(n) for n, _, _ in plan.shards() if shard_name(n) not in written]
+    if missing:  # Ray lost results without an error: never write a manifest over a gap
+        raise ShardError(
+            f"{out}: no record came back for {', '.join(missing[:3])}", "rerun the same command"
+        )
+    records = [written[shard_name(n)] for n, _, _ in plan.shards()]
+    # a whole set keeps its manifest file as it is: its sha256 keys caches and conditioned plans
+    if not resume.complete:
+        try:
+            write_manifest(out, records, shard_attrs(plan, checkpoint_str))
+        except OSError as err:
+            _drop_tmp(out / MANIFEST)
+            raise write_failure(out / MANIFEST, err) from None
+    _clean_records(out)  # the manifest now holds them
     actors = _clean_workers(out)
     sampled = sum(per_worker.values())
     summary = {
@@ -535,8 +707,16 @@ def run_sampling(
         "conditions": str(Path(conditions).resolve()) if conditions else None,
         "per_condition": plan.per_condition,
     }
-    atomic_write_text(out / "sample_summary.json", json.dumps(summary, indent=1))
-    _grid(out)
+    try:
+        atomic_write_text(out / "sample_summary.json", json.dumps(summary, indent=1))
+    except OSError as err:
+        _drop_tmp(out / "sample_summary.json")
+        raise write_failure(out / "sample_summary.json", err) from None
+    try:
+        _grid(out)
+    except OSError as err:
+        (out / "samples.png").unlink(missing_ok=True)  # a partial image
+        raise write_failure(out / "samples.png", err) from None
     return summary
 
 
@@ -585,22 +765,33 @@ def _per_node(per_worker: dict[str, int]) -> dict[str, int]:
     return nodes
 
 
-def _record_of(path: Path, plan: SamplingPlan) -> ShardRecord:
-    """The manifest record of a finished shard, recomputed from the file itself."""
-    with h5py.File(path, "r") as h5:
-        index = h5["index"][:]
-        labels = h5["labels"][:] if "labels" in h5 else None
-    k = len(plan.class_names)
-    return ShardRecord(
-        file=path.name,
-        count=len(index),
-        sha256=sha256_file(path),
-        index_min=int(index.min()),
-        index_max=int(index.max()),
-        class_counts=[int(c) for c in np.bincount(labels, minlength=k)[:k]]
-        if labels is not None
-        else [],
-    )
+def require_positive(values: dict[str, int | None]) -> None:
+    """One ConfigError naming the first flag that is given but below 1."""
+    for flag, value in values.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} is {value}, it must be at least 1", f"pass {flag} 1 or more")
+
+
+def refuse_out_inside(out: Path, inputs: dict[str, Path | None]) -> None:
+    """--out may be neither an input folder nor inside one."""
+    target = Path(out).resolve()
+    for flag, path in inputs.items():
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        if target == source or source in target.parents:
+            raise ConfigError(
+                f"--out {out} is {'' if target == source else 'inside '}{flag} {path}",
+                f"choose an --out outside {path}",
+            )
+
+
+def _clean_records(out: Path) -> None:
+    folder = out / RECORDS_DIR
+    if folder.is_dir():
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
 
 
 def _clean_workers(out: Path) -> list[str]:
@@ -621,6 +812,6 @@ def _grid(out: Path, n: int = 64) -> None:
     from suite.data.dataset import ShardDataset
     from suite.train.monitor import save_grid
 
-    data = ShardDataset(out, verify="none")
+    data = ShardDataset(out, verify="none")  # every shard verified or written by this run
     images = torch.stack([data[i]["image"] for i in range(min(n, len(data)))]).float() / 255
     save_grid(images, out / "samples.png")

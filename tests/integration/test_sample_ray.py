@@ -1,5 +1,7 @@
 """`synmed sample` on a real local Ray: determinism across worker counts, resume after a killed
-driver, a SIGKILLed worker retried by Ray, refusal of another job's folder."""
+driver (keeping only shards that match their writer's record), a changed shard of a finished set
+sampled again to its original bytes, a SIGKILLed worker retried by Ray, refusal of another job's
+folder."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 from suite.data.dataset import ShardDataset
 from suite.data.verify import verify_shard_set
 from tests.integration.helpers import ENV, synmed, wait_until
+from tests.unit.sampling.test_job import flip_byte, rewrite_valid
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]
@@ -78,25 +81,71 @@ def _in_session(pid: int, leader: int) -> bool:
         return False
 
 
+def recorded_shards(out: Path) -> list[str]:
+    """Shards whose writer also left its record (a kill can fall between the two)."""
+    return sorted(
+        p.name
+        for p in out.glob("shard-*.h5")
+        if (out / ".records" / p.name.replace(".h5", ".json")).is_file()
+    )
+
+
 def test_killed_driver_resumes_writing_only_missing_shards(generator: Path, tmp_path: Path) -> None:
     out = tmp_path / "s"
     args = sample_args(generator, out, 40)
     proc = subprocess.Popen([sys.executable, "-m", "suite", *args], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    wait_until(lambda: len(list(out.glob("shard-*.h5"))) >= 2, 300, "two shards")
+    wait_until(lambda: len(recorded_shards(out)) >= 4, 300, "four shards")
     kill_session(proc.pid)  # the driver and everything it started: Ray's daemons and workers
     proc.wait()
-    before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.h5")}
-    assert 2 <= len(before) < 10 and not (out / "manifest.json").exists()
+    recorded = recorded_shards(out)
+    assert 4 <= len(recorded) < 10 and not (out / "manifest.json").exists()
+    # one shard changed after it was written, one whose record is lost: both are made again
+    changed, unrecorded, *kept = recorded
+    original = {name: (out / name).read_bytes() for name in (changed, unrecorded)}
+    rewrite_valid(out / changed)
+    (out / ".records" / unrecorded.replace(".h5", ".json")).unlink()
+    before = {name: (out / name).stat().st_mtime_ns for name in kept}
     again = synmed(*args)
     assert again.returncode == 0, again.stderr
-    assert f"{len(before)} of 10 shards already complete" in again.stdout
+    assert f"{out / changed} differs from the sha256 recorded" in again.stdout
+    assert f"{out / unrecorded} has no record of its writer" in again.stdout
+    assert f"{len(kept)} of 10 shards already complete" in again.stdout
     for name, mtime in before.items():
         assert (out / name).stat().st_mtime_ns == mtime  # not rewritten
+    for name, data in original.items():
+        assert (out / name).read_bytes() == data  # sampled again to the same bytes
     summary = json.loads((out / "sample_summary.json").read_text())
-    assert summary["sampled_this_run"] == 40 - 4 * len(before)
+    assert summary["sampled_this_run"] == 40 - 4 * len(kept)
     assert verify_shard_set(out).count == 40
     assert sorted(images_by_index(out)) == list(range(40))
+    assert not (out / ".records").exists()  # the manifest holds the records now
+
+
+def test_changed_shard_of_a_finished_set_is_sampled_again(generator: Path, tmp_path: Path) -> None:
+    """Before: a rerun re-hashed whatever was on disk into the manifest, and verify then passed."""
+    out = tmp_path / "s"
+    args = sample_args(generator, out, 12)
+    assert synmed(*args).returncode == 0
+    manifest_bytes = (out / "manifest.json").read_bytes()
+    whole = synmed(*args)  # every shard verified, nothing to do: the manifest stays as it was
+    assert whole.returncode == 0 and "sampling it again" not in whole.stdout
+    assert (out / "manifest.json").read_bytes() == manifest_bytes
+    original = {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.h5"))}
+    digests = {s["file"]: s["sha256"] for s in json.loads((out / "manifest.json").read_text())["shards"]}  # fmt: skip
+    flip_byte(out / "shard-00000.h5")
+    rewrite_valid(out / "shard-00002.h5")  # a valid shard of the right job and count
+    refused = synmed("data", "verify", str(out))
+    assert refused.returncode == 2 and "shard-00000.h5" in refused.stderr
+    again = synmed(*args)
+    assert again.returncode == 0, again.stderr
+    redone = [line for line in again.stdout.splitlines() if "sampling it again" in line]
+    assert len(redone) == 2 and "shard-00000.h5" in redone[0] and "shard-00002.h5" in redone[1]
+    assert {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.h5"))} == original
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {s["file"]: s["sha256"] for s in manifest["shards"]} == digests  # the original digests
+    assert synmed("data", "verify", str(out)).returncode == 0
+    assert json.loads((out / "sample_summary.json").read_text())["sampled_this_run"] == 8
 
 
 def test_sigkilled_worker_is_retried_and_every_index_lands_once(
@@ -138,9 +187,9 @@ def test_bad_arguments(generator: Path, tmp_path: Path) -> None:
     proc = synmed("sample", "--checkpoint", str(generator), "--num-images", "4", "--sampling-steps", "999",
                   "--out", str(tmp_path / "b"))  # fmt: skip
     assert proc.returncode == 2 and "outside 1..50" in proc.stderr
-    proc = synmed(
-        "sample", "--checkpoint", str(tmp_path), "--num-images", "4", "--out", str(tmp_path / "c")
-    )
+    (tmp_path / "not-a-run").mkdir()
+    proc = synmed("sample", "--checkpoint", str(tmp_path / "not-a-run"), "--num-images", "4",
+                  "--out", str(tmp_path / "c"))  # fmt: skip
     assert proc.returncode == 2 and "not a synmed generator export" in proc.stderr
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
@@ -193,3 +242,43 @@ def test_conditioned_sampling_pairs_each_row_with_its_source(tmp_path: Path) -> 
                  "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2 and "--num-images 5 differs" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+FILE_SIZE_LIMIT = 64 * 1024  # below one shard of 300 noisy 16 px images (~90 KB)
+
+
+def limit_file_size() -> None:
+    """A Ray worker setup hook: a file-size limit stands in for a full disk. Ray starts its workers
+    without the driver's limits, so `ulimit -f` around the command would not reach them."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, resource.RLIM_INFINITY))
+
+
+LIMITED_DRIVER = (
+    "import sys, ray, suite.launch.ray_runtime; ray.init(address='local', num_cpus=2, "
+    "include_dashboard=False, _node_ip_address='127.0.0.1', runtime_env={'worker_process_setup_hook': "
+    "'tests.integration.test_sample_ray.limit_file_size'}); from suite.cli import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
+def test_full_disk_in_a_worker_is_one_error_and_the_rerun_completes(
+    generator: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "s"
+    args = ["sample", "--checkpoint", str(generator), "--num-images", "300", "--shard-size", "300",
+            "--batch-size", "100", "--sampler", "ddim", "--sampling-steps", "2", "--workers", "1",
+            "--out", str(out)]  # fmt: skip
+    full = subprocess.run([sys.executable, "-c", LIMITED_DRIVER, *args], capture_output=True,
+                          text=True, env=ENV, timeout=300)  # fmt: skip
+    assert full.returncode == 2, full.stderr[-3000:]
+    driver = [line for line in full.stderr.splitlines() if "(MapWorker" not in line]
+    errors = [line for line in driver if line.startswith("error: ")]
+    assert len(errors) == 1 and f"could not write {out}/shard-00000.h5" in errors[0]
+    assert "no space left" in errors[0] and "fix: free space" in full.stderr
+    assert not any("Traceback" in line for line in driver)  # no Ray dump from the driver
+    assert not list(out.glob("*.tmp")) and not (out / "manifest.json").exists()
+    again = synmed(*args)
+    assert again.returncode == 0, again.stderr
+    assert verify_shard_set(out).count == 300

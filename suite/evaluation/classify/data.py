@@ -82,13 +82,22 @@ class EvaluationData:
     synthetic: Rows | None
 
 
-def open_shards(directory: Path, what: str, **kwargs: object) -> ShardDataset:
+def open_shards(
+    directory: Path, what: str, hashed: set[Path] | None = None, **kwargs: object
+) -> ShardDataset:
+    """Open a set with every shard's sha256 checked; a set already in ``hashed`` (checked by this
+    same call of the caller, moments ago) is only checked for presence, and is added to it."""
     if not directory.is_dir():
         raise DataError(f"{what} folder {directory} does not exist", "fix the path in the config")
+    key = directory.resolve()
+    verify = "size" if hashed is not None and key in hashed else "sha256"
     try:
-        return ShardDataset(directory, **kwargs)  # type: ignore[arg-type]
+        ds = ShardDataset(directory, verify=verify, **kwargs)  # type: ignore[arg-type]
     except SynmedError as err:
         raise DataError(f"{what} {directory}: {err.what}", err.fix) from None
+    if hashed is not None:
+        hashed.add(key)
+    return ds
 
 
 def remap_labels(ds: ShardDataset, names: list[str], what: str, multilabel: bool) -> np.ndarray:
@@ -133,7 +142,8 @@ def open_evaluation_data(data: ClassifyData) -> EvaluationData:
             f"data.label_fraction = {data.label_fraction} is outside (0, 1]",
             "use e.g. 0.01, 0.1 or 1.0",
         )
-    probe = open_shards(data.shards, "data.shards", verify="size")
+    hashed: set[Path] = set()  # each set's shards are hashed once, at its first open below
+    probe = open_shards(data.shards, "data.shards", hashed)
     kind = require_labels(probe, "data.shards")
     multilabel = kind == "multilabel"
     names = list(probe.class_names)
@@ -149,7 +159,7 @@ def open_evaluation_data(data: ClassifyData) -> EvaluationData:
     classes = list(data.classes) if data.classes is not None else None
 
     def split_rows(directory: Path, split: str, what: str) -> Rows:
-        ds = open_shards(directory, what, split=split, classes=classes)
+        ds = open_shards(directory, what, hashed, split=split, classes=classes)
         if len(ds) == 0:
             raise DataError(
                 f"{what} {directory} has no {split} rows"
@@ -161,7 +171,7 @@ def open_evaluation_data(data: ClassifyData) -> EvaluationData:
     train = split_rows(data.shards, "train", "data.shards")
     val = split_rows(data.shards, "val", "data.shards")
     if data.test_shards is not None:
-        other = open_shards(data.test_shards, "data.test_shards", verify="size")
+        other = open_shards(data.test_shards, "data.test_shards", hashed)
         require_labels(other, "data.test_shards")
         if other.class_names != probe.class_names or other.label_kind != kind:
             raise DataError(
@@ -186,12 +196,16 @@ def open_evaluation_data(data: ClassifyData) -> EvaluationData:
             )
     synthetic = None
     if data.synthetic is not None:
-        synthetic = _open_synthetic(data.synthetic, names, multilabel, tuple(first.shape))
+        synthetic = _open_synthetic(data.synthetic, names, multilabel, tuple(first.shape), hashed)
     return EvaluationData(names, multilabel, channels, size, train, val, test, synthetic)
 
 
 def _open_synthetic(
-    cfg: SyntheticConfig, names: list[str], multilabel: bool, shape: tuple[int, ...]
+    cfg: SyntheticConfig,
+    names: list[str],
+    multilabel: bool,
+    shape: tuple[int, ...],
+    hashed: set[Path],
 ) -> Rows:
     if cfg.shards is None:
         raise DataError("data.synthetic.shards is not set", "set it to a labelled shard set")
@@ -200,7 +214,7 @@ def _open_synthetic(
             "synthetic augmentation of a multi-label set is not supported",
             "drop data.synthetic, or evaluate a single-label set",
         )
-    probe = open_shards(cfg.shards, "data.synthetic.shards", verify="size")
+    probe = open_shards(cfg.shards, "data.synthetic.shards", hashed)
     require_labels(probe, "data.synthetic.shards")
     if probe.label_kind == "multilabel":
         raise DataError(f"data.synthetic.shards {cfg.shards} is multi-label", "use one label each")
@@ -212,9 +226,8 @@ def _open_synthetic(
             f"evaluated {names}",
             "generate images of the evaluated classes (classes are matched by name)",
         )
-    ds = open_shards(
-        cfg.shards, "data.synthetic.shards", classes=shared
-    )  # every split: all generated
+    # every split: all generated
+    ds = open_shards(cfg.shards, "data.synthetic.shards", hashed, classes=shared)
     if foreign and len(ds) == 0:
         raise DataError(f"data.synthetic.shards {cfg.shards} has no rows of {names}", "check it")
     if tuple(ds[0]["image"].shape) != shape:

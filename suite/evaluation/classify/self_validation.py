@@ -46,7 +46,8 @@ def self_validate(
         raise DataError(
             f"{classifier} is a multi-label classifier", "self-validation needs one label per image"
         )
-    probe = open_shards(Path(fake), "--fake", verify="size")
+    hashed: set[Path] = set()  # hashed at the first open
+    probe = open_shards(Path(fake), "--fake", hashed)
     require_labels(probe, "--fake")
     if probe.label_kind == "multilabel":
         raise DataError(f"--fake {fake} is multi-label", "generate one intended class per image")
@@ -57,7 +58,7 @@ def self_validate(
             "use a classifier trained on the classes the generator was asked for "
             "(classes are matched by name)",
         )
-    ds = open_shards(Path(fake), "--fake")
+    ds = open_shards(Path(fake), "--fake", hashed)
     if len(ds) == 0:
         raise DataError(f"--fake {fake} holds no images", "sample some first")
     shape = tuple(int(v) for v in ds[0]["image"].shape)

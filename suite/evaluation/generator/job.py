@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
+
 from suite.artifacts.digests import sha256_file
 from suite.artifacts.results import RESULT_FILE, InputRef, Result, write_result
 from suite.data.dataset import verify_digests
@@ -84,6 +86,7 @@ class EvalSet:
     manifest_sha256: str
     split: str | None
     n: int
+    shape: tuple[int, ...]  # (C, H, W) of its images
 
     @property
     def labelled(self) -> bool:
@@ -106,10 +109,12 @@ def metric_name(encoder: EncoderSpec) -> str:
 
 
 def open_set(path: Path, role: str, split: str | None) -> EvalSet:
-    """Read and check a set's manifest; count the rows the evaluation uses."""
+    """Read and check a set: its manifest, every shard's sha256 (the scores, and the reference
+    cache keyed by the manifest, rely on them), the rows the evaluation uses, the image shape."""
     flag = f"--{role}"
     try:
         manifest = read_manifest(path)
+        verify_digests(Path(path), manifest, "sha256")
     except ShardError as err:
         raise DataError(f"{flag}: {err.what}", err.fix) from None
     if split is not None and split not in SPLITS:
@@ -136,7 +141,27 @@ def open_set(path: Path, role: str, split: str | None) -> EvalSet:
             f"need at least {MIN_IMAGES} (k-NN manifolds with k = {DC_K})",
             "evaluate more images (thousands for a meaningful FID)",
         )
-    return EvalSet(role, Path(path).resolve(), manifest, sha256_file(path / MANIFEST), split, n)
+    first = next(rec.file for rec in manifest.shards if rec.count)
+    with h5py.File(Path(path) / first, "r") as h5:
+        shape = tuple(int(d) for d in h5["images"].shape[1:])
+    return EvalSet(
+        role, Path(path).resolve(), manifest, sha256_file(path / MANIFEST), split, n, shape
+    )
+
+
+def match_shapes(real: EvalSet, fake: EvalSet) -> None:
+    """Refuse sets of different image shapes: each encoder resizes its input, so a Fréchet distance
+    between them would score the resizing as much as the generator."""
+    if real.shape == fake.shape:
+        return
+    (rc, rh, rw), (fc, fh, fw) = real.shape, fake.shape
+    raise DataError(
+        f"--real {real.path} holds {rh}x{rw} images with {rc} channel(s), --fake {fake.path} "
+        f"{fh}x{fw} with {fc}: FID and the other metrics compare images of one shape",
+        f"re-ingest the real source at the generator's size (synmed data ingest SRC --out NEW "
+        f"--image-size {fw} --channels {fc}) and pass --real NEW, or score a generator trained "
+        f"at {rw} px with {rc} channel(s)",
+    )
 
 
 def match_classes(real: EvalSet, fake: EvalSet) -> tuple[list[tuple[str, int, int]], str | None]:
@@ -208,27 +233,33 @@ def evaluate_generator(
 ) -> dict[str, Any]:
     """Score the shard set ``fake`` against ``real``; write ``out``; return the result dict.
 
-    Every input is checked before any work (missing or empty sets, split, class lists, encoders,
-    options, cache folder), so a bad input is one :class:`~suite.errors.SynmedError` and leaves
+    Every input is checked before any work (missing or empty sets, every shard's sha256, image
+    shapes, split, class lists, encoders, options, cache folder), so a bad input is one :class:`~suite.errors.SynmedError` and leaves
     ``out`` as it was; so does an error during the run.
     """
     started = time.perf_counter()
     _check_options(options)
     real_set = open_set(Path(real), "real", options.real_split)
     fake_set = open_set(Path(fake), "fake", None)
+    match_shapes(real_set, fake_set)
+    target = Path(out).resolve()
+    for opened in (real_set, fake_set):
+        if target == opened.path or opened.path in target.parents:
+            raise DataError(
+                f"--out {out} is {'' if target == opened.path else 'inside '}--{opened.role} {opened.path}",
+                f"write the result to a folder outside {opened.path}",
+            )
     classes, class_note = match_classes(real_set, fake_set)
     encoders = resolve_encoders(tuple(options.encoders))
     cache = StatsCache(Path(options.cache_dir or default_cache_dir()).expanduser())
     if options.use_cache:
         cache.prepare()
-    verify_digests(fake_set.path, fake_set.manifest, "sha256")
 
     from suite.launch.ray_runtime import ray_session
 
     real_stats: list[SetStats] = []
     fake_stats: list[SetStats] = []
     cache_log: list[dict[str, Any]] = []
-    real_verified = False
     with staged_output(Path(out), overwrite=options.overwrite) as staging:
         scratch = staging / SCRATCH
         with ray_session(options.ray_address):
@@ -245,9 +276,6 @@ def evaluate_generator(
                 )
                 cached = cache.load(digest, key, encoder.dim) if options.use_cache else None
                 if cached is None:
-                    if not real_verified:  # the cache key trusts the manifest: check the shards
-                        verify_digests(real_set.path, real_set.manifest, "sha256")
-                        real_verified = True
                     cached = compute_set_stats(
                         real_set.path,
                         encoder,

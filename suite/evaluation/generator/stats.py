@@ -202,7 +202,12 @@ def compute_set_stats(
     Per-class statistics are computed for labelled sets. The shards' sha256 digests are not checked
     here: the caller does that once per set.
     """
-    from suite.launch.ray_runtime import actor_resources, index_dataset, ray_session
+    from suite.launch.ray_runtime import (
+        actor_resources,
+        index_dataset,
+        ray_session,
+        unwrap_synmed_errors,
+    )
 
     directory = Path(shards).resolve()
     manifest = read_manifest(directory)
@@ -245,19 +250,22 @@ def compute_set_stats(
         # Merge as results stream in, in shard order: the scratch folder holds only the shards
         # finished ahead of the next one to merge, and float64 sums always add in the same order.
         following = 0
-        for row in ds.iter_rows():
-            number = int(row["shard"])
-            counts.setdefault(number, int(row["count"]))
-            pids.add(int(row["pid"]))
-            while following in counts:
-                path = stats_file(scratch, following)
-                total, per_class = _load_shard_stats(path, dim, num_classes)
-                if total.n != counts[following]:
-                    raise DataError(f"{path} counts {total.n} rows, its task {counts[following]}")
-                merged = merged.merge(total)
-                merged_class = [a.merge(b) for a, b in zip(merged_class, per_class)]
-                path.unlink()
-                following += 1
+        with unwrap_synmed_errors():
+            for row in ds.iter_rows():
+                number = int(row["shard"])
+                counts.setdefault(number, int(row["count"]))
+                pids.add(int(row["pid"]))
+                while following in counts:
+                    path = stats_file(scratch, following)
+                    total, per_class = _load_shard_stats(path, dim, num_classes)
+                    if total.n != counts[following]:
+                        raise DataError(
+                            f"{path} counts {total.n} rows, its task {counts[following]}"
+                        )
+                    merged = merged.merge(total)
+                    merged_class = [a.merge(b) for a, b in zip(merged_class, per_class)]
+                    path.unlink()
+                    following += 1
         seconds = time.perf_counter() - start
 
     if following != len(files):

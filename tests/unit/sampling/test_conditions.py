@@ -128,4 +128,19 @@ def test_unconditioned_plans_keep_their_digest_and_old_folders_resume(tmp_path: 
     out = tmp_path / "old-job"
     out.mkdir()
     (out / "job.json").write_text(json.dumps({"plan": old, "plan_digest": plan.digest}))
-    assert len(prepare_output(out, plan, "ckpt")) == 2  # accepted: both shards still to write
+    assert len(prepare_output(out, plan, "ckpt").todo) == 2  # accepted: both shards still to write
+
+
+def test_the_conditioning_reader_refuses_a_changed_shard(tmp_path: Path) -> None:
+    masked = make_shard_set(tmp_path / "masked", n=9, masks=True)
+    model = MaskEcho()
+    plan = plan_for(model, condition_source(model, masked, "train"))
+    shard = masked / "shard-00001.h5"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="sha256 does not match") as err:
+        ConditionReader(masked, plan)  # what each sampling actor opens, on a resume too
+    assert str(shard) in err.value.what
+    with pytest.raises(ShardError, match="sha256"):
+        condition_source(model, masked, "train")  # the driver's check before a (re)run
