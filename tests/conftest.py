@@ -68,7 +68,8 @@ def ray_local():
     """A real local Ray on 127.0.0.1 with 2 CPUs, shut down at the end of the session."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a new instance, never whatever cluster /tmp/ray/ray_current_cluster names
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

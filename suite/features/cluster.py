@@ -392,15 +392,9 @@ def cluster_shard_set(
         raise DataError(f"k = {k} needs 1..{n} images ({source} holds {n})", f"pass --k in 1..{n}")
     if embedding not in ("pca", "tsne"):
         raise DataError(f"unknown embedding {embedding!r}", "use pca or tsne")
-    if source == out.resolve() or source in out.resolve().parents:
-        raise DataError(
-            f"--out {out} is {'' if source == out.resolve() else 'inside '}the input shard set "
-            f"{source}",
-            "write the clustered set to a new folder outside it",
-        )
     spec = resolve_encoder(encoder)
 
-    with staged_output(out, overwrite=overwrite) as staging:
+    with staged_output(out, overwrite=overwrite, inputs=(source, spec.path)) as staging:
         scratch = staging / SCRATCH
         extraction = extract_features(
             source,

@@ -148,7 +148,9 @@ def run_classify(
     plan = _Plan(cfg, data)
     k = len(data.class_names)
     started = time.monotonic()
-    with staged_output(out, overwrite=overwrite) as stage:
+    synthetic = cfg.data.synthetic.shards if cfg.data.synthetic is not None else None
+    inputs = (cfg.data.shards, cfg.data.test_shards, synthetic, getattr(cfg.backbone, "path", None))
+    with staged_output(out, overwrite=overwrite, inputs=inputs) as stage:
         results: dict[str, dict[int, Scores]] = {p: {} for p in cfg.protocols}
         selection: dict[str, dict[int, Any]] = {p: {} for p in cfg.protocols}
         feature_protocols = [p for p in cfg.protocols if p in FEATURE_PROTOCOLS]

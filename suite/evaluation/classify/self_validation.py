@@ -71,7 +71,7 @@ def self_validate(
         )
     rows = Rows(ds, remap_labels(ds, names, "--fake", False), f"{fake}:all")
     log(f"classifying {len(rows)} generated images with {classifier}")
-    with staged_output(Path(out), overwrite=overwrite) as stage:
+    with staged_output(Path(out), overwrite=overwrite, inputs=(fake, classifier)) as stage:
         probs, _ = predict(model, rows.subset(np.arange(len(rows))), batch_size)
         s = single_label_scores(rows.labels, probs, names)
         result = Result(

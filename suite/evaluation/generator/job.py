@@ -242,13 +242,6 @@ def evaluate_generator(
     real_set = open_set(Path(real), "real", options.real_split)
     fake_set = open_set(Path(fake), "fake", None)
     match_shapes(real_set, fake_set)
-    target = Path(out).resolve()
-    for opened in (real_set, fake_set):
-        if target == opened.path or opened.path in target.parents:
-            raise DataError(
-                f"--out {out} is {'' if target == opened.path else 'inside '}--{opened.role} {opened.path}",
-                f"write the result to a folder outside {opened.path}",
-            )
     classes, class_note = match_classes(real_set, fake_set)
     encoders = resolve_encoders(tuple(options.encoders))
     cache = StatsCache(Path(options.cache_dir or default_cache_dir()).expanduser())
@@ -260,7 +253,9 @@ def evaluate_generator(
     real_stats: list[SetStats] = []
     fake_stats: list[SetStats] = []
     cache_log: list[dict[str, Any]] = []
-    with staged_output(Path(out), overwrite=options.overwrite) as staging:
+    inputs = [real_set.path, fake_set.path, *(e.path for e in encoders)]
+    inputs += [cache.directory] if options.use_cache else []
+    with staged_output(Path(out), overwrite=options.overwrite, inputs=inputs) as staging:
         scratch = staging / SCRATCH
         with ray_session(options.ray_address):
             for number, encoder in enumerate(encoders):

@@ -131,26 +131,11 @@ def check_config(cfg: SegmentEvalConfig) -> None:
             "data.synthetic is set but train.training_data=real would ignore it",
             "set train.training_data=mixed or merging, or drop data.synthetic",
         )
-    if not 0.0 <= train.alpha <= 1.0:
-        raise ConfigError(f"train.alpha={train.alpha} is not a probability", "use 0 <= alpha <= 1")
-    if train.synthetic_ratio <= 0:
-        raise ConfigError(
-            f"train.synthetic_ratio={train.synthetic_ratio} must be positive", "e.g. 1.0"
-        )
-    for key, value in (
-        ("train.merge_patch", train.merge_patch),
-        ("train.epochs", train.epochs),
-        ("train.batch_size", train.batch_size),
-    ):
-        if value < 1:
-            raise ConfigError(f"{key}={value} must be at least 1", f"set {key} to a positive int")
     if not train.seeds or len(set(train.seeds)) != len(train.seeds):
         raise ConfigError(
             f"train.seeds={train.seeds} must be a non-empty list of distinct seeds",
             "e.g. [0, 1, 2]",
         )
-    if train.lr <= 0:
-        raise ConfigError(f"train.lr={train.lr} must be positive", "e.g. 1e-3")
     if model.encoder == "conv" and (not model.channels or min(model.channels) < 1):
         raise ConfigError(
             f"model.channels={model.channels} needs positive widths", "e.g. [16, 32, 64, 128]"

@@ -120,7 +120,9 @@ def evaluate_segmentation(
     }
     selection: dict[str, list[Any]] = {"best_epoch": [], "best_val_dice": []}
     history: dict[str, Any] = {}
-    with staged_output(out, overwrite=overwrite) as stage:  # refuses a non-empty out up front
+    inputs = (cfg.data.shards, cfg.data.synthetic, cfg.model.backbone)
+    # refuses a non-empty out, or one inside an input, up front
+    with staged_output(out, overwrite=overwrite, inputs=inputs) as stage:
         for n, seed in enumerate(tc.seeds):
             torch.manual_seed(seed)
             np.random.seed(seed)

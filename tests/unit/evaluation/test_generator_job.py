@@ -22,7 +22,7 @@ need_module("ray", "a dependency of synmed-suite: bash scripts/setup.sh")
 
 from suite.data.shards import write_manifest  # noqa: E402
 from suite.data.writer import ShardSetWriter  # noqa: E402
-from suite.errors import ConfigError, DataError  # noqa: E402
+from suite.errors import ConfigError, DataError, ShardError  # noqa: E402
 from suite.evaluation.frechet import FeatureStats, frechet_distance  # noqa: E402
 from suite.evaluation.generator.job import GeneratorEvalOptions, evaluate_generator  # noqa: E402
 from suite.evaluation.generator.stats import compute_set_stats  # noqa: E402
@@ -74,7 +74,7 @@ def first(ray_local, sets: dict[str, Path]) -> dict:
 
 def test_result_json_shape_and_csv(first: dict, sets: dict[str, Path]) -> None:
     out, result = first["out"], first["result"]
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".synmed-output", "metrics.csv", "result.json"]
     assert json.loads((out / "result.json").read_text()) == result
     assert result["task"] == "generator"
     metrics = result["metrics"]
@@ -265,6 +265,6 @@ def test_counts_below_one_are_refused_by_the_cli_before_anything_starts(
 def test_out_inside_an_input_set_is_refused(sets: dict[str, Path], tmp_path: Path) -> None:
     fake = Path(shutil.copytree(sets["fake"], tmp_path / "fake"))
     before = sorted(p.name for p in fake.iterdir())
-    with pytest.raises(DataError, match="is inside --fake"):
+    with pytest.raises(ShardError, match="lies inside the input"):
         evaluate_generator(sets["real"], fake, fake / "eval", options(tmp_path / "cache"))
     assert sorted(p.name for p in fake.iterdir()) == before

@@ -76,7 +76,7 @@ def test_config_rules(tmp_path: Path, sets: dict[str, Path]) -> None:
     _fails(tmp_path, ConfigError, "unknown key 'train.epoch'", shards, "train.epoch=3")
     _fails(tmp_path, ConfigError, "needs data.synthetic", shards, "train.training_data=merging")
     _fails(tmp_path, ConfigError, "would ignore it", shards, f"data.synthetic={sets['masks16']}")
-    _fails(tmp_path, ConfigError, "not a probability", shards, "train.alpha=1.2")
+    _fails(tmp_path, ConfigError, "'train.alpha' = 1.2 is out of range", shards, "train.alpha=1.2")
     _fails(tmp_path, ConfigError, "data.shards is not set")
     _fails(tmp_path, ConfigError, "does not exist", "data.shards=/nonexistent/set")
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from suite.errors import DataError
+from suite.errors import DataError, ShardError
 from suite.features.cluster import Clustering, cluster_features, l2_normalize, plot_embedding
 
 K = 4
@@ -282,6 +282,6 @@ def test_out_inside_the_input_is_refused(tmp_path: Path) -> None:
 
     source = make_shard_set(tmp_path / "in", n=8)
     before = sorted(p.name for p in source.iterdir())
-    with pytest.raises(DataError, match="is inside the input shard set"):
+    with pytest.raises(ShardError, match="lies inside the input"):
         cluster_shard_set(source, source / "clustered", "random:32", 2)
     assert sorted(p.name for p in source.iterdir()) == before
