@@ -63,7 +63,9 @@ def test_node_down_mid_job_requeues_and_resumes_from_the_saved_step(
         if node:  # later tests need both nodes
             run(["scontrol", "update", f"nodename={node}", "state=resume"])
         run(["scancel", job])
-    log = (tmp_path / f"synmed-ddpm-{job}.out").read_text()
+    log = (tmp_path / f"synmed-ddpm-{job}.out").read_text(
+        errors="replace"
+    )  # a bar cut mid-character
     assert job_state(job) == "COMPLETED", log[-3000:]
     assert "restart 1" in log, log[-3000:]
     resumed = log.split("resumed from ")[1].split("\n")[0]
@@ -140,7 +142,7 @@ def test_ray_worker_node_lost_mid_sampling_every_index_once(
         wait_until(lambda: state() == "", 300, f"job {job} to finish", 1)
     finally:
         run([*netns_slurm["exec"], "scancel", job])
-    log = (tmp_path / f"synmed-ray-{job}.out").read_text()
+    log = (tmp_path / f"synmed-ray-{job}.out").read_text(errors="replace")
     assert "2 Ray node(s) up" in log, log[-3000:]
     summary = json.loads((out / "sample_summary.json").read_text())
     assert verify_shard_set(out).count == 24, log[-3000:]
