@@ -245,12 +245,21 @@ def visible_run(run_dir: Path) -> None:
 
 
 def assert_full_disk(proc: subprocess.CompletedProcess[str], out: Path) -> None:
-    """Exit 2, one message naming a path beside or under ``out``, no traceback, nothing left."""
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    """Exit 2, one message naming a path beside or under ``out``, no traceback, nothing left.
+    Every broken promise is listed, not only the first."""
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and str(out.parent) in errors[0], proc.stderr
-    assert leftovers(out.parent) == [], leftovers(out.parent)
+    problems = []
+    if proc.returncode != 2:
+        problems.append(f"exit status {proc.returncode}, not 2")
+    if "Traceback" in proc.stderr:
+        last = [line for line in proc.stderr.splitlines() if line.strip()][-1:]
+        problems.append(f"a traceback ending {last}")
+    if len(errors) != 1 or str(out.parent) not in errors[0]:
+        problems.append(f"not one error line naming a path under {out.parent}: {errors}")
+    left = leftovers(out.parent)
+    if left:
+        problems.append(f"left behind: {[str(p.relative_to(out.parent)) for p in left]}")
+    assert not problems, "\n".join(problems) + "\n--- stderr:\n" + proc.stderr[-2000:]
 
 
 # -- shared inputs ----------------------------------------------------------------------------------
