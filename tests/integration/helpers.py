@@ -44,3 +44,30 @@ def demo_shards(name: str, out: Path, **options) -> Path:
     path, defaults = resolve_source(f"demo:{name}")
     ingest(path, out, IngestOptions(**{**defaults, **options}), progress=False)
     return out
+
+
+def kill_session(leader: int, timeout: float = 30) -> None:
+    """SIGKILL every process of the session ``leader`` heads (a Popen with start_new_session=True):
+    its process group at once, then any process that left the group but not the session (Ray's
+    workers and daemons each sit in a group of their own). Returns when none is left alive."""
+    import contextlib
+    import signal
+
+    import psutil
+
+    def members() -> list[int]:
+        alive = []
+        for pid in psutil.pids():
+            try:
+                if os.getsid(pid) == leader and psutil.Process(pid).status() != "zombie":
+                    alive.append(pid)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                pass
+        return alive
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGKILL)
+    for pid in members():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not members(), timeout, f"the processes of session {leader} to die")
