@@ -129,12 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SynmedError as err:
+        _close_progress_bars()
         print(f"error: {err.what}", file=sys.stderr)
         if err.fix:
             print(f"  fix: {err.fix}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def _close_progress_bars() -> None:
+    """End the progress bars an error interrupted, so the message starts on a line of its own
+    (tqdm leaves the cursor after the bar); tqdm is not imported here if no command used it."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 if __name__ == "__main__":
