@@ -28,20 +28,6 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.image_size=128")
 
 
-def add_resume_args(p: argparse.ArgumentParser) -> None:
-    """``--resume | --auto-resume`` of the training commands; read back with :func:`resume_mode`."""
-    resume = p.add_mutually_exclusive_group()
-    resume.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    resume.add_argument(
-        "--auto-resume", action="store_true", help="continue if there is a checkpoint (for jobs)"
-    )
-
-
-def resume_mode(args: argparse.Namespace) -> str:
-    """ "auto", "yes" or "no", the ``resume`` argument of the training entry points."""
-    return "auto" if args.auto_resume else "yes" if args.resume else "no"
-
-
 # -- config: the root schema's own command -------------------------------------------------------
 
 

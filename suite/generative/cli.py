@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from suite.cli import add_config_args, add_resume_args, resume_mode
-from suite.train.cli_options import add_rerun_args, rerun_options
+from suite.cli import add_config_args
+from suite.train.cli_options import add_resume_args, resume_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,7 +19,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_config_args(p)
     add_resume_args(p)
-    add_rerun_args(p)
     p.set_defaults(func=cmd_train_generator)
     return p
 
@@ -28,7 +27,7 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     from suite.generative.train import train_generator
     from suite.schema import load_config
 
-    options = rerun_options(args, resume_mode(args))  # before the config: flags are cheaper
+    options = resume_options(args)  # before the config: flags are cheaper
     result = train_generator(load_config(args.config, args.overrides), **options)
     if "stopped_at" in result:
         print(f"stopped at step {result['stopped_at']} by a signal; continue with --resume")

@@ -1,4 +1,7 @@
-"""The options of the training commands beyond ``--resume | --auto-resume`` (torch-free)."""
+"""The resume options of the training commands (`synmed train generator`, `synmed pretrain`).
+
+Torch-free: the parser is built without importing the trainers.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,14 @@ import argparse
 from suite.errors import ConfigError
 
 
-def add_rerun_args(p: argparse.ArgumentParser) -> None:
-    """``--allow-config-change`` and ``--restart``; read back with :func:`rerun_options`."""
+def add_resume_args(p: argparse.ArgumentParser) -> None:
+    """``--resume | --auto-resume``, ``--allow-config-change`` and ``--restart``; read back with
+    :func:`resume_options`."""
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    resume.add_argument(
+        "--auto-resume", action="store_true", help="continue if there is a checkpoint (for jobs)"
+    )
     p.add_argument(
         "--allow-config-change",
         action="store_true",
@@ -22,8 +31,10 @@ def add_rerun_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def rerun_options(args: argparse.Namespace, resume: str) -> dict[str, object]:
-    """``resume`` and ``allow_config_change`` for the training entry points, checked together."""
+def resume_options(args: argparse.Namespace) -> dict[str, object]:
+    """``resume`` ("no", "yes", "auto" or "restart") and ``allow_config_change`` for the training
+    entry points, the flags checked together."""
+    resume = "auto" if args.auto_resume else "yes" if args.resume else "no"
     resuming = resume in ("yes", "auto")
     if args.restart and resuming:
         raise ConfigError(

@@ -1,4 +1,4 @@
-"""The rerun options of `synmed train generator` and `synmed pretrain`, checked together."""
+"""The resume options of `synmed train generator` and `synmed pretrain`, checked together."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import pytest
 
 from suite.cli import main, parse_args
 from suite.errors import ConfigError
-from suite.train.cli_options import rerun_options
+from suite.train.cli_options import resume_options
 
 
 @pytest.mark.parametrize("command", [["train", "generator"], ["pretrain"]])
 def test_flags_map_to_the_entry_points_arguments(command: list[str]) -> None:
     def options(*flags: str) -> dict[str, object]:
-        args = parse_args([*command, "cfg.yaml", *flags])
-        return rerun_options(args, "auto" if args.auto_resume else "yes" if args.resume else "no")
+        return resume_options(parse_args([*command, "cfg.yaml", *flags]))
 
     assert options() == {"resume": "no", "allow_config_change": False}
     assert options("--restart") == {"resume": "restart", "allow_config_change": False}
