@@ -233,7 +233,7 @@ def result_path(path: Path | str) -> Path:
 def write_result(path: Path | str, result: Result) -> dict[str, Any]:
     """Write ``result`` to ``path`` (a folder: its ``result.json``) atomically; returns the
     object exactly as the file holds it (non-finite numbers as None)."""
-    from suite.data.shards import atomic_write_text
+    from suite.artifacts.files import atomic_write_text
 
     if result.task not in EVALUATORS:
         raise ValueError(f"unknown evaluation task {result.task!r}")

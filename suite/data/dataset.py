@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from suite.data.shards import SPLITS, Manifest, check_shard, read_manifest, sha256_file
+from suite.artifacts.digests import sha256_file
+from suite.data.shards import SPLITS, Manifest, check_shard, read_manifest
 from suite.errors import ShardError
 
 Sample = dict[str, Any]

@@ -10,7 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 import suite
-from suite.data.shards import MANIFEST, STRING_DATASETS, read_manifest, sha256_file
+from suite.artifacts.digests import sha256_file
+from suite.data.shards import MANIFEST, STRING_DATASETS, read_manifest
 from suite.data.verify import verify_shard_set
 from suite.data.writer import ShardSetWriter, staged_output
 from suite.errors import ShardError

@@ -8,7 +8,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from suite.data.shards import DATASETS, SPLITS, check_shard, read_manifest, sha256_file
+from suite.artifacts.digests import sha256_file
+from suite.data.shards import DATASETS, SPLITS, check_shard, read_manifest
 from suite.errors import ShardError
 
 

@@ -22,19 +22,8 @@ from typing import Any
 import numpy as np
 
 import suite
-from suite.data.shards import (
-    MANIFEST,
-    MARKER,
-    Manifest,
-    OutOfSpace,
-    ShardRecord,
-    atomic_write_text,
-    fsync_dir,
-    out_of_space,
-    space_fix,
-    write_manifest,
-    write_shard,
-)
+from suite.artifacts.files import OutOfSpace, atomic_write_text, fsync_dir, out_of_space, space_fix
+from suite.data.shards import MANIFEST, MARKER, Manifest, ShardRecord, write_manifest, write_shard
 from suite.errors import DataError, ShardError
 
 STAGING = ".staging-"
@@ -60,7 +49,7 @@ def staged_output(
     wrote (it holds the marker file every staged output gets, or a manifest.json); its old files are
     removed only after the new output is complete. ``out`` may not be one of ``inputs``, lie inside
     one, or contain one. A full disk, file-size limit or quota inside the block becomes one
-    :class:`~suite.data.shards.OutOfSpace` naming the file (or the staging folder).
+    :class:`~suite.artifacts.files.OutOfSpace` naming the file (or the staging folder).
 
     Args:
         out: The folder to create or replace.

@@ -26,7 +26,8 @@ import h5py
 import numpy as np
 
 import suite
-from suite.data.shards import MANIFEST, STRING_DATASETS, Manifest, read_manifest, sha256_file
+from suite.artifacts.digests import sha256_file
+from suite.data.shards import MANIFEST, STRING_DATASETS, Manifest, read_manifest
 from suite.data.verify import verify_shard_set
 from suite.data.writer import ShardSetWriter, staged_output
 from suite.errors import DataError

@@ -14,8 +14,9 @@ import torch
 from accelerate.utils import DistributedDataParallelKwargs
 from ema_pytorch import EMA
 
+from suite.artifacts.digests import sha256_file
 from suite.data.dataset import ShardDataset
-from suite.data.shards import MANIFEST, sha256_file
+from suite.data.shards import MANIFEST
 from suite.data.transforms import Compose, SeededAugment, to_float
 from suite.errors import ConfigError, DataError, ShardError
 from suite.generative.base import Generator

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from suite.artifacts.files import atomic_write_text
 from suite.config import dump_yaml, load_config
-from suite.data.shards import atomic_write_text
 from suite.errors import ConfigError, SynmedError
 from suite.pipeline.config import STAGE_ORDER, PipelineConfig, check_generator_input
 from suite.pipeline.stages import STAGES, Context, digest

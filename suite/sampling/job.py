@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 
 import suite
+from suite.artifacts.digests import sha256_file
+from suite.artifacts.files import atomic_write_text
 from suite.data.shards import (
     MANIFEST,
     ShardRecord,
-    atomic_write_text,
     read_manifest,
-    sha256_file,
     shard_name,
     write_manifest,
     write_shard,

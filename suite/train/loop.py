@@ -37,8 +37,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from suite.artifacts.digests import sha256_tensors
+from suite.artifacts.files import atomic_write_text
 from suite.config import config_digest, dump_yaml, load_config, to_dict
-from suite.data.shards import atomic_write_text
 from suite.errors import ConfigError
 from suite.train import run_state
 from suite.train.memory import keep_heap_between_steps

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from suite.data.shards import atomic_write_text
+from suite.artifacts.files import atomic_write_text
 
 METRICS = "metrics.jsonl"
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from suite.artifacts.digests import first_mismatch, sha256_file
-from suite.data.shards import atomic_write_text, fsync_dir
+from suite.artifacts.files import atomic_write_text, fsync_dir
 from suite.errors import SynmedError
 
 CHECKPOINTS = "checkpoints"

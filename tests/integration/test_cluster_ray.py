@@ -19,11 +19,12 @@ from tests.conftest import need, need_module
 
 need_module("ray", "a dependency of synmed-suite: bash scripts/setup.sh")
 
+from suite.artifacts.digests import sha256_file  # noqa: E402
 from suite.data.dataset import ShardDataset  # noqa: E402
 from suite.data.demo import resolve_source  # noqa: E402
 from suite.data.ingest.options import IngestOptions  # noqa: E402
 from suite.data.ingest.pipeline import ingest  # noqa: E402
-from suite.data.shards import MANIFEST, read_manifest, sha256_file  # noqa: E402
+from suite.data.shards import MANIFEST, read_manifest  # noqa: E402
 from suite.data.verify import verify_shard_set  # noqa: E402
 from suite.errors import DataError, ShardError  # noqa: E402
 from suite.features.cli import (  # noqa: E402

@@ -18,13 +18,14 @@ import numpy as np
 from tqdm import tqdm
 
 import suite
+from suite.artifacts.files import atomic_write_text, write_error
 from suite.config import to_dict
 from suite.data.ingest.adapters import resolve_adapter
 from suite.data.ingest.base import Record, SourceInfo
 from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.preprocess import prepare
 from suite.data.ingest.splits import assign_splits, slab_groups
-from suite.data.shards import SPLITS, Manifest, atomic_write_text, write_error
+from suite.data.shards import SPLITS, Manifest
 from suite.data.writer import ShardSetWriter, staged_output
 from suite.errors import DataError
 

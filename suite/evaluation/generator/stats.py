@@ -30,7 +30,8 @@ import h5py
 import numpy as np
 
 from suite.artifacts.digests import sha256_file, sha256_text
-from suite.data.shards import MANIFEST, SPLITS, atomic_write_text, read_manifest
+from suite.artifacts.files import atomic_write_text
+from suite.data.shards import MANIFEST, SPLITS, read_manifest
 from suite.errors import ConfigError, DataError
 from suite.evaluation.frechet import FeatureStats
 from suite.features.encoders import RANDOM_SEED, EncoderSpec

@@ -14,16 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from suite.data.shards import (
-    MANIFEST,
-    SCHEMA_VERSION,
-    OutOfSpace,
-    atomic_write_text,
-    read_manifest,
-    sha256_file,
-    write_manifest,
-    write_shard,
-)
+from suite.artifacts.digests import sha256_file
+from suite.artifacts.files import OutOfSpace, atomic_write_text
+from suite.data.shards import MANIFEST, SCHEMA_VERSION, read_manifest, write_manifest, write_shard
 from suite.errors import ShardError
 from tests.unit.data.helpers import make_shard_set, pattern
 

@@ -10,9 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
+from suite.artifacts.digests import sha256_file
 from suite.cli import main
 from suite.data.dataset import ShardDataset
-from suite.data.shards import MANIFEST, sha256_file
+from suite.data.shards import MANIFEST
 from suite.data.verify import verify_shard_set
 from suite.errors import ShardError
 from tests.unit.data.helpers import make_shard_set

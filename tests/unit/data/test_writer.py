@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from suite.data.shards import MARKER, OutOfSpace, out_of_space, read_manifest
+from suite.artifacts.files import OutOfSpace, out_of_space
+from suite.data.shards import MARKER, read_manifest
 from suite.data.verify import verify_shard_set
 from suite.data.writer import ShardSetWriter, staged_output, staging_name
 from suite.errors import ShardError
