@@ -194,6 +194,28 @@ def test_bad_arguments(generator: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
+def test_a_diverged_export_is_one_error_through_ray_and_writes_no_set(
+    generator: Path, tmp_path: Path
+) -> None:
+    """An export whose weights exploded (saved by a synmed without the training-side check) samples
+    NaN: the worker's error reaches the user as one message, not black images with exit 0."""
+    import torch
+
+    from suite.generative.export import export_generator, load_generator
+
+    model, _ = load_generator(generator)
+    with torch.no_grad():
+        for module in model.trainable_modules().values():
+            for p in module.parameters():
+                p.fill_(1e30)
+    diverged = tmp_path / "diverged"
+    export_generator(model, diverged, {"note": "weights set to 1e30"}, model.class_names)
+    proc = synmed(*sample_args(diverged, tmp_path / "out", 8))
+    assert proc.returncode == 2, proc.stderr
+    assert "produced NaN/inf pixels" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
 def test_labels_follow_the_class_plan() -> None:
     from suite.sampling.job import make_plan
 
