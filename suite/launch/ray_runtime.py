@@ -92,17 +92,20 @@ def index_dataset(ray: Any, n: int) -> Any:
 # one message and its fix, as anywhere else in the suite.
 
 
+_CARRIED = {c.__name__: c for c in (ConfigError, DataError, ShardError, SynmedError)}
+
+
 def error_text(err: SynmedError) -> str:
-    """A SynmedError as a row value the driver can raise again."""
-    return json.dumps({"kind": type(err).__name__, "what": err.what, "fix": err.fix})
+    """A SynmedError as a row value the driver can raise again (as its nearest kind above)."""
+    kind = next(c.__name__ for c in type(err).__mro__ if c.__name__ in _CARRIED)
+    return json.dumps({"kind": kind, "what": err.what, "fix": err.fix})
 
 
 def raise_carried(text: str, also: int = 0) -> None:
     """Raise the SynmedError carried by ``error_text`` (``also``: how many more failed likewise)."""
     body = json.loads(text)
-    kind = {c.__name__: c for c in (SynmedError, ConfigError, DataError, ShardError)}
     what = body["what"] + (f" (and {also} more shard(s) failed)" if also else "")
-    raise kind.get(body["kind"], SynmedError)(what, body["fix"])
+    raise _CARRIED.get(body["kind"], SynmedError)(what, body["fix"])
 
 
 def synmed_cause(err: BaseException) -> SynmedError | None:

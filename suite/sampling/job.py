@@ -23,7 +23,6 @@ pairs stay paired. The job does not know which family it holds: it asks the gene
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
@@ -37,7 +36,7 @@ import numpy as np
 
 import suite
 from suite.artifacts.digests import sha256_file
-from suite.artifacts.files import atomic_write_text
+from suite.artifacts.files import atomic_write_text, write_error
 from suite.data.shards import (
     MANIFEST,
     ShardRecord,
@@ -350,51 +349,17 @@ def read_record(out: Path, number: int, plan: SamplingPlan) -> ShardRecord | Non
 def write_sampled_shard(
     out: Path, number: int, arrays: dict[str, np.ndarray], attrs: dict[str, Any], plan_digest: str
 ) -> ShardRecord:
-    """Write one shard, then its record; a failed write is one ShardError naming the file, with
-    no ``.tmp`` left behind."""
-    shard = out / shard_name(number)
-    try:
-        rec = write_shard(out, number, arrays, attrs)
-    except (OSError, RuntimeError) as err:
-        # h5py reports a write that fails while the file closes as a RuntimeError
-        if not isinstance(err, OSError) and "write failed" not in str(err):
-            raise
-        _drop_tmp(shard)
-        raise write_failure(shard, err) from None
+    """Write one shard, then its record. A failed write is one error naming the file (the
+    writers remove their ``.tmp``); a rerun keeps the shards already written."""
+    rec = write_shard(out, number, arrays, attrs)
     record = record_path(out, number)
     try:
         record.parent.mkdir(exist_ok=True)
-        body = {"plan_digest": plan_digest, "record": asdict(rec)}
-        atomic_write_text(record, json.dumps(body, indent=1))
     except OSError as err:
-        _drop_tmp(record)
-        raise write_failure(record, err) from None
+        raise write_error(record.parent, err) from None
+    body = {"plan_digest": plan_digest, "record": asdict(rec)}
+    atomic_write_text(record, json.dumps(body, indent=1))
     return rec
-
-
-def _drop_tmp(path: Path) -> None:
-    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-
-
-def write_failure(path: Path, err: Exception) -> ShardError:
-    """The one message for a write that failed; a full disk (or file-size limit) says so."""
-    text = str(err)
-    code = getattr(err, "errno", None)
-    # HDF5 puts the system's errno in its message text, not in the exception
-    full = code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) or any(
-        s in text
-        for s in ("No space left", "File too large", "Disk quota", "errno = 28", "errno = 27")
-    )
-    if full:
-        return ShardError(
-            f"could not write {path}: no space left on the device (or a file-size limit)",
-            f"free space where {path.parent} lies, then rerun the same command: shards already "
-            "written are kept",
-        )
-    return ShardError(
-        f"could not write {path} ({getattr(err, 'strerror', None) or text.splitlines()[0]})",
-        f"make {path.parent} writable, then rerun the same command",
-    )
 
 
 def shard_attrs(plan: SamplingPlan, checkpoint: str) -> dict[str, Any]:
@@ -676,11 +641,7 @@ def run_sampling(
     records = [written[shard_name(n)] for n, _, _ in plan.shards()]
     # a whole set keeps its manifest file as it is: its sha256 keys caches and conditioned plans
     if not resume.complete:
-        try:
-            write_manifest(out, records, shard_attrs(plan, checkpoint_str))
-        except OSError as err:
-            _drop_tmp(out / MANIFEST)
-            raise write_failure(out / MANIFEST, err) from None
+        write_manifest(out, records, shard_attrs(plan, checkpoint_str))
     _clean_records(out)  # the manifest now holds them
     actors = _clean_workers(out)
     sampled = sum(per_worker.values())
@@ -707,16 +668,12 @@ def run_sampling(
         "conditions": str(Path(conditions).resolve()) if conditions else None,
         "per_condition": plan.per_condition,
     }
-    try:
-        atomic_write_text(out / "sample_summary.json", json.dumps(summary, indent=1))
-    except OSError as err:
-        _drop_tmp(out / "sample_summary.json")
-        raise write_failure(out / "sample_summary.json", err) from None
+    atomic_write_text(out / "sample_summary.json", json.dumps(summary, indent=1))
     try:
         _grid(out)
     except OSError as err:
         (out / "samples.png").unlink(missing_ok=True)  # a partial image
-        raise write_failure(out / "samples.png", err) from None
+        raise write_error(out / "samples.png", err) from None
     return summary
 
 

@@ -297,8 +297,8 @@ def test_full_disk_in_a_worker_is_one_error_and_the_rerun_completes(
     assert full.returncode == 2, full.stderr[-3000:]
     driver = [line for line in full.stderr.splitlines() if "(MapWorker" not in line]
     errors = [line for line in driver if line.startswith("error: ")]
-    assert len(errors) == 1 and f"could not write {out}/shard-00000.h5" in errors[0]
-    assert "no space left" in errors[0] and "fix: free space" in full.stderr
+    assert len(errors) == 1 and f"writing {out}/shard-00000.h5 failed: file too large" in errors[0]
+    assert "fix: raise the file-size limit" in full.stderr
     assert not any("Traceback" in line for line in driver)  # no Ray dump from the driver
     assert not list(out.glob("*.tmp")) and not (out / "manifest.json").exists()
     again = synmed(*args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -14,11 +15,12 @@ import h5py
 import numpy as np
 import pytest
 
+from suite.artifacts.files import OutOfSpace
 from suite.cli import main
+from suite.data import shards
 from suite.data.shards import MANIFEST, shard_name, write_manifest
-from suite.errors import ShardError
+from suite.errors import DataError
 from suite.launch.ray_runtime import raise_carried
-from suite.sampling import job
 from suite.sampling.job import (
     RECORDS_DIR,
     SamplingPlan,
@@ -115,14 +117,13 @@ def test_full_disk_while_writing_a_shard_is_one_error_naming_it(
     out = tmp_path / "s"
     prepare_output(out, plan, "ckpt")
 
-    def full_disk(directory: Path, number: int, arrays, attrs) -> None:
-        (directory / (shard_name(number) + ".tmp")).write_bytes(b"partial")
+    def full_disk(fd: int) -> None:  # where a full disk (e.g. on NFS) shows up last
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(job, "write_shard", full_disk)
-    with pytest.raises(ShardError, match="no space left") as err:
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OutOfSpace, match="no space left") as err:
         write_sampled_shard(out, 1, rows(4, 8), shard_attrs(plan, "ckpt"), plan.digest)
-    assert str(out / "shard-00001.h5") in err.value.what and "rerun" in err.value.fix
+    assert str(out / "shard-00001.h5") in err.value.what and "free space" in err.value.fix
     assert not list(out.glob("*.tmp")) and not record_path(out, 1).exists()
 
 
@@ -151,17 +152,17 @@ def test_the_actor_returns_a_full_disk_as_one_error_the_driver_raises(
     prepare_output(out, plan, "ckpt")
     monkeypatch.setattr(export, "load_generator", lambda path: (Echo(), "d"))
 
-    def full_disk(directory: Path, number: int, arrays, attrs) -> None:
-        raise OSError(errno.EFBIG, "File too large")
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OutOfSpace(path, errno.EFBIG, "raise the file-size limit")
 
     actor = ShardSampler("ckpt", json.loads(json.dumps(asdict(plan))), str(out))
     batch = {"shard": np.array([0, 1]), "start": np.array([0, 4]), "stop": np.array([4, 8])}
     first = actor(batch)
     assert all(first["error"] == "") and len(json.loads(first["record"][1])["sha256"]) == 64
-    monkeypatch.setattr(job, "write_shard", full_disk)
+    monkeypatch.setattr(shards, "write_bytes_atomic", full_disk)
     failed = actor(batch)
     assert list(failed["record"]) == ["", ""]
-    with pytest.raises(ShardError, match=r"could not write .*shard-00000\.h5: no space") as err:
+    with pytest.raises(DataError, match=r"writing .*shard-00000\.h5 failed: file too large") as err:
         raise_carried(failed["error"][0], also=1)
     assert "(and 1 more shard(s) failed)" in err.value.what and err.value.fix
 
