@@ -292,8 +292,11 @@ def test_full_disk_in_a_worker_is_one_error_and_the_rerun_completes(
     args = ["sample", "--checkpoint", str(generator), "--num-images", "300", "--shard-size", "300",
             "--batch-size", "100", "--sampler", "ddim", "--sampling-steps", "2", "--workers", "1",
             "--out", str(out)]  # fmt: skip
+    # the workers import the setup hook from this file: the repo must be on their path (the
+    # suite is installed, the tests are not)
+    env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), ENV.get("PYTHONPATH")]))}
     full = subprocess.run([sys.executable, "-c", LIMITED_DRIVER, *args], capture_output=True,
-                          text=True, env=ENV, timeout=300)  # fmt: skip
+                          text=True, env=env, timeout=300)  # fmt: skip
     assert full.returncode == 2, full.stderr[-3000:]
     driver = [line for line in full.stderr.splitlines() if "(MapWorker" not in line]
     errors = [line for line in driver if line.startswith("error: ")]

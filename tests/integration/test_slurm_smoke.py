@@ -47,7 +47,9 @@ def _executor(tmp_path: Path, partition: str, **params) -> submitit.AutoExecutor
     executor = submitit.AutoExecutor(
         folder=tmp_path / "%j", cluster="slurm", slurm_python=shlex.quote(sys.executable)
     )
-    defaults = {"timeout_min": 2, "mem_gb": 1, "cpus_per_task": 1, "nodes": 1, "tasks_per_node": 1}
+    # 4 min: submitit asks SLURM for SIGUSR2 90 s before the limit, and a loaded machine can take
+    # longer than the 30 s a 2 min limit leaves to start Python and install its handler
+    defaults = {"timeout_min": 4, "mem_gb": 1, "cpus_per_task": 1, "nodes": 1, "tasks_per_node": 1}
     executor.update_parameters(**{**defaults, **params, "slurm_partition": partition})
     return executor
 
