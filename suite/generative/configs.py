@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from suite.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt
+from suite.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 
 @dataclass(kw_only=True, slots=True)
@@ -58,3 +58,26 @@ class DiffusersDDPMConfig:
     num_classes: NonNegativeInt = 0
     class_dropout: Fraction = 0.1
     guidance_scale: NonNegativeFloat = 1.0  # default at sampling time; 1.0 = no guidance
+
+
+@dataclass(kw_only=True, slots=True)
+class GANConfig:
+    """What every GAN family shares (suite/generative/gan.py): the image, the classes, the
+    latent, the discriminator's learning rate and the rule that stops a run whose discriminator
+    wins outright.
+
+    The stop rule: ``d_wins_patience`` consecutive steps with D(real) above 1 - ``d_wins_margin``,
+    D(fake) below ``d_wins_margin`` (mean sigmoid outputs) and the generator's loss above
+    ``d_wins_g_loss`` end the run with one error (0 turns the check off): such a generator gets
+    vanishing gradients and does not recover.
+    """
+
+    image_size: PositiveInt = 64
+    channels: PositiveInt = 1
+    num_classes: NonNegativeInt = 0
+    latent_dim: PositiveInt = 100
+    # D's learning rate is train.lr times this (TTUR-style; < 1 weakens a discriminator that wins)
+    d_lr_factor: PositiveFloat = 1.0
+    d_wins_patience: NonNegativeInt = 200
+    d_wins_margin: Fraction = 0.01
+    d_wins_g_loss: PositiveFloat = 4.0
