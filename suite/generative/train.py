@@ -200,7 +200,27 @@ class GeneratorTrainer(TrainLoop):
         return self.generator.train_step(ctx)
 
     def after_step(self) -> None:
+        if self.world > 1:
+            self._share_running_stats()
         self.ema.update()
+
+    def _share_running_stats(self) -> None:
+        """Give every rank rank 0's BatchNorm running statistics. Each rank updates them from its
+        own rows; DDP copies rank 0's over them at the start of the next forward, so training is
+        unchanged, but without this the EMA (and the ranks' end-of-run check) would see each
+        rank's own."""
+        stats = [
+            b
+            for m in self.trainables.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._NormBase)
+            for b in m.buffers()
+        ]
+        for dtype in sorted({b.dtype for b in stats}, key=str):
+            group = [b for b in stats if b.dtype == dtype]
+            flat = torch.cat([b.reshape(-1) for b in group])
+            torch.distributed.broadcast(flat, src=0)
+            for b, v in zip(group, flat.split([b.numel() for b in group])):
+                b.copy_(v.view_as(b))
 
     def on_step_end(self) -> None:
         tc = self.train_cfg
