@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate.utils import DistributedDataParallelKwargs
 from ema_pytorch import EMA
@@ -21,10 +22,11 @@ from suite.data.transforms import Compose, SeededAugment, to_float
 from suite.errors import ConfigError, DataError, ShardError
 from suite.generative.base import Generator
 from suite.generative.export import export_generator
-from suite.generative.families import build_generator
+from suite.generative.families import GENERATORS, build_generator
 from suite.launch.task import run_training
 from suite.schema import SuiteConfig
-from suite.train.loop import EXPORT_DIR, Resume, StepContext, TrainLoop
+from suite.train import run_state
+from suite.train.loop import CONFIG_FILE, EXPORT_DIR, Resume, StepContext, TrainLoop
 from suite.train.monitor import save_grid
 
 __all__ = ["EXPORT_DIR", "GeneratorTrainer", "train_generator"]
@@ -49,7 +51,7 @@ class GeneratorTrainer(TrainLoop):
         if cfg.model is None:
             raise ConfigError(
                 "the config has no model: section",
-                "add model.kind: ddpm_lucidrains or ddpm_diffusers",
+                f"add a model: section with kind: one of {', '.join(GENERATORS)}",
             )
         if cfg.data.shards is None:
             raise ConfigError(
@@ -120,9 +122,16 @@ class GeneratorTrainer(TrainLoop):
     def build(self) -> None:
         tc, acc = self.train_cfg, self.accelerator
         self.generator: Generator = build_generator(self.cfg.model)
+        labels = self.dataset.labels
+        present = (
+            sorted(int(c) for c in np.unique(labels))
+            if labels is not None and labels.ndim == 1
+            else []
+        )
+        self.generator.bind_data(self.dataset.class_names, present)
         self.trainables = torch.nn.ModuleDict(self.generator.trainable_modules())
         self.ema = EMA(
-            self.trainables,
+            torch.nn.ModuleDict(self.generator.ema_modules()),
             beta=tc.ema_decay,
             update_every=tc.ema_update_every,
             update_after_step=tc.ema_update_after_step,
@@ -167,6 +176,15 @@ class GeneratorTrainer(TrainLoop):
         """The EMA's copy of each trainable module, by the generator's names."""
         return dict(self.ema.ema_model.items())
 
+    def check_losses(self, losses: dict[str, float]) -> None:
+        self.generator.check_losses(
+            losses,
+            self.state,
+            step=self.step + 1,
+            command=f"{self.command} {self.run_dir / CONFIG_FILE}",
+            last_checkpoint=run_state.latest_checkpoint(self.run_dir),
+        )
+
     def synced_modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.trainables, "ema": self.ema.ema_model}
 
@@ -182,7 +200,27 @@ class GeneratorTrainer(TrainLoop):
         return self.generator.train_step(ctx)
 
     def after_step(self) -> None:
+        if self.world > 1:
+            self._share_running_stats()
         self.ema.update()
+
+    def _share_running_stats(self) -> None:
+        """Give every rank rank 0's BatchNorm running statistics. Each rank updates them from its
+        own rows; DDP copies rank 0's over them at the start of the next forward, so training is
+        unchanged, but without this the EMA (and the ranks' end-of-run check) would see each
+        rank's own."""
+        stats = [
+            b
+            for m in self.trainables.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._NormBase)
+            for b in m.buffers()
+        ]
+        for dtype in sorted({b.dtype for b in stats}, key=str):
+            group = [b for b in stats if b.dtype == dtype]
+            flat = torch.cat([b.reshape(-1) for b in group])
+            torch.distributed.broadcast(flat, src=0)
+            for b, v in zip(group, flat.split([b.numel() for b in group])):
+                b.copy_(v.view_as(b))
 
     def on_step_end(self) -> None:
         tc = self.train_cfg

@@ -307,3 +307,39 @@ def test_full_disk_in_a_worker_is_one_error_and_the_rerun_completes(
     again = synmed(*args)
     assert again.returncode == 0, again.stderr
     assert verify_shard_set(out).count == 300
+
+
+@pytest.mark.parametrize(
+    ("config", "run_name", "extra", "workers"),
+    [
+        ("tiny_dcgan.yaml", "tiny-dcgan", ["model.mode=per_class"], ("1", "2")),
+        ("tiny_acgan.yaml", "tiny-acgan", [], ("2",)),  # one Ray run: the same sample() path
+    ],
+    ids=["dcgan-per-class", "acgan"],
+)
+def test_gans_sample_per_class_counts_identically_on_one_and_two_workers(
+    tmp_path: Path, config: str, run_name: str, extra: list[str], workers: tuple[str, ...]
+) -> None:
+    from tests.unit.data.helpers import make_shard_set
+
+    labelled = make_shard_set(tmp_path / "labelled", n=18, shard_size=6)
+    # every row (this set's splits each hold one class): each per-class pair trains
+    train = synmed("train", "generator", str(REPO / "configs/generator" / config),
+                   f"data.shards={labelled}", "data.split=null", f"run.out_dir={tmp_path}",
+                   "model.num_classes=3",
+                   "train.max_steps=2", "train.batch_size=2", *extra)  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    run = tmp_path / run_name
+    outs = {}
+    for n in workers:
+        outs[n] = tmp_path / f"w{n}"
+        proc = synmed("sample", "--checkpoint", str(run), "--per-class", "4", "--shard-size", "4",
+                      "--batch-size", "3", "--sampler", "gan", "--workers", n,
+                      "--out", str(outs[n]))  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    images = [images_by_index(out) for out in outs.values()]
+    assert sorted(images[0]) == list(range(12))
+    assert all(other == images[0] for other in images[1:])  # byte-identical, index by index
+    data = ShardDataset(outs["2"])
+    assert np.bincount(data.labels, minlength=3).tolist() == [4, 4, 4]
+    assert verify_shard_set(outs["2"]).count == 12

@@ -319,3 +319,162 @@ def test_two_gloo_ranks_stay_equal_and_see_different_data(mni16: Path, tmp_path:
     assert sorted(p.name for p in run_state.list_checkpoints(run)[-1].iterdir()) == [
         "meta.json", "rng-rank0.pt", "rng-rank1.pt", "state.pt"
     ]  # fmt: skip
+
+
+# -- GANs (dcgan, acgan) ------------------------------------------------------------------------------
+
+DCGAN = str(REPO / "configs/generator/tiny_dcgan.yaml")
+ACGAN = str(REPO / "configs/generator/tiny_acgan.yaml")
+
+
+@pytest.mark.parametrize(
+    ("config", "run_name", "extra"),
+    [
+        (
+            DCGAN,
+            "tiny-dcgan",
+            ["model.mode=per_class", "model.num_classes=10", "train.grad_accum=2"],
+        ),
+        (ACGAN, "tiny-acgan", []),
+    ],
+    ids=["dcgan-per-class", "acgan"],
+)
+def test_gans_train_through_the_loop_and_export_their_generator(
+    fashion16: Path, tmp_path: Path, config: str, run_name: str, extra: list[str]
+) -> None:
+    proc = synmed("train", "generator", config, f"data.shards={fashion16}",
+                  f"run.out_dir={tmp_path}", *extra)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / run_name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    keys = ("loss_discriminator", "loss_generator", "loss_d_real", "loss_d_fake", "loss_g_adv")
+    assert all(torch.isfinite(torch.tensor([r[k] for k in keys])).all() for r in records)
+    state = final_state(run)
+    assert {k.split(".")[0] for k in state["model"]} == {"G", "D"}
+    assert set(state["optimizers"]) == {"D", "G"}
+    # the EMA covers G only; decay 0 (the reference has none): the export is the online G
+    assert {k.split(".")[1] for k in state["ema"] if k.startswith("ema_model.")} == {"G"}
+    exported = load_file(run / "export" / "generator.safetensors")
+    online = {k.removeprefix("G."): v for k, v in state["model"].items() if k.startswith("G.")}
+    assert exported.keys() == online.keys()
+    # every weight and BatchNorm statistic (ema-pytorch leaves the integer batch counters alone)
+    assert all(torch.equal(exported[k], v) for k, v in online.items() if v.is_floating_point())
+    model, _ = load_generator(run)
+    assert model.sample_preview(4, steps=1, seed=0).shape == (4, 1, 16, 16)
+    assert (run / "samples" / "step-00000006.png").is_file()
+
+
+def test_gan_sigkilled_mid_run_resumes_bit_identical(fashion16: Path, tmp_path: Path) -> None:
+    # ACGAN draws the most from the RNGs (latents, fake labels, dropout); two micro-batches a step
+    common = [ACGAN, f"data.shards={fashion16}", "train.max_steps=8", "train.checkpoint_every=3",
+              "train.sample_every=100", "train.grad_accum=2"]  # fmt: skip
+    ref = synmed("train", "generator", *common, f"run.out_dir={tmp_path / 'ref'}")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "suite", "train", "generator", *common, f"run.out_dir={out}"],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    metrics = out / "tiny-acgan" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        if lines and json.loads(lines[-1])["step"] >= 4:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+    run = out / "tiny-acgan"
+    assert [p.name for p in run_state.list_checkpoints(run)] == ["step-00000003"]
+    resumed = synmed("train", "generator", *common, f"run.out_dir={out}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    want, got = final_state(tmp_path / "ref" / "tiny-acgan"), final_state(run)
+    for part in ("model", "ema"):
+        assert want[part].keys() == got[part].keys()
+        for name, tensor in want[part].items():
+            assert torch.equal(got[part][name], tensor), f"{part}.{name}"
+    for name in ("D", "G"):
+        for key, value in want["optimizers"][name]["state"].items():
+            assert all(torch.equal(got["optimizers"][name]["state"][key][k], v)
+                       for k, v in value.items() if isinstance(v, torch.Tensor))  # fmt: skip
+    assert want["train_state"] == got["train_state"]
+
+
+def test_a_gan_whose_discriminator_wins_stops_with_one_error_and_the_printed_fix_runs(
+    mni16: Path, tmp_path: Path
+) -> None:
+    # thresholds loose enough that a strong D "wins" within a few steps on 16 px slices
+    proc = synmed("train", "generator", DCGAN, f"data.shards={mni16}", f"run.out_dir={tmp_path}",
+                  "train.max_steps=30", "train.checkpoint_every=1", "train.sample_every=100",
+                  "model.d_lr_factor=20", "model.d_wins_patience=2", "model.d_wins_margin=0.45",
+                  "model.d_wins_g_loss=0.1")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "the discriminator won outright for 2 consecutive steps by step" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    run = tmp_path / "tiny-dcgan"
+    step = int(proc.stderr.split("consecutive steps by step ")[1].split()[0])
+    last = run_state.latest_checkpoint(run)
+    assert last is not None and last.name == f"step-{step - 1:08d}"  # the last good one is kept
+    assert f"last good checkpoint: {last}" in proc.stderr and not (run / "export").exists()
+    fix = next(line for line in proc.stderr.splitlines() if line.startswith("  fix: "))
+    command = fix.split(": synmed ", 1)[1].split(" (the checkpoints")[0].split()
+    assert command[:3] == ["train", "generator", str(run / "config.yaml")]
+    assert "model.d_lr_factor=5" in command and command[-1] == "--restart"
+    # the fix's other half: the check off, the same command trains to the end
+    again = synmed(*command, "model.d_wins_patience=0", "train.max_steps=6")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6
+
+
+def test_a_gan_whose_weights_diverge_stops_before_writing_them(mni16: Path, tmp_path: Path) -> None:
+    proc = synmed("train", "generator", DCGAN, f"data.shards={mni16}", f"run.out_dir={tmp_path}",
+                  "train.lr=1e30", "train.max_steps=2", "train.checkpoint_every=1")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    # the loss turns NaN, or the weights explode first (caught before they are checkpointed)
+    assert "the training loss became" in proc.stderr or "the weights became" in proc.stderr
+    assert "last good checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "tiny-dcgan" / "export").exists()
+
+
+def test_a_gan_trained_briefly_is_closer_to_the_data_than_at_step_0(
+    mni16: Path, tmp_path: Path
+) -> None:
+    from suite.data.dataset import ShardDataset
+    from suite.generative.families import build_generator
+    from suite.schema import load_config
+
+    small = ["model.ngf=16", "model.ndf=16"]
+    proc = synmed("train", "generator", DCGAN, f"data.shards={mni16}", f"run.out_dir={tmp_path}",
+                  "train.max_steps=100", "train.batch_size=16", "train.lr=1e-3",
+                  "train.checkpoint_every=100", "train.sample_every=100", *small)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = ShardDataset(mni16)
+    real = torch.stack([data[i]["image"].float() / 255 for i in range(len(data))])
+
+    def distance(model) -> float:
+        """L1 between the mean images, and between the mean pixel spreads, of 64 samples and
+        the data (a brain slice's dark background and bright tissue)."""
+        fake = model.sample_preview(64, steps=1, seed=0)
+        spread = (fake.std(0).mean() - real.std(0).mean()).abs()
+        return float((fake.mean(0) - real.mean(0)).abs().mean() + spread)
+
+    trained, _ = load_generator(tmp_path / "tiny-dcgan")
+    torch.manual_seed(0)
+    untrained = build_generator(load_config(DCGAN, small).model).eval()
+    assert distance(trained) < 0.5 * distance(untrained), (distance(trained), distance(untrained))
+
+
+def test_two_gloo_ranks_train_a_per_class_dcgan_in_sync(fashion16: Path, tmp_path: Path) -> None:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "suite", "train", "generator", DCGAN,
+         f"data.shards={fashion16}", f"run.out_dir={tmp_path}", "model.mode=per_class",
+         "model.num_classes=10", "train.grad_accum=2"],
+        capture_output=True, text=True, timeout=300, env=ENV,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "tiny-dcgan" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_batch"] == 32
+    assert summary["model_equal_across_ranks"] and summary["ema_equal_across_ranks"]
