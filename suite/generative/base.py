@@ -135,6 +135,9 @@ class Generator(nn.Module, ABC):
     conditions: ClassVar[tuple[str, ...]] = ()
     #: DDP option: True where a step leaves some parameters without gradients (a GAN's D step)
     find_unused_parameters: ClassVar[bool] = False
+    #: the EMA's decay warm-up (ema-pytorch's, Karras-style); False: ``train.ema_decay`` from the
+    #: first average on, as the GAN references keep their generator's average
+    ema_warmup: ClassVar[bool] = True
 
     # -- training ----------------------------------------------------------------------------------
 
@@ -142,6 +145,11 @@ class Generator(nn.Module, ABC):
     def trainable_modules(self) -> dict[str, nn.Module]:
         """The modules that train: what the EMA averages and checkpoints hold. A frozen base is
         not among them."""
+
+    def ema_modules(self) -> dict[str, nn.Module]:
+        """The trainable modules the EMA averages (what previews and exports use); a GAN's
+        discriminator, never sampled from, need not be among them."""
+        return self.trainable_modules()
 
     @abstractmethod
     def configure_optimizers(self, train_cfg: Any) -> dict[str, OptimizerSpec]:
@@ -189,9 +197,9 @@ class Generator(nn.Module, ABC):
     def weights_from(self, modules: dict[str, nn.Module]) -> Iterator[Generator]:
         """This generator in eval mode with its trainable modules' weights copied from
         ``modules`` (an EMA's copies) for the duration of the block; weights and training mode
-        are then restored exactly. Previews and exports use the EMA weights without a second copy
-        of a frozen base."""
-        live = self.trainable_modules()
+        are then restored exactly; a trainable module not in ``modules`` keeps its own weights.
+        Previews and exports use the EMA weights without a second copy of a frozen base."""
+        live = {n: m for n, m in self.trainable_modules().items() if n in modules}
         saved = {
             n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in live.items()
         }

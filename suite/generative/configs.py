@@ -58,3 +58,36 @@ class DiffusersDDPMConfig:
     num_classes: NonNegativeInt = 0
     class_dropout: Fraction = 0.1
     guidance_scale: NonNegativeFloat = 1.0  # default at sampling time; 1.0 = no guidance
+
+
+# -- pggan ------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True, slots=True)
+class PGGANConfig:
+    """Progressive growing of GANs (Karras et al., ICLR 2018, arXiv:1710.10196) with every scale
+    allocated up front; defaults are facebookresearch/pytorch_GAN_zoo's ``pgan_config.py``.
+
+    ``image_size`` is 4 * 2**k; ``depths`` gives the feature maps of each scale from 4 px up (empty:
+    the zoo's 512, 512, 512, 512, 256, 128, 64, 32, 16, cut to the scales needed). The schedule:
+    ``steps_per_phase`` stable steps at 4 px, then for every further scale ``steps_per_fade``
+    steps fading it in (alpha rising linearly) and ``steps_per_phase`` stable ones; the last scale
+    stays stable to ``train.max_steps``. ``num_classes > 0`` conditions G on a label embedding and
+    gives D an auxiliary-classifier (``ac``) or projection head.
+    """
+
+    implementation: ClassVar[str] = "suite.generative.pggan:PGGAN"
+    kind: Literal["pggan"] = "pggan"
+    image_size: PositiveInt = 64
+    channels: PositiveInt = 1
+    latent_dim: PositiveInt = 512
+    depths: tuple[PositiveInt, ...] = ()
+    num_classes: NonNegativeInt = 0
+    class_head: Literal["ac", "projection"] = "ac"
+    ac_weight: NonNegativeFloat = 1.0  # the AC cross-entropy's weight in both losses
+    steps_per_phase: PositiveInt = 48000  # the zoo's maxIterAtScale[0]
+    steps_per_fade: NonNegativeInt = 19200  # the zoo's 600 alpha jumps x 32 iterations
+    gp_lambda: NonNegativeFloat = 10.0
+    drift: NonNegativeFloat = 1e-3  # epsilon_drift: weight of E[D(real)^2]
+    minibatch_group: PositiveInt = 4
+    leaky_slope: Fraction = 0.2

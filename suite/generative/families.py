@@ -21,6 +21,7 @@ GENERATORS = Registry(
     {
         "ddpm_lucidrains": "suite.generative.configs:LucidrainsDDPMConfig",
         "ddpm_diffusers": "suite.generative.configs:DiffusersDDPMConfig",
+        "pggan": "suite.generative.configs:PGGANConfig",
     },
 )
 FAMILIES: Registry[type[Generator]] = GENERATORS.follow("implementation")
