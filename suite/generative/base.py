@@ -32,6 +32,7 @@ from suite.data.transforms import sample_seed
 from suite.errors import DataError
 
 if TYPE_CHECKING:
+    from suite.train.state import TrainState
     from suite.train.step import StepContext
 
 
@@ -147,9 +148,28 @@ class Generator(nn.Module, ABC):
         not among them."""
 
     def ema_modules(self) -> dict[str, nn.Module]:
-        """The trainable modules the EMA averages (what previews and exports use); a GAN's
-        discriminator, never sampled from, need not be among them."""
+        """The trainable modules the EMA averages (and previews and exports use): all of them by
+        default; a GAN averages only its generator (a discriminator's average serves nothing)."""
         return self.trainable_modules()
+
+    def bind_data(self, class_names: Sequence[str], classes_present: Sequence[int]) -> None:
+        """Called once before training with the data's class names and the class ids its
+        selected rows hold (a ``data.classes`` filter trains some classes only); a family that
+        keeps one network per class records which of them train. Default: nothing."""
+
+    def check_losses(
+        self,
+        losses: dict[str, float],
+        state: TrainState,
+        *,
+        step: int,
+        command: str,
+        last_checkpoint: Path | None,
+    ) -> None:
+        """After each step, with the step's losses averaged over every rank (so every rank
+        decides alike): raise a :class:`~suite.train.step.TrainingError` to stop a run that can
+        no longer learn (a GAN whose discriminator wins outright). ``command`` runs this run's
+        config (``synmed train generator RUN/config.yaml``). Default: nothing."""
 
     @abstractmethod
     def configure_optimizers(self, train_cfg: Any) -> dict[str, OptimizerSpec]:
@@ -197,8 +217,9 @@ class Generator(nn.Module, ABC):
     def weights_from(self, modules: dict[str, nn.Module]) -> Iterator[Generator]:
         """This generator in eval mode with its trainable modules' weights copied from
         ``modules`` (an EMA's copies) for the duration of the block; weights and training mode
-        are then restored exactly; a trainable module not in ``modules`` keeps its own weights.
-        Previews and exports use the EMA weights without a second copy of a frozen base."""
+        are then restored exactly. Previews and exports use the EMA weights without a second copy
+        of a frozen base. Only the modules named in ``modules`` are swapped (a GAN's EMA holds
+        its generator, not its discriminator)."""
         live = {n: m for n, m in self.trainable_modules().items() if n in modules}
         saved = {
             n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in live.items()

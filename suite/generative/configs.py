@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from suite.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt
+from suite.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 
 @dataclass(kw_only=True, slots=True)
@@ -60,11 +60,34 @@ class DiffusersDDPMConfig:
     guidance_scale: NonNegativeFloat = 1.0  # default at sampling time; 1.0 = no guidance
 
 
+@dataclass(kw_only=True, slots=True)
+class GANConfig:
+    """What every GAN family shares (suite/generative/gan.py): the image, the classes, the
+    latent, the discriminator's learning rate and the rule that stops a run whose discriminator
+    wins outright.
+
+    The stop rule: ``d_wins_patience`` consecutive steps with D(real) above 1 - ``d_wins_margin``,
+    D(fake) below ``d_wins_margin`` (mean sigmoid outputs) and the generator's loss above
+    ``d_wins_g_loss`` end the run with one error (0 turns the check off): such a generator gets
+    vanishing gradients and does not recover.
+    """
+
+    image_size: PositiveInt = 64
+    channels: PositiveInt = 1
+    num_classes: NonNegativeInt = 0
+    latent_dim: PositiveInt = 100
+    # D's learning rate is train.lr times this (TTUR-style; < 1 weakens a discriminator that wins)
+    d_lr_factor: PositiveFloat = 1.0
+    d_wins_patience: NonNegativeInt = 200
+    d_wins_margin: Fraction = 0.01
+    d_wins_g_loss: PositiveFloat = 4.0
+
+
 # -- pggan ------------------------------------------------------------------------------------------
 
 
 @dataclass(kw_only=True, slots=True)
-class PGGANConfig:
+class PGGANConfig(GANConfig):
     """Progressive growing of GANs (Karras et al., ICLR 2018, arXiv:1710.10196) with every scale
     allocated up front; defaults are facebookresearch/pytorch_GAN_zoo's ``pgan_config.py``.
 
@@ -73,16 +96,14 @@ class PGGANConfig:
     ``steps_per_phase`` stable steps at 4 px, then for every further scale ``steps_per_fade``
     steps fading it in (alpha rising linearly) and ``steps_per_phase`` stable ones; the last scale
     stays stable to ``train.max_steps``. ``num_classes > 0`` conditions G on a label embedding and
-    gives D an auxiliary-classifier (``ac``) or projection head.
+    gives D an auxiliary-classifier (``ac``) or projection head. The stop rule of
+    :class:`GANConfig` reads sigmoid(critic) as the other GANs read D's probability.
     """
 
     implementation: ClassVar[str] = "suite.generative.pggan:PGGAN"
     kind: Literal["pggan"] = "pggan"
-    image_size: PositiveInt = 64
-    channels: PositiveInt = 1
-    latent_dim: PositiveInt = 512
+    latent_dim: PositiveInt = 512  # the zoo's dimLatentVector
     depths: tuple[PositiveInt, ...] = ()
-    num_classes: NonNegativeInt = 0
     class_head: Literal["ac", "projection"] = "ac"
     ac_weight: NonNegativeFloat = 1.0  # the AC cross-entropy's weight in both losses
     steps_per_phase: PositiveInt = 48000  # the zoo's maxIterAtScale[0]

@@ -19,34 +19,20 @@ layers above the current scale get no gradient: DDP runs with ``find_unused_para
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from suite.errors import ConfigError, DataError
-from suite.generative.base import (
-    Conditions,
-    Generator,
-    OptimizerSpec,
-    SampleOptions,
-    SampleOutput,
-    noise_generators,
-    to_uint8,
-)
+from suite.errors import ConfigError
+from suite.generative.base import Conditions, SampleOptions, SampleOutput
 from suite.generative.configs import PGGANConfig
-from suite.generative.optim import adam_with_schedule
+from suite.generative.gan import GAN, wgan_g_loss, wgan_gp_d_loss
+from suite.train.step import StepContext
 
-if TYPE_CHECKING:
-    from suite.train.step import StepContext
-
-WEIGHTS = "generator.safetensors"
 #: the zoo's feature maps per scale, from 4 px up (``pgan_config.py::depthScales``)
 ZOO_DEPTHS = (512, 512, 512, 512, 256, 128, 64, 32, 16)
 HE_GAIN = math.sqrt(2.0)
@@ -311,25 +297,11 @@ class Schedule:
 # -- the family ------------------------------------------------------------------------------------
 
 
-def gradient_penalty(
-    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, label: torch.Tensor | None,
-    phase: Phase,
-) -> torch.Tensor:  # fmt: skip
-    """WGAN-GP (Gulrajani et al., 2017): E[(||grad_x D(x)||_2 - 1)^2] at random interpolates of
-    real and fake images; differentiable, so its gradient reaches D's weights."""
-    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
-    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    score, _ = critic(mixed, label, phase.scale, phase.alpha)
-    (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
-    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+class PGGAN(GAN):
+    """G and D of :mod:`suite.generative.gan` with a phase: each step's scale and alpha come from
+    :class:`Schedule` and the global step, and are written to the train state."""
 
-
-class PGGAN(Generator):
     config_class = PGGANConfig
-    samplers = ("gan",)
-    conditions = ("labels",)
-    # the scales above the current one (and G during D's step) get no gradient
-    find_unused_parameters = True
     # the zoo averages G at a fixed 0.999 from the start
     ema_warmup = False
 
@@ -361,65 +333,71 @@ class PGGAN(Generator):
             channels=config.channels, depths=depths, num_classes=config.num_classes,
             head=config.class_head, group_size=config.minibatch_group, slope=config.leaky_slope,
         )  # fmt: skip
-        # the phase the losses and previews use; train_step sets it from the step
-        self.phase = Phase(scales - 1, 1.0)
+        #: the phase the losses and previews use (train_step sets it); sampling uses the last
+        self.phase = self.final_phase
+        self._sampling_phase: Phase | None = None
 
     @property
     def final_phase(self) -> Phase:
         return Phase(self.schedule.scales - 1, 1.0)
 
+    # -- the networks at the current phase ---------------------------------------------------------
+
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.config.latent_dim,)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        phase = self._sampling_phase or self.phase
+        return self.G(z, labels, phase.scale, phase.alpha)
+
+    def critic(
+        self, images: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.D(images, labels, self.phase.scale, self.phase.alpha)
+
+    def discriminate(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.critic(images, labels)[0]
+
+    def real_images(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The real batch at this phase: in [-1, 1], average-pooled to the phase's resolution,
+        blended with its own half-resolution copy while the scale fades in."""
+        x = downscale(batch["image"] * 2 - 1, self.phase.resolution)
+        return fade_blend(x, self.phase.alpha)
+
     # -- training ----------------------------------------------------------------------------------
 
-    def trainable_modules(self) -> dict[str, nn.Module]:
-        return {"generator": self.G, "discriminator": self.D}
+    def class_loss(self, logits: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
+        """The auxiliary classifier's cross-entropy on logits, times ``model.ac_weight``."""
+        if logits is None or labels is None or not self.config.ac_weight:
+            return torch.zeros((), device=logits.device if logits is not None else None)
+        return self.config.ac_weight * F.cross_entropy(logits.float(), labels)
 
-    def ema_modules(self) -> dict[str, nn.Module]:
-        return {"generator": self.G}  # D is never sampled from
+    def discriminator_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        cfg = self.config
+        real = self.real_images(batch)
+        labels = self.train_labels(batch)
+        with torch.no_grad():
+            fake = self.generate(self.random_latents(real.shape[0], real.device), labels)
+        real_scores, real_logits = self.critic(real, labels)
+        fake_scores, fake_logits = self.critic(fake, labels)
+        self.record_d(real_scores, fake_scores)
+        loss = wgan_gp_d_loss(
+            lambda x: self.discriminate(x, labels), real, fake, real_scores, fake_scores,
+            gp_lambda=cfg.gp_lambda, drift=cfg.drift,
+        )  # fmt: skip
+        return loss + self.class_loss(real_logits, labels) + self.class_loss(fake_logits, labels)
 
-    def configure_optimizers(self, train_cfg: Any) -> dict[str, OptimizerSpec]:
-        return {
-            "discriminator": adam_with_schedule(self.D.parameters(), train_cfg),
-            "generator": adam_with_schedule(self.G.parameters(), train_cfg),
-        }
-
-    def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        return batch["label"].long() if self.config.num_classes else None
-
-    def _class_loss(self, logits: torch.Tensor | None, label: torch.Tensor | None) -> torch.Tensor:
-        if logits is None or label is None or not self.config.ac_weight:
-            return torch.zeros(())
-        # cross-entropy on logits (not softmax-then-CE, PyTorch-GAN's acgan bug)
-        return self.config.ac_weight * F.cross_entropy(logits.float(), label)
-
-    def loss(self, batch: dict[str, torch.Tensor], objective: str) -> torch.Tensor:
-        cfg, phase = self.config, self.phase
-        label = self._labels(batch)
-        real = fade_blend(downscale(batch["image"] * 2 - 1, phase.resolution), phase.alpha)
-        z = torch.randn(real.shape[0], cfg.latent_dim, device=real.device)
-        if objective == "discriminator":
-            with torch.no_grad():
-                fake = self.G(z, label, phase.scale, phase.alpha)
-            d_real, logits_real = self.D(real, label, phase.scale, phase.alpha)
-            d_fake, logits_fake = self.D(fake, label, phase.scale, phase.alpha)
-            loss = d_fake.float().mean() - d_real.float().mean()
-            loss = loss + cfg.drift * d_real.float().pow(2).mean()
-            if cfg.gp_lambda:
-                gp = gradient_penalty(self.D, real, fake, label, phase)
-                loss = loss + cfg.gp_lambda * gp.float()
-            class_loss = self._class_loss(logits_real, label) + self._class_loss(logits_fake, label)
-            return loss + class_loss.to(loss.device)
-        if objective == "generator":
-            fake = self.G(z, label, phase.scale, phase.alpha)
-            d_fake, logits_fake = self.D(fake, label, phase.scale, phase.alpha)
-            loss = -d_fake.float().mean()
-            return loss + self._class_loss(logits_fake, label).to(loss.device)
-        raise ValueError(f"PGGAN has no objective {objective!r} (discriminator, generator)")
+    def generator_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        n, device = batch["image"].shape[0], batch["image"].device
+        labels = self.train_labels(batch)
+        scores, logits = self.critic(self.generate(self.random_latents(n, device), labels), labels)
+        return wgan_g_loss(scores) + self.class_loss(logits, labels)
 
     def train_step(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         taken = ctx.step_number - 1
         stored = ctx.state.values
         if taken and "scale" in stored:
-            # a resumed run: the checkpoint's phase is the one the schedule gave its last step
+            # a resumed run: its checkpoint's phase must be what the schedule gave its last step
             before = self.schedule.at(taken - 1)
             if (stored["scale"], stored["alpha"]) != (before.scale, before.alpha):
                 raise ConfigError(
@@ -432,47 +410,9 @@ class PGGAN(Generator):
         self.phase = self.schedule.at(taken)
         ctx.state.phase = self.phase.name
         ctx.state.values.update(self.phase.as_values())
-        d_loss = ctx.accumulate("discriminator")
-        ctx.step("discriminator")
-        g_loss = ctx.accumulate("generator")
-        ctx.step("generator")
-        return {"discriminator": d_loss, "generator": g_loss}
+        return super().train_step(ctx)
 
     # -- sampling ----------------------------------------------------------------------------------
-
-    def _latents(self, indices: Sequence[int], seed: int, attempt: int) -> torch.Tensor:
-        gens = noise_generators(seed, indices, attempt)
-        return torch.stack([torch.randn(self.config.latent_dim, generator=g) for g in gens])
-
-    def _sample_labels(self, conditions: Conditions | None, n: int) -> np.ndarray | None:
-        if not self.config.num_classes:
-            return None
-        if conditions is None or conditions.labels is None:
-            raise DataError(
-                f"{self.source} is class-conditional ({self.config.num_classes} classes) and was "
-                "given no labels",
-                "sample it with --per-class N or --class-weights",
-            )
-        labels = np.asarray(conditions.labels, dtype=np.int64)
-        if len(labels) != n or labels.min() < 0 or labels.max() >= self.config.num_classes:
-            raise DataError(
-                f"labels {labels.tolist()} for {n} rows of {self.source}: each must be in "
-                f"0..{self.config.num_classes - 1}",
-                "pass one class id per row within the model's classes",
-            )
-        return labels
-
-    def _generate(
-        self, z: torch.Tensor, labels: np.ndarray | None, phase: Phase, device: torch.device | str
-    ) -> torch.Tensor:
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                y = torch.from_numpy(labels).to(device) if labels is not None else None
-                return self.G(z.to(device), y, phase.scale, phase.alpha)
-        finally:
-            self.train(was_training)
 
     def sample(
         self,
@@ -482,35 +422,24 @@ class PGGAN(Generator):
         options: SampleOptions,
         device: torch.device | str = "cpu",
     ) -> SampleOutput:
-        labels = self._sample_labels(conditions, len(indices))
-        x = self._generate(
-            self._latents(indices, seed, options.attempt), labels, self.final_phase, device
-        )
-        return SampleOutput(images=to_uint8(x, self.source), labels=labels)
+        """Images at the target resolution (the last scale, alpha 1), whatever phase training
+        reached."""
+        with self.sampling_at(self._sampling_phase or self.final_phase):
+            return super().sample(indices, seed, conditions, options, device)
+
+    @contextmanager
+    def sampling_at(self, phase: Phase) -> Iterator[None]:
+        saved, self._sampling_phase = self._sampling_phase, phase
+        try:
+            yield
+        finally:
+            self._sampling_phase = saved
 
     @torch.no_grad()
     def sample_preview(
         self, n: int, *, steps: int, seed: int, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        # the scale being trained, enlarged to the target: a grid of 4 px noise then 8 px ...
-        y = (
-            self._sample_labels(Conditions(labels=labels.cpu().numpy()), n)
-            if labels is not None
-            else None
-        )
-        device = next(self.parameters()).device
-        x = self._generate(self._latents(range(n), seed, 0), y, self.phase, device)
-        x = F.interpolate(x, size=self.config.image_size, mode="nearest")
-        return torch.from_numpy(to_uint8(x, self.source)).float().div(255)
-
-    # -- export ------------------------------------------------------------------------------------
-
-    def export_files(self, directory: Path) -> None:
-        state = {k: v.detach().cpu().contiguous() for k, v in self.G.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
-
-    @classmethod
-    def load_exported(cls, directory: Path, config: PGGANConfig) -> PGGAN:
-        model = cls(config)
-        model.G.load_state_dict(load_file(str(directory / WEIGHTS)))
-        return model.eval()
+        # the scale being trained, enlarged to the target (4 px noise at first, then 8 px ...)
+        with self.sampling_at(self.phase):
+            x = super().sample_preview(n, steps=steps, seed=seed, labels=labels)
+        return F.interpolate(x, size=self.config.image_size, mode="nearest")

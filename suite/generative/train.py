@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate.utils import DistributedDataParallelKwargs
 from ema_pytorch import EMA
@@ -21,10 +22,11 @@ from suite.data.transforms import Compose, SeededAugment, to_float
 from suite.errors import ConfigError, DataError, ShardError
 from suite.generative.base import Generator
 from suite.generative.export import export_generator
-from suite.generative.families import build_generator
+from suite.generative.families import GENERATORS, build_generator
 from suite.launch.task import run_training
 from suite.schema import SuiteConfig
-from suite.train.loop import EXPORT_DIR, Resume, StepContext, TrainLoop
+from suite.train import run_state
+from suite.train.loop import CONFIG_FILE, EXPORT_DIR, Resume, StepContext, TrainLoop
 from suite.train.monitor import save_grid
 
 __all__ = ["EXPORT_DIR", "GeneratorTrainer", "train_generator"]
@@ -49,7 +51,7 @@ class GeneratorTrainer(TrainLoop):
         if cfg.model is None:
             raise ConfigError(
                 "the config has no model: section",
-                "add model.kind: ddpm_lucidrains or ddpm_diffusers",
+                f"add a model: section with kind: one of {', '.join(GENERATORS)}",
             )
         if cfg.data.shards is None:
             raise ConfigError(
@@ -120,6 +122,13 @@ class GeneratorTrainer(TrainLoop):
     def build(self) -> None:
         tc, acc = self.train_cfg, self.accelerator
         self.generator: Generator = build_generator(self.cfg.model)
+        labels = self.dataset.labels
+        present = (
+            sorted(int(c) for c in np.unique(labels))
+            if labels is not None and labels.ndim == 1
+            else []
+        )
+        self.generator.bind_data(self.dataset.class_names, present)
         self.trainables = torch.nn.ModuleDict(self.generator.trainable_modules())
         self.ema = EMA(
             torch.nn.ModuleDict(self.generator.ema_modules()),
@@ -168,6 +177,15 @@ class GeneratorTrainer(TrainLoop):
     def ema_weights(self) -> dict[str, torch.nn.Module]:
         """The EMA's copy of each trainable module, by the generator's names."""
         return dict(self.ema.ema_model.items())
+
+    def check_losses(self, losses: dict[str, float]) -> None:
+        self.generator.check_losses(
+            losses,
+            self.state,
+            step=self.step + 1,
+            command=f"{self.command} {self.run_dir / CONFIG_FILE}",
+            last_checkpoint=run_state.latest_checkpoint(self.run_dir),
+        )
 
     def synced_modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.trainables, "ema": self.ema.ema_model}

@@ -254,6 +254,10 @@ class TrainLoop(ABC):
     def on_step_end(self) -> None:
         """After logging and checkpointing decisions of a step (previews, monitors)."""
 
+    def check_losses(self, losses: dict[str, float]) -> None:
+        """After every step, with its losses averaged over the ranks (every rank sees the same
+        values): raise :class:`TrainingError` to stop a run that can no longer learn."""
+
     def log_extras(self) -> dict[str, float]:
         """Values logged with the loss (a momentum, a temperature...)."""
         return {}
@@ -675,6 +679,7 @@ class TrainLoop(ABC):
                 f"step {self.step + 1}; last good checkpoint: {last or 'none yet'}",
                 self.diverged_fix(),
             )
+        self.check_losses({n: float(v) for n, v in means.items()})
         self.after_step()
         main = float(means[names[0]])
         extras = {f"loss_{n}": float(v) for n, v in means.items()} if len(names) > 1 else {}
