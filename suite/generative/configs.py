@@ -67,7 +67,7 @@ class GANConfig:
     wins outright.
 
     The stop rule: ``d_wins_patience`` consecutive steps with D(real) above 1 - ``d_wins_margin``,
-    D(fake) below ``d_wins_margin`` (mean sigmoid outputs) and the generator's loss above
+    D(fake) below ``d_wins_margin`` (mean sigmoid outputs) and the generator's adversarial loss above
     ``d_wins_g_loss`` end the run with one error (0 turns the check off): such a generator gets
     vanishing gradients and does not recover.
     """
@@ -81,6 +81,54 @@ class GANConfig:
     d_wins_patience: NonNegativeInt = 200
     d_wins_margin: Fraction = 0.01
     d_wins_g_loss: PositiveFloat = 4.0
+
+
+@dataclass(kw_only=True, slots=True)
+class DCGANConfig(GANConfig):
+    """DCGAN (Radford et al. 2016, arXiv:1511.06434) as pytorch/examples' ``dcgan/main.py``
+    builds it, or as seed 001 did (``architecture: seed``).
+
+    ``mode``: ``unconditional`` (one pair), ``per_class`` (one generator/discriminator pair per
+    class, each trained on its class's rows, as seed 001's ``DCGAN_Checkpoint_{label}.pth``), or
+    ``conditional`` (one pair with a label embedding into G's input and a label plane into D's).
+
+    ``architecture``: ``examples`` is pytorch/examples' ladder of 4x4 stride-2 (transposed)
+    convolutions from 4 px up to ``image_size`` (a power of two; channels ngf*2^k); ``seed`` is
+    seed 001's ``src/models/dcgan.py``: Linear(z -> 16ngf x b x b), four 5x5 stride-2 ConvT with
+    BatchNorm and LeakyReLU(0.2), a 5x5 ConvT to the channels and tanh, giving 16b px
+    (b = ``seed_base``, 16 there: 256 px), resized bilinearly to ``image_size`` (224 there); its
+    D is five 5x5 stride-2 convolutions with Dropout2d(``dropout``) and a linear logit.
+    """
+
+    implementation: ClassVar[str] = "suite.generative.dcgan:DCGAN"
+    kind: Literal["dcgan"] = "dcgan"
+    mode: Literal["unconditional", "per_class", "conditional"] = "unconditional"
+    architecture: Literal["examples", "seed"] = "examples"
+    ngf: PositiveInt = 64
+    ndf: PositiveInt = 64
+    embed_dim: PositiveInt = 50  # conditional: the label embedding concatenated to z
+    seed_base: PositiveInt = 16
+    dropout: Fraction = 0.4  # the seed architecture's Dropout2d in D
+
+
+@dataclass(kw_only=True, slots=True)
+class ACGANConfig(GANConfig):
+    """ACGAN (Odena et al. 2017, arXiv:1610.09585) as eriklindernoren/PyTorch-GAN's
+    ``implementations/acgan/acgan.py``: G multiplies z by a label embedding, D has a real/fake
+    logit and an auxiliary class head; G steps before D, as there.
+
+    The auxiliary head outputs logits into cross-entropy: the reference's Softmax before
+    ``CrossEntropyLoss`` (PyTorch-GAN issue #141) is not reproduced. ``bn_eps_0_8`` reproduces
+    the reference's ``BatchNorm2d(C, 0.8)``, whose second argument is eps, not momentum
+    (seed 001 kept it); off by default, eps is PyTorch's 1e-5: an eps of 0.8 swamps the batch
+    variance of small activations and weakens normalisation.
+    """
+
+    implementation: ClassVar[str] = "suite.generative.acgan:ACGAN"
+    kind: Literal["acgan"] = "acgan"
+    image_size: PositiveInt = 32
+    num_classes: NonNegativeInt = 10
+    bn_eps_0_8: bool = False
 
 
 # -- pggan ------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ GENERATORS = Registry(
     {
         "ddpm_lucidrains": "suite.generative.configs:LucidrainsDDPMConfig",
         "ddpm_diffusers": "suite.generative.configs:DiffusersDDPMConfig",
+        "dcgan": "suite.generative.configs:DCGANConfig",
+        "acgan": "suite.generative.configs:ACGANConfig",
         "pggan": "suite.generative.configs:PGGANConfig",
     },
 )

@@ -160,14 +160,15 @@ def check_discriminator_wins(
     last_checkpoint: Path | None,
 ) -> None:
     """Count the consecutive steps the discriminator won outright (``losses`` holds the rank
-    means of "d_real", "d_fake" and "generator"; the count lives in the train state, so a resumed
+    means of "d_real", "d_fake" and "g_adv", the generator's adversarial loss; the count lives in the train state, so a resumed
     run counts on); stop at ``config.d_wins_patience`` with one error naming the step and what to
     change."""
     patience = config.d_wins_patience
     if not patience:
         return
     margin, above = config.d_wins_margin, config.d_wins_g_loss
-    d_real, d_fake, g_loss = losses["d_real"], losses["d_fake"], losses["generator"]
+    d_real, d_fake = losses["d_real"], losses["d_fake"]
+    g_loss = losses.get("g_adv", losses["generator"])
     won = d_real > 1 - margin and d_fake < margin and g_loss > above
     count = int(state.values.get(D_WINS, 0)) + 1 if won else 0
     state.values[D_WINS] = count
@@ -176,7 +177,7 @@ def check_discriminator_wins(
     raise TrainingError(
         f"the discriminator won outright for {count} consecutive steps by step {step} "
         f"(D(real) {d_real:.3f} > {1 - margin:g}, D(fake) {d_fake:.3g} < {margin:g}, generator "
-        f"loss {g_loss:.2f} > {above:g}): the generator gets no useful gradient; last good "
+        f"adversarial loss {g_loss:.2f} > {above:g}): the generator gets no useful gradient; last good "
         f"checkpoint: {last_checkpoint or 'none yet'}",
         f"start over with a weaker discriminator: {command} "
         f"model.d_lr_factor={config.d_lr_factor / 4:g} --restart (the checkpoints are moved "
@@ -208,6 +209,7 @@ class GAN(Generator):
     def __init__(self) -> None:
         super().__init__()
         self._d_stats: list[torch.Tensor] = []
+        self._g_adv: list[torch.Tensor] = []
 
     # -- what a family provides ----------------------------------------------------------------------
 
@@ -272,6 +274,11 @@ class GAN(Generator):
                 )
             )
 
+    def record_g(self, adversarial: torch.Tensor) -> None:
+        """Keep this micro-batch's adversarial part of the generator loss (ACGAN's G loss adds a
+        class term), which the stop rule reads."""
+        self._g_adv.append(adversarial.detach().float())
+
     def discriminator_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         real = batch["image"] * 2 - 1
         real_labels = batch.get("label") if self.config.num_classes else None
@@ -287,7 +294,9 @@ class GAN(Generator):
         n, device = batch["image"].shape[0], batch["image"].device
         labels = self.train_labels(batch)
         fake = self.generate(self.random_latents(n, device), labels)
-        return bce_g_loss(self.discriminate(fake, labels))
+        loss = bce_g_loss(self.discriminate(fake, labels))
+        self.record_g(loss)
+        return loss
 
     def loss(self, batch: dict[str, torch.Tensor], objective: str) -> torch.Tensor:
         if objective == "discriminator":
@@ -298,9 +307,10 @@ class GAN(Generator):
 
     def train_step(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         """Each objective of :attr:`step_order` accumulated over the micro-batches, then its
-        optimizer stepped. Returns the objectives' mean losses and the mean D(real), D(fake) of
-        the discriminator objective (what the stop rule reads)."""
-        self._d_stats = []
+        optimizer stepped. Returns the objectives' mean losses, the mean D(real), D(fake) of the
+        discriminator objective and the adversarial part of the generator loss ("g_adv"): what
+        the stop rule reads."""
+        self._d_stats, self._g_adv = [], []
         means = {}
         for objective in self.step_order:
             means[objective] = ctx.accumulate(objective)
@@ -311,12 +321,14 @@ class GAN(Generator):
             if self._d_stats
             else torch.full((2,), 0.5, device=device)
         )
-        self._d_stats = []
+        g_adv = torch.stack(self._g_adv).mean().to(device) if self._g_adv else means["generator"]
+        self._d_stats, self._g_adv = [], []
         return {
             "discriminator": means["discriminator"],
             "generator": means["generator"],
             "d_real": stats[0],
             "d_fake": stats[1],
+            "g_adv": g_adv,
         }
 
     def check_losses(
@@ -386,12 +398,11 @@ class GAN(Generator):
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
-    """pytorch/examples dcgan's ``weights_init``: conv weights N(0, 0.02), BatchNorm weights
-    N(1, 0.02) and biases 0 (draws from the global RNG, seeded by the loop)."""
-    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear | nn.Embedding):
+    """pytorch/examples dcgan's ``weights_init`` (and PyTorch-GAN's ``weights_init_normal``):
+    conv weights N(0, 0.02), BatchNorm weights N(1, 0.02) and biases 0; linear layers and
+    embeddings keep PyTorch's defaults, as there. Draws from the global RNG, seeded by the loop."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0.0, 0.02)
-        if getattr(module, "bias", None) is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+    elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)

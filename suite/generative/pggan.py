@@ -391,7 +391,9 @@ class PGGAN(GAN):
         n, device = batch["image"].shape[0], batch["image"].device
         labels = self.train_labels(batch)
         scores, logits = self.critic(self.generate(self.random_latents(n, device), labels), labels)
-        return wgan_g_loss(scores) + self.class_loss(logits, labels)
+        adversarial = wgan_g_loss(scores)
+        self.record_g(adversarial)  # what the stop rule reads, without the class term
+        return adversarial + self.class_loss(logits, labels)
 
     def train_step(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         taken = ctx.step_number - 1
