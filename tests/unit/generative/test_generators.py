@@ -23,11 +23,18 @@ TINY = {
     "ddpm_lucidrains": REPO / "configs/generator/tiny_lucidrains.yaml",
     "ddpm_diffusers": REPO / "configs/generator/tiny_diffusers.yaml",
 }
+# every family's tiny preset (the tests above are the DDPMs'; tests/unit/generative/test_gan.py
+# has the GANs')
+TINY_ALL = {
+    **TINY,
+    "dcgan": REPO / "configs/generator/tiny_dcgan.yaml",
+    "acgan": REPO / "configs/generator/tiny_acgan.yaml",
+}
 
 
 def tiny(kind: str, *overrides: str):
     torch.manual_seed(0)
-    return build_generator(load_config(TINY[kind], list(overrides)).model)
+    return build_generator(load_config(TINY_ALL[kind], list(overrides)).model)
 
 
 @pytest.mark.parametrize("kind", list(TINY))
@@ -134,7 +141,7 @@ def test_every_family_declares_samplers_and_trains_what_it_names(kind: str) -> N
     model = tiny(kind)
     assert model.samplers and model.config_class is type(model.config)
     trainable = {id(p) for m in model.trainable_modules().values() for p in m.parameters()}
-    specs = model.configure_optimizers(load_config(TINY[kind]).train)
+    specs = model.configure_optimizers(load_config(TINY_ALL[kind]).train)
     optimized = {
         id(p) for spec in specs.values() for g in spec.optimizer.param_groups for p in g["params"]
     }
