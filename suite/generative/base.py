@@ -136,6 +136,9 @@ class Generator(nn.Module, ABC):
     conditions: ClassVar[tuple[str, ...]] = ()
     #: DDP option: True where a step leaves some parameters without gradients (a GAN's D step)
     find_unused_parameters: ClassVar[bool] = False
+    #: the EMA's decay warm-up (ema-pytorch's, Karras-style); False: ``train.ema_decay`` from the
+    #: first average on, as the GAN references keep their generator's average
+    ema_warmup: ClassVar[bool] = True
 
     # -- training ----------------------------------------------------------------------------------
 

@@ -129,3 +129,34 @@ class ACGANConfig(GANConfig):
     image_size: PositiveInt = 32
     num_classes: NonNegativeInt = 10
     bn_eps_0_8: bool = False
+
+
+# -- pggan ------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True, slots=True)
+class PGGANConfig(GANConfig):
+    """Progressive growing of GANs (Karras et al., ICLR 2018, arXiv:1710.10196) with every scale
+    allocated up front; defaults are facebookresearch/pytorch_GAN_zoo's ``pgan_config.py``.
+
+    ``image_size`` is 4 * 2**k; ``depths`` gives the feature maps of each scale from 4 px up (empty:
+    the zoo's 512, 512, 512, 512, 256, 128, 64, 32, 16, cut to the scales needed). The schedule:
+    ``steps_per_phase`` stable steps at 4 px, then for every further scale ``steps_per_fade``
+    steps fading it in (alpha rising linearly) and ``steps_per_phase`` stable ones; the last scale
+    stays stable to ``train.max_steps``. ``num_classes > 0`` conditions G on a label embedding and
+    gives D an auxiliary-classifier (``ac``) or projection head. The stop rule of
+    :class:`GANConfig` reads sigmoid(critic) as the other GANs read D's probability.
+    """
+
+    implementation: ClassVar[str] = "suite.generative.pggan:PGGAN"
+    kind: Literal["pggan"] = "pggan"
+    latent_dim: PositiveInt = 512  # the zoo's dimLatentVector
+    depths: tuple[PositiveInt, ...] = ()
+    class_head: Literal["ac", "projection"] = "ac"
+    ac_weight: NonNegativeFloat = 1.0  # the AC cross-entropy's weight in both losses
+    steps_per_phase: PositiveInt = 48000  # the zoo's maxIterAtScale[0]
+    steps_per_fade: NonNegativeInt = 19200  # the zoo's 600 alpha jumps x 32 iterations
+    gp_lambda: NonNegativeFloat = 10.0
+    drift: NonNegativeFloat = 1e-3  # epsilon_drift: weight of E[D(real)^2]
+    minibatch_group: PositiveInt = 4
+    leaky_slope: Fraction = 0.2

@@ -23,6 +23,7 @@ GENERATORS = Registry(
         "ddpm_diffusers": "suite.generative.configs:DiffusersDDPMConfig",
         "dcgan": "suite.generative.configs:DCGANConfig",
         "acgan": "suite.generative.configs:ACGANConfig",
+        "pggan": "suite.generative.configs:PGGANConfig",
     },
 )
 FAMILIES: Registry[type[Generator]] = GENERATORS.follow("implementation")

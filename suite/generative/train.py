@@ -1,8 +1,8 @@
 """`synmed train generator`: the training loop (:mod:`suite.train.loop`) for every generator family.
 
 The family owns its step (:meth:`Generator.train_step`) and its optimizers; the trainer adds an
-EMA of the trainable modules only (what previews and exports use; a frozen base is never copied),
-each optimizer's LR schedule, and preview grids.
+EMA of the trainable modules the family names (``ema_modules``: what previews and exports use; a
+frozen base is never copied), each optimizer's LR schedule, and preview grids.
 """
 
 from __future__ import annotations
@@ -135,6 +135,8 @@ class GeneratorTrainer(TrainLoop):
             beta=tc.ema_decay,
             update_every=tc.ema_update_every,
             update_after_step=tc.ema_update_after_step,
+            # without the warm-up the decay is ema_decay from the first average on
+            min_value=0.0 if self.generator.ema_warmup else tc.ema_decay,
             include_online_model=False,
         )
         specs = self.generator.configure_optimizers(tc)
@@ -187,6 +189,10 @@ class GeneratorTrainer(TrainLoop):
 
     def synced_modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.trainables, "ema": self.ema.ema_model}
+
+    def log_extras(self) -> dict[str, float]:
+        # a family's schedule (PGGAN's scale and alpha) beside its losses
+        return {k: float(v) for k, v in self.state.values.items() if isinstance(v, int | float)}
 
     def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         device = self.accelerator.device

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -478,3 +480,158 @@ def test_two_gloo_ranks_train_a_per_class_dcgan_in_sync(fashion16: Path, tmp_pat
     summary = json.loads((tmp_path / "tiny-dcgan" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_batch"] == 32
     assert summary["model_equal_across_ranks"] and summary["ema_equal_across_ranks"]
+
+
+# -- pggan -----------------------------------------------------------------------------------------
+
+PGGAN = str(REPO / "configs/generator/tiny_pggan.yaml")
+# A run that SIGKILLs itself inside step 10, after its D and G updates and before any of it is
+# saved: a deterministic kill point (polling the metrics races steps of a few milliseconds).
+KILL_IN_STEP_10 = """
+import os, signal, sys
+from suite.generative.train import GeneratorTrainer
+from suite.schema import load_config
+trainer = GeneratorTrainer(load_config(sys.argv[1], sys.argv[2:]))
+trainer.fit(stop_requested=lambda: trainer.step >= 9 and os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
+def pggan_phases(run: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(int(r["scale"]), r["alpha"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def pggan_run(mni16: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny PGGAN (4 -> 8 -> 16 px in 10 steps) trained on MNI152 slices (its run folder)."""
+    root = tmp_path_factory.mktemp("pggan")
+    proc = synmed("train", "generator", PGGAN, f"data.shards={mni16}", f"run.out_dir={root}")
+    assert proc.returncode == 0, proc.stderr
+    return root / "tiny-pggan"
+
+
+def test_tiny_pggan_grows_from_4_to_16_px_on_real_data(pggan_run: Path) -> None:
+    third, two_thirds = 1 / 3, 2 / 3
+    assert pggan_phases(pggan_run) == [
+        (0, 1.0), (0, 1.0), (1, third), (1, two_thirds), (1, 1.0), (1, 1.0),
+        (2, third), (2, two_thirds), (2, 1.0), (2, 1.0),
+    ]  # fmt: skip
+    rows = [json.loads(line) for line in (pggan_run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert all(math.isfinite(r[k]) for k in ("loss_discriminator", "loss_generator"))
+    # the phase is in each checkpoint's train state; the EMA holds G only
+    first, last = run_state.list_checkpoints(pggan_run)
+    state, _ = run_state.load_state(first, rank=0)
+    assert state["train_state"]["phase"] == "stable-8px"
+    assert {"scale": 1, "alpha": 1.0, "resolution": 8}.items() <= state["train_state"][
+        "values"
+    ].items()
+    state = final_state(pggan_run)
+    assert state["train_state"]["phase"] == "stable-16px"
+    assert set(state["optimizers"]) == {"D", "G"}
+    ema = {k.removeprefix("ema_model.G."): v for k, v in state["ema"].items() if ".G." in k}
+    assert ema and not any(".D." in k for k in state["ema"])
+    exported = load_file(pggan_run / "export" / "generator.safetensors")
+    assert exported.keys() == ema.keys()
+    assert all(torch.equal(exported[k], v) for k, v in ema.items())
+    online = {k.removeprefix("G."): v for k, v in state["model"].items() if k.startswith("G.")}
+    assert not all(torch.equal(exported[k], online[k]) for k in exported)
+    model, _ = load_generator(pggan_run)
+    from suite.generative.base import SampleOptions
+
+    out = model.sample([0, 1], 0, None, SampleOptions(sampler="gan", steps=1))
+    assert out.images.shape == (2, 1, 16, 16) and not model.training
+
+
+def test_pggan_sigkilled_mid_fade_resumes_bit_identical(mni16: Path, tmp_path: Path) -> None:
+    # 3 fade steps per scale: steps 8-10 fade 16 px in (alpha 1/4, 2/4, 3/4); the checkpoint of
+    # step 9 is mid-fade and the kill lands in step 10
+    common = [PGGAN, f"data.shards={mni16}", "train.max_steps=12", "train.checkpoint_every=3",
+              "model.steps_per_fade=3", "train.sample_every=100"]  # fmt: skip
+    ref = synmed("train", "generator", *common, f"run.out_dir={tmp_path / 'ref'}")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    killed = subprocess.run([sys.executable, "-c", KILL_IN_STEP_10, *common, f"run.out_dir={out}"],
+                            env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run = out / "tiny-pggan"
+    last = run_state.latest_checkpoint(run)
+    assert last is not None and last.name == "step-00000009"
+    state, _ = run_state.load_state(last, rank=0)
+    assert state["train_state"]["phase"] == "fade-16px"
+    assert state["train_state"]["values"]["alpha"] == 0.5
+
+    resumed = synmed("train", "generator", *common, f"run.out_dir={out}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert pggan_phases(run)[8:] == [(2, 0.5), (2, 0.75), (2, 1.0), (2, 1.0)]
+    want, got = final_state(tmp_path / "ref" / "tiny-pggan"), final_state(run)
+    for part in ("model", "ema"):
+        assert want[part].keys() == got[part].keys()
+        for name, tensor in want[part].items():
+            assert torch.equal(got[part][name], tensor), f"{part}.{name}"
+    for name in ("D", "G"):
+        for key, moments in want["optimizers"][name]["state"].items():
+            for k, v in moments.items():
+                assert torch.equal(got["optimizers"][name]["state"][key][k], v), f"{name}.{key}.{k}"
+    assert got["train_state"] == want["train_state"]
+    ref_export = load_file(tmp_path / "ref" / "tiny-pggan" / "export" / "generator.safetensors")
+    our_export = load_file(run / "export" / "generator.safetensors")
+    assert ref_export.keys() == our_export.keys()
+    assert all(torch.equal(our_export[k], v) for k, v in ref_export.items())
+
+
+def test_class_conditional_pggan_trains_on_fashion_mnist(fashion16: Path, tmp_path: Path) -> None:
+    proc = synmed("train", "generator", PGGAN, f"data.shards={fashion16}", f"run.out_dir={tmp_path}",
+                  "model.num_classes=10", "model.class_head=projection", "train.max_steps=8")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "tiny-pggan"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(math.isfinite(r["loss"]) for r in rows)
+    model, _ = load_generator(run)
+    from suite.generative.base import Conditions, SampleOptions
+
+    out = model.sample([0, 1, 2], 0, Conditions(labels=np.array([0, 5, 9])),
+                       SampleOptions(sampler="gan", steps=1))  # fmt: skip
+    assert out.images.shape == (3, 1, 16, 16) and out.labels.tolist() == [0, 5, 9]
+
+
+@pytest.mark.slow
+def test_pggan_on_two_gloo_ranks_with_inactive_scales(mni16: Path, tmp_path: Path) -> None:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "suite", "train", "generator", PGGAN,
+         f"data.shards={mni16}", f"run.out_dir={tmp_path}", "train.record_indices=true"],
+        capture_output=True, text=True, timeout=300, env=ENV,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "tiny-pggan"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 10
+    assert summary["model_equal_across_ranks"] and summary["ema_equal_across_ranks"]
+    seen = [
+        {i for line in (run / f"indices-rank{r}.jsonl").read_text().splitlines()
+         for i in json.loads(line)["indices"]}
+        for r in (0, 1)
+    ]  # fmt: skip
+    assert not seen[0] & seen[1]
+    assert pggan_phases(run)[-1] == (2, 1.0)
+
+
+@pytest.mark.ray
+def test_synmed_sample_of_a_pggan_gives_each_index_its_own_latent(
+    pggan_run: Path, tmp_path: Path
+) -> None:
+    from suite.data.dataset import ShardDataset
+    from suite.generative.base import SampleOptions
+
+    proc = synmed("sample", "--checkpoint", str(pggan_run), "--num-images", "6", "--shard-size", "3",
+                  "--batch-size", "4", "--sampler", "gan", "--sampling-steps", "1", "--seed", "5",
+                  "--workers", "1", "--out", str(tmp_path / "set"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = ShardDataset(tmp_path / "set")
+    model, _ = load_generator(pggan_run)
+    want = model.sample(range(6), 5, None, SampleOptions(sampler="gan", steps=1)).images
+    got = {int(data[i]["index"]): data[i]["image"].numpy() for i in range(len(data))}
+    assert sorted(got) == list(range(6))
+    assert all(np.array_equal(got[i], want[i]) for i in range(6))  # batches of 4, shards of 3

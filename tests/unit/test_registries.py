@@ -214,16 +214,22 @@ def test_data_format_accepts_auto_and_every_format() -> None:
 
 @pytest.mark.parametrize("kind", GENERATORS.names())
 def test_every_generator_family_builds_from_its_default_config(kind: str) -> None:
-    from suite.generative.base import Generator, SampleOptions
+    from suite.generative.base import Conditions, Generator, SampleOptions
     from suite.generative.families import FAMILIES, build_generator
 
-    config = GENERATORS.get(kind)(image_size=8, timesteps=4)  # the defaults but for size
+    cls = GENERATORS.get(kind)
+    fast = {"timesteps": 4} if "timesteps" in {f.name for f in dataclasses.fields(cls)} else {}
+    # the defaults but for size (16 px: ACGAN's D halves four times) and a diffusion's steps
+    config = cls(image_size=16, **fast)
     family = FAMILIES.get(kind)
-    assert issubclass(family, Generator) and family.config_class is GENERATORS.get(kind)
+    assert issubclass(family, Generator) and family.config_class is cls
     torch.manual_seed(0)
     model = build_generator(config)
     assert model.samplers and model.trainable_modules()
-    loss = model({"image": torch.rand(1, config.channels, 8, 8)}, "model")
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    out = model.sample([0], 0, None, SampleOptions(sampler=model.samplers[0], steps=2))
-    assert out.images.shape == (1, config.channels, 8, 8)
+    batch = {"image": torch.rand(2, config.channels, 16, 16), "label": torch.tensor([0, 1])}
+    for objective in getattr(family, "step_order", ("model",)):  # a GAN's D and G objectives
+        loss = model(batch, objective)
+        assert loss.ndim == 0 and torch.isfinite(loss), objective
+    labels = Conditions(labels=np.zeros(1, dtype=np.int64)) if model.num_classes else None
+    out = model.sample([0], 0, labels, SampleOptions(sampler=model.samplers[0], steps=2))
+    assert out.images.shape == (1, config.channels, 16, 16)

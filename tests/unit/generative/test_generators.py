@@ -29,6 +29,7 @@ TINY_ALL = {
     **TINY,
     "dcgan": REPO / "configs/generator/tiny_dcgan.yaml",
     "acgan": REPO / "configs/generator/tiny_acgan.yaml",
+    "pggan": REPO / "configs/generator/tiny_pggan.yaml",
 }
 
 
