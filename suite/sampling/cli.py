@@ -24,8 +24,8 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="images per model call")
     p.add_argument(
         "--sampler",
-        default="ddpm",
-        help="one the generator family declares (diffusion families: ddpm, ddim, dpm-solver)",
+        help="one the generator family declares (diffusion families: ddpm, ddim, dpm-solver; "
+        "GANs: gan); default: the family's first",
     )
     p.add_argument("--sampling-steps", type=int, default=1000)
     p.add_argument(

@@ -542,7 +542,7 @@ def run_sampling(
     class_weights: list[float] | None = None,
     shard_size: int = 1000,
     batch_size: int = 32,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     steps: int = 1000,
     seed: int = 0,
     guidance_scale: float | None = None,
@@ -570,6 +570,7 @@ def run_sampling(
     )  # fmt: skip
     refuse_out_inside(out, {"--checkpoint": checkpoint, "--conditions": conditions})
     model, digest = load_generator(checkpoint)
+    sampler = sampler or model.samplers[0]  # the family's first: "ddpm" for DDPMs, "gan" for GANs
     source = condition_source(model, conditions, conditions_split) if conditions else None
     checkpoint_str = str(Path(checkpoint).resolve())
     guidance = (
