@@ -138,6 +138,16 @@ NonNegativeFloat = Annotated[float, Range(ge=0)]
 Fraction = Annotated[float, Range(ge=0, le=1)]
 
 
+def require_at_least(values: dict[str, int | None], least: int = 1) -> None:
+    """One ConfigError naming the first count given on a command line (``{"--workers": 0}``) that
+    is below ``least``; None means not given. Config files get the same rule from their ranges."""
+    for flag, value in values.items():
+        if value is not None and value < least:
+            raise ConfigError(
+                f"{flag} is {value}, it must be at least {least}", f"pass {flag} {least} or more"
+            )
+
+
 def _number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 

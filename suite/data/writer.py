@@ -58,7 +58,7 @@ def staged_output(
         writer: Recorded in the marker; defaults to the calling module.
     """
     out = Path(out)
-    _check_not_an_input(out, inputs)
+    check_outside_inputs(out, inputs)
     if out.exists() and not out.is_dir():
         raise ShardError(f"output {out} exists and is not a folder", "choose another --out")
     if out.is_dir() and any(out.iterdir()):
@@ -141,7 +141,8 @@ def _swap_in(staging: Path, out: Path, marker: str) -> None:
     staging.rmdir()
 
 
-def _check_not_an_input(out: Path, inputs: Iterable[Path | str | None]) -> None:
+def check_outside_inputs(out: Path, inputs: Iterable[Path | str | None]) -> None:
+    """``out`` may not be an input, lie inside one or contain one (symlinks resolved)."""
     target = out.resolve()
     for given in inputs:
         if given is None:

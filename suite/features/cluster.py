@@ -27,6 +27,7 @@ import numpy as np
 
 import suite
 from suite.artifacts.digests import sha256_file
+from suite.config import require_at_least
 from suite.data.shards import MANIFEST, STRING_DATASETS, Manifest, read_manifest
 from suite.data.verify import verify_shard_set
 from suite.data.writer import ShardSetWriter, staged_output
@@ -372,14 +373,10 @@ def cluster_shard_set(
     from suite.features.extract import extract_features
 
     source, out = Path(shards).resolve(), Path(out)
-    for flag, value in (
-        ("--k", k),
-        ("--representatives", representatives),
-        ("--workers", workers),
-        ("--batch-size", batch_size),
-    ):
-        if value < 1:
-            raise DataError(f"{flag} is {value}, it must be at least 1", f"pass {flag} 1 or more")
+    require_at_least(
+        {"--k": k, "--representatives": representatives, "--workers": workers,
+         "--batch-size": batch_size}
+    )  # fmt: skip
     if not memory_budget_gb > 0:
         raise DataError(
             f"--memory-budget-gb is {memory_budget_gb}, it must be above 0", "pass e.g. 2"

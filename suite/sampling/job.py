@@ -37,6 +37,7 @@ import numpy as np
 import suite
 from suite.artifacts.digests import sha256_file
 from suite.artifacts.files import atomic_write_text, write_error
+from suite.config import require_at_least
 from suite.data.shards import (
     MANIFEST,
     ShardRecord,
@@ -46,6 +47,7 @@ from suite.data.shards import (
     write_shard,
 )
 from suite.data.transforms import sample_seed
+from suite.data.writer import check_outside_inputs
 from suite.errors import ConfigError, ShardError, SynmedError
 
 PLAN_FILE = "job.json"
@@ -563,12 +565,12 @@ def run_sampling(
     )
 
     # before the model loads, Ray starts or --out is touched
-    require_positive(
+    require_at_least(
         {"--workers": workers, "--shard-size": shard_size, "--batch-size": batch_size,
          "--sampling-steps": steps, "--num-images": num_images, "--per-class": per_class,
          "--per-condition": per_condition}
     )  # fmt: skip
-    refuse_out_inside(out, {"--checkpoint": checkpoint, "--conditions": conditions})
+    check_outside_inputs(out, (checkpoint, conditions))
     model, digest = load_generator(checkpoint)
     sampler = sampler or model.samplers[0]  # the family's first: "ddpm" for DDPMs, "gan" for GANs
     source = condition_source(model, conditions, conditions_split) if conditions else None
@@ -721,27 +723,6 @@ def _per_node(per_worker: dict[str, int]) -> dict[str, int]:
         node = worker.rsplit("/", 1)[0]
         nodes[node] = nodes.get(node, 0) + count
     return nodes
-
-
-def require_positive(values: dict[str, int | None]) -> None:
-    """One ConfigError naming the first flag that is given but below 1."""
-    for flag, value in values.items():
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} is {value}, it must be at least 1", f"pass {flag} 1 or more")
-
-
-def refuse_out_inside(out: Path, inputs: dict[str, Path | None]) -> None:
-    """--out may be neither an input folder nor inside one."""
-    target = Path(out).resolve()
-    for flag, path in inputs.items():
-        if path is None:
-            continue
-        source = Path(path).resolve()
-        if target == source or source in target.parents:
-            raise ConfigError(
-                f"--out {out} is {'' if target == source else 'inside '}{flag} {path}",
-                f"choose an --out outside {path}",
-            )
 
 
 def _clean_records(out: Path) -> None:

@@ -29,6 +29,7 @@ import h5py
 
 from suite.artifacts.digests import sha256_file
 from suite.artifacts.results import RESULT_FILE, InputRef, Result, write_result
+from suite.config import require_at_least
 from suite.data.dataset import verify_digests
 from suite.data.shards import MANIFEST, SPLITS, Manifest, read_manifest
 from suite.data.writer import staged_output
@@ -207,17 +208,11 @@ def resolve_encoders(specs: tuple[str, ...]) -> list[EncoderSpec]:
 
 
 def _check_options(o: GeneratorEvalOptions) -> None:
-    for name, value, least in (
-        ("--workers", o.workers, 1),
-        ("--batch-size", o.batch_size, 1),
-        ("--max-samples", o.max_samples, MIN_IMAGES),
-        ("--kid-subsets", o.kid_subsets, 1),
-        ("--kid-subset-size", o.kid_subset_size, 2),
-    ):
-        if value < least:
-            raise ConfigError(
-                f"{name} is {value}, it must be at least {least}", f"pass {name} {least} or more"
-            )
+    require_at_least(
+        {"--workers": o.workers, "--batch-size": o.batch_size, "--kid-subsets": o.kid_subsets}
+    )
+    require_at_least({"--max-samples": o.max_samples}, MIN_IMAGES)
+    require_at_least({"--kid-subset-size": o.kid_subset_size}, 2)
 
 
 def _finite(x: float) -> float | None:

@@ -197,5 +197,6 @@ def test_out_inside_an_input_is_refused(
     out = (conditions if where == "--conditions" else run) / "samples"
     argv = ["sample", "--checkpoint", str(run), "--conditions", str(conditions), "--out", str(out)]
     assert main(argv) == 2
-    assert f"error: --out {out} is inside {where}" in capsys.readouterr().err
+    given = conditions if where == "--conditions" else run
+    assert f"error: output {out} lies inside the input {given}" in capsys.readouterr().err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
