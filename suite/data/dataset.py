@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from suite.artifacts.digests import sha256_file
-from suite.data.shards import SPLITS, Manifest, check_shard, read_manifest
+from suite.data.shards import SPLITS, Manifest, check_shard, open_shard, read_manifest
 from suite.errors import ShardError
 
 Sample = dict[str, Any]
@@ -43,15 +43,6 @@ def verify_digests(directory: Path, manifest: Manifest, mode: Verify = "sha256")
                 f"{path}: sha256 does not match the manifest (the file changed or is truncated)",
                 "re-create the shard, or re-copy the shard set",
             )
-
-
-def _open_shard(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError as err:
-        raise ShardError(
-            f"{path} is not a readable HDF5 file ({err})", "re-create the shard set"
-        ) from None
 
 
 class ShardDataset(Dataset[Sample]):
@@ -99,7 +90,7 @@ class ShardDataset(Dataset[Sample]):
         indices: list[np.ndarray] = []
         self.has_masks = False
         for number, rec in enumerate(self.manifest.shards):
-            with _open_shard(self.directory / rec.file) as h5:
+            with open_shard(self.directory / rec.file) as h5:
                 check_shard(self.directory / rec.file, h5, rec, self.manifest)
                 self.has_masks = "masks" in h5
                 keep = np.ones(rec.count, dtype=bool)

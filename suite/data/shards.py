@@ -279,6 +279,16 @@ def _names(value: Any) -> list[str]:
     return [str(v) for v in parsed] if isinstance(parsed, list) else [str(parsed)]
 
 
+def open_shard(path: Path) -> h5py.File:
+    """A shard file opened for reading; one that HDF5 cannot open is a :class:`ShardError`."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ShardError(
+            f"{path} is not a readable HDF5 file ({err})", "re-create the shard set"
+        ) from None
+
+
 def check_shard(path: Path, h5: h5py.File, record: ShardRecord, manifest: Manifest) -> None:
     """One shard's own attributes agree with the manifest's: schema, class list, label kind, count.
 

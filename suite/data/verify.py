@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from suite.artifacts.digests import sha256_file
-from suite.data.shards import DATASETS, SPLITS, check_shard, read_manifest
+from suite.data.shards import DATASETS, SPLITS, check_shard, open_shard, read_manifest
 from suite.errors import ShardError
 
 
@@ -46,13 +45,7 @@ def verify_shard_set(directory: str | Path, *, digests: bool = True) -> VerifyRe
                 f"{path}: sha256 differs from the manifest (file changed or truncated)",
                 "re-create this shard or re-copy the set",
             )
-        try:
-            h5 = h5py.File(path, "r")
-        except OSError as err:
-            raise ShardError(
-                f"{path} is not a readable HDF5 file ({err})", "re-create the shard"
-            ) from None
-        with h5:
+        with open_shard(path) as h5:
             check_shard(path, h5, rec, manifest)
             for key in ("images", "index"):
                 if key not in h5:
