@@ -214,6 +214,16 @@ class Generator(nn.Module, ABC):
             )
 
     @contextmanager
+    def in_eval(self) -> Iterator[Generator]:
+        """This generator in eval mode for the block, its training mode restored after (also on
+        an error): sampling never sees BatchNorm or dropout in training mode."""
+        was_training = self.training
+        try:
+            yield self.eval()
+        finally:
+            self.train(was_training)
+
+    @contextmanager
     def weights_from(self, modules: dict[str, nn.Module]) -> Iterator[Generator]:
         """This generator in eval mode with its trainable modules' weights copied from
         ``modules`` (an EMA's copies) for the duration of the block; weights and training mode
@@ -224,17 +234,16 @@ class Generator(nn.Module, ABC):
         saved = {
             n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in live.items()
         }
-        was_training = self.training
         try:
             with torch.no_grad():
                 for name, module in live.items():
                     module.load_state_dict(modules[name].state_dict())
-            yield self.eval()
+            with self.in_eval():
+                yield self
         finally:
             with torch.no_grad():
                 for name, module in live.items():
                     module.load_state_dict(saved[name])
-            self.train(was_training)
 
     # -- sampling ----------------------------------------------------------------------------------
 

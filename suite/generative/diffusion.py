@@ -106,9 +106,7 @@ class DiffusionGenerator(Generator):
         options: SampleOptions,
         device: torch.device | str = "cpu",
     ) -> SampleOutput:
-        was_training = self.training
-        self.eval()
-        try:
+        with self.in_eval():
             scheduler = self.make_scheduler(options.sampler, options.steps)
             generators = noise_generators(seed, indices, options.attempt)
             shape = self.latent_shape()
@@ -119,8 +117,6 @@ class DiffusionGenerator(Generator):
                 out = self.denoise(model_input, t.to(device), conditions, options.guidance_scale)
                 x = scheduler.step(out, t, x, generator=generators).prev_sample
             images = to_uint8(self.decode(x, conditions), self.source)
-        finally:
-            self.train(was_training)
         return SampleOutput(
             images=images,
             labels=conditions.labels if conditions is not None else None,

@@ -357,14 +357,10 @@ class GAN(Generator):
     ) -> SampleOutput:
         self.check_sampling(options)
         labels = sampling_labels(conditions, len(indices), self.config.num_classes, self.source)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.in_eval():
             z = latents(seed, indices, self.latent_shape(), options.attempt).to(device)
             images = self.generate(z, labels.to(device) if labels is not None else None)
             pixels = to_uint8(images, self.source)
-        finally:
-            self.train(was_training)
         return SampleOutput(images=pixels, labels=labels.numpy() if labels is not None else None)
 
     @torch.no_grad()
