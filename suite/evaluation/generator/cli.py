@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--encoder",
         action="append",
         metavar="ENC",
-        help="inception (FID, the default), random[:SIZE] or ssl:PATH; repeat for several. "
+        help="inception (FID, the default), inception:768 (its Mixed_6e features), random[:SIZE] "
+        "or ssl:PATH; repeat for several. "
         "KID and PRDC use the first one",
     )
     p.add_argument(

