@@ -128,6 +128,10 @@ def _generator(doc: _Doc, found: Found, slug: dict[Path, str]) -> None:
     doc.add("## Generator quality")
     for table in generator_tables(found, slug):
         doc.table(table)
+    notes = [(r, r.context.get("fid_768_note")) for r in results]
+    if any(note for _, note in notes):
+        doc.add(*[f"- {markdown_escape(found.name(r.folder))}: {markdown_escape(str(note))}"
+                  for r, note in notes if note])  # fmt: skip
     metric = "fid" if any("fid" in r.metrics for r in results) else None
     if metric is None:
         metric = next((m for r in results for m in sorted(r.metrics) if m.startswith("fd_")), None)

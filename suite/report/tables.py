@@ -397,7 +397,7 @@ def generator_tables(found: Found, slug: dict[Path, str]) -> list[Table]:
         return []
     names = {m for r in results for m in r.metrics}
     fds = sorted(m for m in names if m.startswith("fd_"))
-    distances = [m for m in ("fid", *fds) if m in names]
+    distances = [m for m in ("fid", "fid_768", *fds) if m in names]
     quality = [m for m in GENERATOR_METRICS[1:] if m in names]
     kid = "kid_mean" in names
     context = [
@@ -414,12 +414,12 @@ def generator_tables(found: Found, slug: dict[Path, str]) -> list[Table]:
     summary = Table(
         "generator",
         "Generator quality",
-        "Generator quality against the reference set: FID (Inception-v3 pool3) and FD on other "
-        "encoders (lower is better); KID mean ± std over subsets; precision, recall, density and "
+        "Generator quality against the reference set: FID (Inception-v3 pool3; FID-768 on its "
+        "Mixed_6e features) and FD on other encoders (lower is better); KID mean ± std over subsets; precision, recall, density and "
         "coverage on the first encoder. Seed: the subsampling seed.",
         [
             *context,
-            *[Column(m, m.upper() if m == "fid" else m, 2) for m in distances],
+            *[Column(m, _distance_label(m), 2) for m in distances],
             *([Column("kid", "KID", 4)] if kid else []),
             *[Column(m, m) for m in quality],
         ],
@@ -430,7 +430,7 @@ def generator_tables(found: Found, slug: dict[Path, str]) -> list[Table]:
         "Per-class Fréchet distances (classes matched by name); empty where a class has fewer "
         "than two images on either side.",
         [Column("run", "run"), Column("class", "class"), Column("n_real", "n real", 0),
-         Column("n_fake", "n fake", 0), *[Column(m, m.upper() if m == "fid" else m, 2)
+         Column("n_fake", "n fake", 0), *[Column(m, _distance_label(m), 2)
                                           for m in distances]],
     )  # fmt: skip
     for r in results:
@@ -468,6 +468,10 @@ def generator_tables(found: Found, slug: dict[Path, str]) -> list[Table]:
                      "n_fake": entry.get("n_fake")} | {m: entry.get(m) for m in distances}
                 )  # fmt: skip
     return [summary] + ([per_class] if per_class.rows else [])
+
+
+def _distance_label(metric: str) -> str:
+    return {"fid": "FID", "fid_768": "FID-768"}.get(metric, metric)
 
 
 # -- training, sampling, clusters ------------------------------------------------------------------

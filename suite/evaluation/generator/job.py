@@ -194,6 +194,19 @@ def match_classes(real: EvalSet, fake: EvalSet) -> tuple[list[tuple[str, int, in
     return [(name, i, fn.index(name)) for i, name in enumerate(rn)], None
 
 
+def fid_768_note(encoders: list[EncoderSpec]) -> str | None:
+    """Why the result holds no FID on the 768-d Inception features (seed 001's), or None."""
+    dims = {e.dim for e in encoders if e.kind == "inception"}
+    if 768 in dims:
+        return None
+    if dims:
+        return "no 768-d FID (seed 001's): it was not asked for; add --encoder inception:768"
+    return (
+        "no FID: the Inception-v3 was not among the encoders, and only it offers the 768-d layer "
+        "seed 001 reported on; add --encoder inception --encoder inception:768"
+    )
+
+
 def resolve_encoders(specs: tuple[str, ...]) -> list[EncoderSpec]:
     if not specs:
         raise ConfigError("no --encoder given", "pass --encoder inception (the default)")
@@ -362,6 +375,7 @@ def _result(
             "seed": o.seed,
         },
         "per_class_note": class_note,
+        "fid_768_note": fid_768_note(encoders),
     }
     inputs = {
         "real": InputRef(str(real.path), real.manifest_sha256),

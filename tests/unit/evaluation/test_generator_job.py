@@ -277,3 +277,12 @@ def test_metric_names_say_which_features_the_distance_is_on() -> None:
     assert names == ["fid", "fid_768", "fd_random_32"]
     with pytest.raises(ConfigError, match="'fid' twice"):
         resolve_encoders(("inception", "inception:2048"))
+
+
+def test_a_result_without_the_768_d_fid_says_why() -> None:
+    from suite.evaluation.generator.job import fid_768_note, resolve_encoders
+
+    assert fid_768_note(resolve_encoders(("inception", "inception:768"))) is None
+    assert "add --encoder inception:768" in fid_768_note(resolve_encoders(("inception",)))
+    note = fid_768_note(resolve_encoders(("random:32",)))
+    assert "only it offers the 768-d layer" in note and "--encoder inception" in note

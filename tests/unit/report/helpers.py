@@ -109,9 +109,16 @@ def segment_result(folder: Path, dice: tuple[float, ...] = (0.454, 0.488)) -> di
 
 
 def generator_result(
-    folder: Path, real: Path, fake: Path, fid: float, *, per_class: bool = True
+    folder: Path,
+    real: Path,
+    fake: Path,
+    fid: float,
+    *,
+    per_class: bool = True,
+    fid_768: bool = False,
 ) -> dict:
-    """A generator result.json as evaluate_generator writes it (two encoders)."""
+    """A generator result.json as evaluate_generator writes it: encoders inception and random:32
+    (and inception:768 with ``fid_768``; without it, the note that says why it is missing)."""
     result = Result(
         task="generator",
         metrics={
@@ -143,8 +150,13 @@ def generator_result(
             "n_real": 12,
             "n_fake": 12,
             "split": "train",
+            "fid_768_note": None if fid_768 else "no 768-d FID (seed 001's): it was not asked for",
         },
     )
+    if fid_768:
+        result.metrics["fid_768"] = fid / 100
+        for i, entry in enumerate(result.per_class.values()):
+            entry["fid_768"] = 0.5 + i
     return write_result(folder, result)
 
 

@@ -27,6 +27,7 @@ def test_every_link_resolves_and_every_kind_has_its_section(run_dir: Path, tmp_p
             "confusion_eval-classify-none_knn.png", "cases_eval-segment-none.png"} <= figures  # fmt: skip
     assert all(f"figures/{name}" in text for name in figures)  # nothing drawn without a link
     assert "| eval_generator-50 | sample-50 | ingest (train) | 12 | 12 | ddim | 50 |" in text
+    assert "- eval_generator-50: no 768-d FID (seed 001's): it was not asked for" in text
 
 
 def test_slugs_are_unique_and_safe(run_dir: Path) -> None:

@@ -100,6 +100,18 @@ def test_segmentation_and_generator_tables(tmp_path: Path) -> None:
     assert [r["fid"] for r in per_rows] == ["40.25", "41.25", ""]  # a class too small: empty
 
 
+def test_the_768_d_fid_has_its_own_column_overall_and_per_class(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_shard_set(run / "ingest", n=12)
+    h.sampled_set(run / "sample", steps=25)
+    h.generator_result(run / "eval_generator", run / "ingest", run / "sample", 350.0, fid_768=True)
+    found = discover(run)
+    summary, classes = generator_tables(found, slugs(found))
+    assert [c.label for c in summary.columns if c.key.startswith("fid")] == ["FID", "FID-768"]
+    assert summary.rows[0]["fid_768"] == 3.5
+    assert [r["fid_768"] for r in classes.rows] == [0.5, 1.5, 2.5]
+
+
 def test_rendering_of_missing_values_and_special_characters() -> None:
     table = Table("t", "T", "50% of a_b & c", [Column("name", "name"), Column("v", "value", 2)])
     table.rows += [{"name": "x_1 & #2", "v": MeanStd(0.5, 0.25)}, {"name": "y|z", "v": None}]
