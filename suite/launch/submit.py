@@ -162,20 +162,22 @@ def submit(
     else:
         with executor.batch():
             jobs = [executor.submit(StageJob(), stage, to_dict(cfg)) for cfg in configs]
-    records = [(job, stage, cfg, after) for job, cfg in zip(jobs, configs)]
+    records = [(job, stage, cfg, res, after) for job, cfg in zip(jobs, configs)]
     if each_class:
         array_id = str(jobs[0].job_id).split("_")[0]
-        merge_res = Resources(partition=res.partition, cpus_per_task=1, time_min=30)
+        merge_res = Resources(
+            partition=res.partition, cpus_per_task=1, mem_gb=res.mem_gb, time_min=30
+        )
         merger = _executor(folder, "synmed-merge-classes", merge_res, array_id)
         parts = [str((Path(c.run.out_dir) / c.run.name).resolve()) for c in configs]
         run = str((Path(base.run.out_dir) / base.run.name).resolve())
         merge = merger.submit(MergeClassesJob(), parts, run)
         jobs.append(merge)
-        records.append((merge, "merge-classes", base, array_id))
+        records.append((merge, "merge-classes", base, merge_res, array_id))
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / JOBS_FILE, "a") as f:
-        for job, name, cfg, dep in records:
-            f.write(json.dumps(_record(job, name, cfg, config_path, overrides, res, dep)) + "\n")
+        for job, name, cfg, used, dep in records:
+            f.write(json.dumps(_record(job, name, cfg, config_path, overrides, used, dep)) + "\n")
     return jobs
 
 
