@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="cmd", required=True
     )
     generative_cli.add_parser(train)
+    generative_cli.add_group_parser(groups)  # generator merge-classes
     ssl_cli.add_parser(groups)
     sampling_cli.add_parser(groups)
     features_cli.add_cluster_parser(groups)

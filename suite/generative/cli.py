@@ -7,6 +7,7 @@ suite/cli.py adds it to the ``train`` group with ``add_parser(train_subparsers)`
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from suite.cli import add_config_args
 from suite.train.cli_options import add_resume_args, resume_options
@@ -19,8 +20,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_config_args(p)
     add_resume_args(p)
+    p.add_argument(
+        "--each-class",
+        action="store_true",
+        help="a per_class DCGAN: one run per class (RUN/classes/*), then merged into RUN/export",
+    )
     p.set_defaults(func=cmd_train_generator)
     return p
+
+
+def add_group_parser(groups: argparse._SubParsersAction) -> None:
+    """Add ``synmed generator merge-classes`` to the top-level subcommands."""
+    group = groups.add_parser("generator", help="generator exports").add_subparsers(
+        dest="generator_command", required=True
+    )
+    p = group.add_parser(
+        "merge-classes",
+        help="merge the class runs of a per_class DCGAN (--each-class) into RUN/export",
+    )
+    p.add_argument("run", type=Path, help="the run folder the merged export goes to")
+    p.add_argument(
+        "parts", type=Path, nargs="*", help="the class runs (default: every RUN/classes/*)"
+    )
+    p.set_defaults(func=cmd_merge_classes)
 
 
 def cmd_train_generator(args: argparse.Namespace) -> int:
@@ -28,10 +50,25 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     from suite.schema import load_config
 
     options = resume_options(args)  # before the config: flags are cheaper
-    result = train_generator(load_config(args.config, args.overrides), **options)
+    cfg = load_config(args.config, args.overrides)
+    if args.each_class:
+        from suite.generative.per_class import train_each_class
+
+        result = train_each_class(cfg, **options)
+    else:
+        result = train_generator(cfg, **options)
     if "stopped_at" in result:
         print(f"stopped at step {result['stopped_at']} by a signal; continue with --resume")
     elif result:
         print(f"trained {result['model']} to step {result['steps']}: {result['run']}")
         print(f"  EMA export: {result['export']}")
+    return 0
+
+
+def cmd_merge_classes(args: argparse.Namespace) -> int:
+    from suite.generative.per_class import CLASSES_DIR, merge_class_exports
+
+    parts = args.parts or sorted(p for p in (args.run / CLASSES_DIR).glob("*") if p.is_dir())
+    digest = merge_class_exports(parts, args.run)
+    print(f"merged {len(parts)} class runs into {args.run / 'export'} (sha256 {digest})")
     return 0

@@ -264,9 +264,19 @@ class GeneratorTrainer(TrainLoop):
                     "ema_decay": self.train_cfg.ema_decay,
                     "weights": "ema",
                     "class_names": self.dataset.class_names,
+                    **self._class_split(),
                 },
                 class_names=self.dataset.class_names,
             )
+
+    def _class_split(self) -> dict[str, str]:
+        """What the merge of a per_class DCGAN's class runs compares (suite/generative/per_class.py)."""
+        model = self.cfg.model
+        if model.kind != "dcgan" or getattr(model, "mode", "") != "per_class":
+            return {}
+        from suite.generative.per_class import split_digest
+
+        return {"class_split_digest": split_digest(self.cfg)}
 
 
 def train_generator(

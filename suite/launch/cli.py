@@ -32,6 +32,11 @@ def add_parser(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--time", default="60", help="minutes, H:MM:SS or D-HH:MM:SS")
     p.add_argument("--signal-delay", type=int, default=120, help="seconds before the limit to save")
     p.add_argument("--array", metavar="KEY=V1,V2,...", help="a sweep: one array task per value")
+    p.add_argument(
+        "--each-class",
+        action="store_true",
+        help="a per_class DCGAN: one array task per class, then a job merging them into RUN/export",
+    )
     p.add_argument("--after", metavar="JOBID", help="start after this job completed (afterok)")
     p.add_argument(
         "--wait", action="store_true", help="wait for the jobs and report how they ended"
@@ -63,10 +68,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
         time_min=parse_time(args.time),
         signal_delay_s=args.signal_delay,
     )
-    jobs = submit(args.stage, args.config, args.overrides, res, sweep=args.array, after=args.after)
-    for job in jobs:
+    jobs = submit(
+        args.stage,
+        args.config,
+        args.overrides,
+        res,
+        sweep=args.array,
+        after=args.after,
+        each_class=args.each_class,
+    )
+    for i, job in enumerate(jobs):
+        # --each-class: the last job merges the array's class runs
+        stage = "merge-classes" if args.each_class and i == len(jobs) - 1 else args.stage
         print(
-            f"submitted {args.stage} as job {job.job_id}; log {str(job.paths.stderr).replace('%t', '0')}"
+            f"submitted {stage} as job {job.job_id}; log {str(job.paths.stderr).replace('%t', '0')}"
         )
     if not args.wait:
         return 0

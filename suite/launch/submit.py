@@ -57,6 +57,15 @@ class Resources:
     signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: save and requeue
 
 
+class MergeClassesJob:
+    """The step after a per-class array: merge the class runs' exports into ``RUN/export``."""
+
+    def __call__(self, parts: list[str], run: str) -> str:
+        from suite.generative.per_class import merge_class_exports
+
+        return merge_class_exports([Path(p) for p in parts], Path(run))
+
+
 def parse_time(text: str) -> int:
     """Minutes from ``90``, ``1:30:00`` or ``2-00:00:00`` (SLURM's formats)."""
     days = 0
@@ -117,9 +126,19 @@ def submit(
     *,
     sweep: str | None = None,
     after: str | None = None,
+    each_class: bool = False,
 ) -> list[submitit.Job]:
-    """Submit one job (or one per sweep value, as a job array) and record each in jobs.jsonl."""
+    """Submit one job (or one per sweep value, as a job array) and record each in jobs.jsonl.
+
+    ``each_class``: a per_class DCGAN as one array task per class (suite/generative/per_class.py),
+    then one job that merges their exports into RUN/export once every task completed."""
     STAGES.get(stage)  # an unknown stage: one error listing the stages, before any job
+    if each_class and (sweep or stage != "train-generator"):
+        raise ConfigError(
+            f"--each-class with {'--array' if sweep else f'stage {stage}'}",
+            "--each-class submits train-generator only, without --array (sweep with one "
+            "submit per value)",
+        )
     variants: list[list[str]] = [[]]
     if sweep:
         key, values = parse_sweep(sweep)
@@ -130,6 +149,11 @@ def submit(
         if sweep:  # every array element gets its own run folder
             cfg.run.name = f"{cfg.run.name}-{extra[0].split('=', 1)[0].split('.')[-1]}{extra[0].split('=', 1)[1]}"
         configs.append(cfg)
+    base = configs[0]
+    if each_class:
+        from suite.generative.per_class import class_configs
+
+        configs = class_configs(base)
     out_dir = Path(configs[0].run.out_dir).resolve()
     folder = out_dir / "submitit"
     executor = _executor(folder, f"synmed-{stage}", res, after)
@@ -138,10 +162,22 @@ def submit(
     else:
         with executor.batch():
             jobs = [executor.submit(StageJob(), stage, to_dict(cfg)) for cfg in configs]
+    records = [(job, stage, cfg, res, after) for job, cfg in zip(jobs, configs)]
+    if each_class:
+        array_id = str(jobs[0].job_id).split("_")[0]
+        merge_res = Resources(
+            partition=res.partition, cpus_per_task=1, mem_gb=res.mem_gb, time_min=30
+        )
+        merger = _executor(folder, "synmed-merge-classes", merge_res, array_id)
+        parts = [str((Path(c.run.out_dir) / c.run.name).resolve()) for c in configs]
+        run = str((Path(base.run.out_dir) / base.run.name).resolve())
+        merge = merger.submit(MergeClassesJob(), parts, run)
+        jobs.append(merge)
+        records.append((merge, "merge-classes", base, merge_res, array_id))
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / JOBS_FILE, "a") as f:
-        for job, cfg in zip(jobs, configs):
-            f.write(json.dumps(_record(job, stage, cfg, config_path, overrides, res, after)) + "\n")
+        for job, name, cfg, used, dep in records:
+            f.write(json.dumps(_record(job, name, cfg, config_path, overrides, used, dep)) + "\n")
     return jobs
 
 

@@ -18,6 +18,8 @@ import pytest
 
 from suite.data.dataset import ShardDataset
 from suite.data.verify import verify_shard_set
+from suite.generative.export import load_generator
+from suite.sampling.job import plan_from_dict, sample_rows
 from tests.integration.helpers import ENV, synmed, wait_until
 from tests.unit.sampling.test_job import flip_byte, rewrite_valid
 
@@ -309,27 +311,40 @@ def test_full_disk_in_a_worker_is_one_error_and_the_rerun_completes(
     assert verify_shard_set(out).count == 300
 
 
+def train_tiny_gan(root: Path, config: str, *extra: str) -> Path:
+    """A tiny GAN trained 2 steps on 18 labelled rows in 3 classes (its run folder)."""
+    from tests.unit.data.helpers import make_shard_set
+
+    labelled = make_shard_set(root / "labelled", n=18, shard_size=6)
+    # every row (this set's splits each hold one class): each per-class pair trains
+    train = synmed("train", "generator", str(REPO / "configs/generator" / config),
+                   f"data.shards={labelled}", "data.split=null", f"run.out_dir={root}",
+                   "model.num_classes=3", "train.max_steps=2", "train.batch_size=2", *extra)  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    return root / config.removesuffix(".yaml").replace("_", "-")
+
+
+@pytest.fixture(scope="module")
+def tiny_acgan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_gan(tmp_path_factory.mktemp("acgan"), "tiny_acgan.yaml")
+
+
 @pytest.mark.parametrize(
-    ("config", "run_name", "extra", "workers"),
+    ("config", "extra", "workers"),
     [
-        ("tiny_dcgan.yaml", "tiny-dcgan", ["model.mode=per_class"], ("1", "2")),
-        ("tiny_acgan.yaml", "tiny-acgan", [], ("2",)),  # one Ray run: the same sample() path
+        ("tiny_dcgan.yaml", ["model.mode=per_class"], ("1", "2")),
+        ("tiny_acgan.yaml", [], ("2",)),  # one Ray run: the same sample() path
     ],
     ids=["dcgan-per-class", "acgan"],
 )
 def test_gans_sample_per_class_counts_identically_on_one_and_two_workers(
-    tmp_path: Path, config: str, run_name: str, extra: list[str], workers: tuple[str, ...]
-) -> None:
-    from tests.unit.data.helpers import make_shard_set
-
-    labelled = make_shard_set(tmp_path / "labelled", n=18, shard_size=6)
-    # every row (this set's splits each hold one class): each per-class pair trains
-    train = synmed("train", "generator", str(REPO / "configs/generator" / config),
-                   f"data.shards={labelled}", "data.split=null", f"run.out_dir={tmp_path}",
-                   "model.num_classes=3",
-                   "train.max_steps=2", "train.batch_size=2", *extra)  # fmt: skip
-    assert train.returncode == 0, train.stderr
-    run = tmp_path / run_name
+    tmp_path: Path, request: pytest.FixtureRequest, config: str, extra: list[str],
+    workers: tuple[str, ...],
+) -> None:  # fmt: skip
+    if config == "tiny_acgan.yaml":
+        run = request.getfixturevalue("tiny_acgan")
+    else:
+        run = train_tiny_gan(tmp_path, config, *extra)
     outs = {}
     for n in workers:
         outs[n] = tmp_path / f"w{n}"
@@ -345,3 +360,47 @@ def test_gans_sample_per_class_counts_identically_on_one_and_two_workers(
     data = ShardDataset(outs["2"])
     assert np.bincount(data.labels, minlength=3).tolist() == [4, 4, 4]
     assert verify_shard_set(outs["2"]).count == 12
+
+
+def kill_first_writer() -> None:
+    """A Ray worker setup hook: the first worker about to write a shard (the marker file
+    SYNMED_TEST_KILL_MARK does not exist yet) SIGKILLs itself, its rows sampled and nothing
+    written; a GAN samples too fast for a kill from outside to land mid-job."""
+    import suite.sampling.job as job
+
+    write = job.write_sampled_shard
+
+    def write_or_die(*args, **kwargs):
+        try:
+            os.close(os.open(os.environ["SYNMED_TEST_KILL_MARK"], os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return write(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    job.write_sampled_shard = write_or_die
+
+
+def test_a_gan_worker_killed_mid_sampling_is_retried_and_every_index_lands_once(
+    tiny_acgan: Path, tmp_path: Path
+) -> None:
+    out, mark = tmp_path / "s", tmp_path / "killed"
+    driver = LIMITED_DRIVER.replace("limit_file_size'", "kill_first_writer', 'env_vars': "
+                                    f"{{'SYNMED_TEST_KILL_MARK': '{mark}'}}")  # fmt: skip
+    env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), ENV.get("PYTHONPATH")]))}
+    args = ["sample", "--checkpoint", str(tiny_acgan), "--per-class", "8", "--shard-size", "4",
+            "--batch-size", "2", "--workers", "2", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", driver, *args], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert mark.is_file()  # a worker did die mid-job
+    summary = json.loads((out / "sample_summary.json").read_text())
+    assert sum(summary["images_per_worker"].values()) == 24  # each shard counted once
+    assert verify_shard_set(out).count == 24
+    images = images_by_index(out)
+    assert sorted(images) == list(range(24))  # exactly N images, each index once
+    # the bytes of an unkilled run: every row sampled in-process from the job's own plan
+    model, _ = load_generator(tiny_acgan)
+    plan = plan_from_dict(json.loads((out / "job.json").read_text())["plan"])
+    rows = sample_rows(model, plan, 0, 24, None, "cpu")
+    assert {i: rows["images"][i].tobytes() for i in range(24)} == images
+    assert not list(out.glob("*.tmp"))

@@ -16,9 +16,12 @@ OPTIONS: dict[str, str] = {
     "config show": "-h/--help config overrides",
     "config": "-h/--help {show}",
     "train generator": (
-        "-h/--help config overrides --resume --auto-resume --allow-config-change --restart"
+        "-h/--help config overrides --resume --auto-resume --allow-config-change --restart "
+        "--each-class"
     ),
     "train": "-h/--help {generator}",
+    "generator merge-classes": "-h/--help run parts",
+    "generator": "-h/--help {merge-classes}",
     "pretrain": (
         "-h/--help config overrides --resume --auto-resume --allow-config-change --restart"
     ),
@@ -44,7 +47,7 @@ OPTIONS: dict[str, str] = {
     "report": "-h/--help run_dir --out --overwrite",
     "submit": (
         "-h/--help stage config overrides --nodes --gpus-per-node --tasks-per-node "
-        "--cpus-per-task --mem-gb --partition --time --signal-delay --array --after --wait"
+        "--cpus-per-task --mem-gb --partition --time --signal-delay --array --each-class --after --wait"
     ),
     "launch": "-h/--help --procs-per-node command",
     "jobs": "-h/--help --runs",
@@ -62,7 +65,7 @@ OPTIONS: dict[str, str] = {
     "data": "-h/--help {ingest,verify,info,export,merge,demo}",
     "": (
         "-h/--help --version "
-        "{config,train,pretrain,sample,cluster,evaluate,run,report,submit,launch,jobs,data}"
+        "{config,train,generator,pretrain,sample,cluster,evaluate,run,report,submit,launch,jobs,data}"
     ),
 }
 
@@ -70,6 +73,7 @@ OPTIONS: dict[str, str] = {
 OWNERS = {
     "config show": "suite.cli",
     "train generator": "suite.generative.cli",
+    "generator merge-classes": "suite.generative.cli",
     "pretrain": "suite.ssl.cli",
     "sample": "suite.sampling.cli",
     "cluster": "suite.features.cli",
