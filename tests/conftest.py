@@ -75,6 +75,14 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
+def ray_address(ray_local) -> str:
+    """The session Ray's GCS address. A `synmed` process given it (``--ray-address`` or
+    ``RAY_ADDRESS``) joins that Ray instead of starting one of its own, which costs 10-20 s of a
+    2-core machine per command."""
+    return ray_local.get_runtime_context().gcs_address
+
+
+@pytest.fixture(scope="session")
 def netns_slurm(slurm: dict[str, str]):
     """A second SLURM whose nodes are network hosts of their own (scripts/netns-slurm.sh): namespaces
     on a private bridge. Needs the loopback cluster's munge (hence ``slurm``); stopped at the end."""

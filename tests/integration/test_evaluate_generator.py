@@ -1,5 +1,6 @@
-"""`synmed evaluate generator` through the CLI, as a user runs it: a fresh process, its own local
-Ray on 127.0.0.1, real MNI152 slices (16 px) as the reference and a noised copy as the "generator".
+"""`synmed evaluate generator` through the CLI, as a user runs it: a fresh process (joining the
+session's local Ray on 127.0.0.1), real MNI152 slices (16 px) as the reference and a noised copy as
+the "generator".
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from suite.data.shards import read_manifest
 from suite.data.writer import ShardSetWriter
 from tests.integration.helpers import synmed
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("joined_ray")]
 
 
 def noised_copy(real: Path, out: Path, sigma: float, every: int = 3) -> Path:
