@@ -13,6 +13,8 @@ import importlib
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -47,6 +49,18 @@ def need_module(name: str, fix: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as err:
         need(f"needs the {name!r} package ({fix}): {err}")
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored() -> Iterator[None]:
+    """Give back torch's thread count after each test: a test (or code it runs in-process, e.g. a
+    segmentation run's ``train.threads``) that lowers it would leave every later test on fewer
+    cores."""
+    torch = sys.modules.get("torch")  # imported by whatever needs it; never imported here
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

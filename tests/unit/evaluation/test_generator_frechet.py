@@ -104,7 +104,8 @@ def test_fid_rises_monotonically_with_gaussian_noise(mni_slices: np.ndarray) -> 
     """FID (the standard Inception-v3 at 299 px) of noised slices against clean ones."""
     from suite.features.encoders import build_encoder
 
-    torch.set_num_threads(1)  # 2 shared cores; one forward pass of 32 images is ~7 s
+    # torch's own thread count (both cores of CI's machine): forced to 1 here, it stayed 1 for
+    # every in-process test after this one, and one forward pass of 32 images took ~7 s
     encoder = build_encoder("inception")
     # the reference and the scored sets are different slices (even / odd), as real and fake are
     real, fake = mni_slices[0::2][:32], mni_slices[1::2][:32]
