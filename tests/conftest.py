@@ -13,6 +13,8 @@ import importlib
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -49,6 +51,18 @@ def need_module(name: str, fix: str) -> ModuleType:
         need(f"needs the {name!r} package ({fix}): {err}")
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored() -> Iterator[None]:
+    """Give back torch's thread count after each test: a test (or code it runs in-process, e.g. a
+    segmentation run's ``train.threads``) that lowers it would leave every later test on fewer
+    cores."""
+    torch = sys.modules.get("torch")  # imported by whatever needs it; never imported here
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def slurm() -> dict[str, str]:
     """A SLURM controller that answers, with its partition and node names."""
@@ -72,6 +86,14 @@ def ray_local():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_local) -> str:
+    """The session Ray's GCS address. A `synmed` process given it (``--ray-address`` or
+    ``RAY_ADDRESS``) joins that Ray instead of starting one of its own, which costs 10-20 s of a
+    2-core machine per command."""
+    return ray_local.get_runtime_context().gcs_address
 
 
 @pytest.fixture(scope="session")

@@ -20,15 +20,24 @@ REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 
 
-def synmed(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`python -m suite ARGS` in a fresh process, output captured."""
+def synmed(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m suite ARGS` in a fresh process (environment ``env``, else ``ENV``), output
+    captured."""
     return subprocess.run(
         [sys.executable, "-m", "suite", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=ENV,
+        env=ENV if env is None else env,
     )
+
+
+def own_ray_env() -> dict[str, str]:
+    """``ENV`` without ``RAY_ADDRESS``: a command run with it starts (and stops) a local Ray of its
+    own, as a user's does, even in a test that has the session's Ray joined (``joined_ray``)."""
+    return {key: value for key, value in ENV.items() if key != "RAY_ADDRESS"}
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.2) -> None:

@@ -1,5 +1,6 @@
-"""`synmed evaluate generator` through the CLI, as a user runs it: a fresh process, its own local
-Ray on 127.0.0.1, real MNI152 slices (16 px) as the reference and a noised copy as the "generator".
+"""`synmed evaluate generator` through the CLI, as a user runs it: a fresh process (joining the
+session's local Ray on 127.0.0.1), real MNI152 slices (16 px) as the reference and a noised copy as
+the "generator".
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from suite.data.shards import read_manifest
 from suite.data.writer import ShardSetWriter
 from tests.integration.helpers import synmed
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("joined_ray")]
 
 
-def noised_copy(real: Path, out: Path, sigma: float, every: int = 3) -> Path:
-    """Every ``every``-th slice of ``real`` with Gaussian noise, as shards of 16 (several tasks)."""
+def noised_copy(real: Path, out: Path, sigma: float, every: int = 9) -> Path:
+    """Every ``every``-th slice of ``real`` with Gaussian noise, as shards of 8 (several tasks)."""
     out.mkdir(parents=True)
-    writer = ShardSetWriter(out, {"source": "synthetic", "label_kind": "none"}, shard_size=16)
+    writer = ShardSetWriter(out, {"source": "synthetic", "label_kind": "none"}, shard_size=8)
     rng = np.random.default_rng(0)
     with h5py.File(real / read_manifest(real).shards[0].file) as h5:
         images = h5["images"][::every]
@@ -35,11 +36,12 @@ def noised_copy(real: Path, out: Path, sigma: float, every: int = 3) -> Path:
 
 
 def test_evaluate_generator_cli(mni16: Path, tmp_path: Path) -> None:
+    # the test split and every 9th slice: the Inception-v3 at 299 px runs a few images/s on 2 cores
     fake = noised_copy(mni16, tmp_path / "fake", sigma=24.0)
     out, cache = tmp_path / "eval", tmp_path / "cache"
     proc = synmed(
         "evaluate", "generator", "--real", str(mni16), "--fake", str(fake),
-        "--encoder", "inception", "--encoder", "random:32", "--real-split", "train",
+        "--encoder", "inception", "--encoder", "random:32", "--real-split", "test",
         "--workers", "2", "--kid-subsets", "20", "--cache-dir", str(cache), "--out", str(out),
         timeout=900,
     )  # fmt: skip
@@ -52,7 +54,7 @@ def test_evaluate_generator_cli(mni16: Path, tmp_path: Path) -> None:
     assert all(math.isfinite(v) for v in metrics.values())
     assert metrics["fid"] > 1 and metrics["kid_mean"] > 0  # noise is visible to the Inception-v3
     ctx = result["context"]
-    assert (ctx["n_real"], ctx["n_fake"], ctx["split"]) == (106, 45, "train")  # 133 slices
+    assert (ctx["n_real"], ctx["n_fake"], ctx["split"]) == (14, 15, "test")  # of 133 slices
     assert [e["spec"] for e in ctx["encoders"]] == ["inception", "random:32"]
     assert ctx["encoders"][0]["weights_sha256"] and ctx["sample_metrics_encoder"] == "inception"
     assert result["per_class"] == {} and "unlabelled" in ctx["per_class_note"]

@@ -181,6 +181,7 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.parametrize("path", END_TO_END, ids=recipe_id)
+@pytest.mark.usefixtures("joined_ray")  # the Ray stages join the session's Ray
 def test_recipe_runs_end_to_end(path: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(path.read_text())
     proc = synmed("run", str(path), *shrink(cfg, tmp_path), timeout=900)

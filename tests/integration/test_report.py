@@ -1,4 +1,4 @@
-"""`synmed report` on the output of a real `synmed evaluate segment` run (MNI152, 32 px)."""
+"""`synmed report` on the output of a real `synmed evaluate segment` run (MNI152, 16 px)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import csv
 import json
 from pathlib import Path
 
-from tests.integration.helpers import REPO, demo_shards, synmed
+from tests.integration.helpers import REPO, synmed
 
 
-def test_report_of_a_real_segmentation_run(tmp_path: Path) -> None:
-    shards = demo_shards("mni152", tmp_path / "shards" / "mni152", image_size=32)
+def test_report_of_a_real_segmentation_run(mni16: Path, tmp_path: Path) -> None:
+    shards = mni16  # the session's (the tables do not depend on the image size)
     run = tmp_path / "run"
     proc = synmed("evaluate", "segment", str(REPO / "configs/evaluate/segment_mni152.yaml"),
                   f"data.shards={shards}", "train.epochs=1", "train.seeds=[0, 1]",

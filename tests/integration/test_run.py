@@ -1,11 +1,13 @@
 """`synmed run` end to end on a tiny version of configs/quickstart.yaml: every stage in-process on
-real MNI152 slices (local Ray), again with everything skipped, a changed stage refused then forced.
-A run on the real local SLURM, one job per stage, is in tests/integration/test_recipes.py."""
+real MNI152 slices (the Ray stages join the session's local Ray), again with everything skipped, a
+changed stage refused then forced. A run on the real local SLURM, one job per stage, is in tests/integration/test_recipes.py."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 from tests.integration.helpers import REPO, synmed
 
@@ -26,6 +28,7 @@ TINY = [
 ]  # fmt: skip
 
 
+@pytest.mark.usefixtures("joined_ray")
 def test_local_run_skips_refuses_and_forces(tmp_path: Path) -> None:
     args = ["run", QUICKSTART, *TINY, f"run.out_dir={tmp_path}"]
     first = synmed(*args, timeout=900)

@@ -1,7 +1,11 @@
 """`synmed sample` on a real local Ray: determinism across worker counts, resume after a killed
 driver (keeping only shards that match their writer's record), a changed shard of a finished set
 sampled again to its original bytes, a SIGKILLed worker retried by Ray, refusal of another job's
-folder."""
+folder.
+
+The commands join the session's Ray (``joined_ray``); the one-worker run of the first test starts a
+Ray of its own, as a user's command does.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +24,10 @@ from suite.data.dataset import ShardDataset
 from suite.data.verify import verify_shard_set
 from suite.generative.export import load_generator
 from suite.sampling.job import plan_from_dict, sample_rows
-from tests.integration.helpers import ENV, synmed, wait_until
+from tests.integration.helpers import ENV, own_ray_env, synmed, wait_until
 from tests.unit.sampling.test_job import flip_byte, rewrite_valid
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("joined_ray")]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -43,7 +47,8 @@ def sample_args(generator: Path, out: Path, n: int = 24, *extra: str) -> list[st
 
 
 def test_one_and_two_workers_give_identical_images(generator: Path, tmp_path: Path) -> None:
-    one = synmed(*sample_args(generator, tmp_path / "one", 16, "--workers", "1"))
+    # a Ray of its own (the path a user's command takes), then the session's: the same bytes
+    one = synmed(*sample_args(generator, tmp_path / "one", 16, "--workers", "1"), env=own_ray_env())
     assert one.returncode == 0, one.stderr
     two = synmed(*sample_args(generator, tmp_path / "two", 16, "--workers", "2"))
     assert two.returncode == 0, two.stderr
@@ -83,6 +88,23 @@ def _in_session(pid: int, leader: int) -> bool:
         return False
 
 
+def wait_for_actors_to_end(out: Path) -> None:
+    """Wait until Ray has ended the actors of a killed driver (their pids are in ``.workers``): an
+    actor outliving its driver by a moment could add a shard under the test's feet."""
+    pids = [int(p.name.rsplit("_", 1)[1]) for p in (out / ".workers").iterdir()]
+    assert pids, "no actor recorded itself"
+    wait_until(
+        lambda: not any(_alive(pid) for pid in pids), 60, "the killed driver's actors to end"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def recorded_shards(out: Path) -> list[str]:
     """Shards whose writer also left its record (a kill can fall between the two)."""
     return sorted(
@@ -98,8 +120,9 @@ def test_killed_driver_resumes_writing_only_missing_shards(generator: Path, tmp_
     proc = subprocess.Popen([sys.executable, "-m", "suite", *args], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     wait_until(lambda: len(recorded_shards(out)) >= 4, 300, "four shards")
-    kill_session(proc.pid)  # the driver and everything it started: Ray's daemons and workers
+    kill_session(proc.pid)  # the driver (its actors run in the session's Ray)
     proc.wait()
+    wait_for_actors_to_end(out)
     recorded = recorded_shards(out)
     assert 4 <= len(recorded) < 10 and not (out / "manifest.json").exists()
     # one shard changed after it was written, one whose record is lost: both are made again
@@ -296,7 +319,11 @@ def test_full_disk_in_a_worker_is_one_error_and_the_rerun_completes(
             "--out", str(out)]  # fmt: skip
     # the workers import the setup hook from this file: the repo must be on their path (the
     # suite is installed, the tests are not)
-    env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), ENV.get("PYTHONPATH")]))}
+    # (its Ray is its own, started by LIMITED_DRIVER; the rerun joins the session's)
+    env = {
+        **own_ray_env(),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), ENV.get("PYTHONPATH")])),
+    }
     full = subprocess.run([sys.executable, "-c", LIMITED_DRIVER, *args], capture_output=True,
                           text=True, env=env, timeout=300)  # fmt: skip
     assert full.returncode == 2, full.stderr[-3000:]
@@ -386,7 +413,11 @@ def test_a_gan_worker_killed_mid_sampling_is_retried_and_every_index_lands_once(
     out, mark = tmp_path / "s", tmp_path / "killed"
     driver = LIMITED_DRIVER.replace("limit_file_size'", "kill_first_writer', 'env_vars': "
                                     f"{{'SYNMED_TEST_KILL_MARK': '{mark}'}}")  # fmt: skip
-    env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), ENV.get("PYTHONPATH")]))}
+    # a Ray of its own (the workers import the hook from this file, so the repo is on their path)
+    env = {
+        **own_ray_env(),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), ENV.get("PYTHONPATH")])),
+    }
     args = ["sample", "--checkpoint", str(tiny_acgan), "--per-class", "8", "--shard-size", "4",
             "--batch-size", "2", "--workers", "2", "--out", str(out)]  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", driver, *args], capture_output=True, text=True,

@@ -113,6 +113,7 @@ def raylets_of(job: str, node_index: int) -> list[int]:
 
 
 @pytest.mark.ray
+@pytest.mark.usefixtures("joined_ray")  # the reference run (not the job) joins the session's Ray
 def test_ray_worker_node_lost_mid_sampling_every_index_once(
     netns_slurm: dict[str, object], tmp_path: Path, tiny_generator: Path
 ) -> None:

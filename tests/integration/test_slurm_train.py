@@ -18,9 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 SBATCH = str(REPO / "slurm" / "pretrain_ddpm.sbatch")
 TINY = str(REPO / "configs" / "generator" / "tiny_lucidrains.yaml")
 VENV = Path(sys.executable).parent.parent
-# Long enough that the signal at step 5 lands mid-run with a wide margin (the rig runs ~10 steps a
-# second), short enough not to spend a minute training after the requeue.
-REQUEUE_STEPS = 200
+# Long enough that the signal at step 5 lands mid-run with a wide margin (95 steps, ~10 s at the
+# rig's ~10 steps a second; the signal takes well under 1 s), short enough not to spend time
+# training after the requeue.
+REQUEUE_STEPS = 100
 
 
 def sbatch(partition: str, cwd: Path, *args: str, export: str = "") -> str:

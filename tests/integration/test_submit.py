@@ -15,9 +15,10 @@ from tests.integration.slurm_jobs import job_state, run
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "generator" / "tiny_lucidrains.yaml")
-# Long enough that the requeue at step 5 lands mid-run with a wide margin (the rig runs ~10 steps a
-# second), short enough not to spend a minute training after it.
-REQUEUE_STEPS = 150
+# Long enough that the requeue at step 5 lands mid-run with a wide margin (95 steps, ~10 s at the
+# rig's ~10 steps a second; the signal takes well under 1 s), short enough not to spend time
+# training after the requeue.
+REQUEUE_STEPS = 100
 
 
 def test_requeued_two_node_job_continues_from_the_saved_step(

@@ -619,6 +619,7 @@ def test_pggan_on_two_gloo_ranks_with_inactive_scales(mni16: Path, tmp_path: Pat
 
 
 @pytest.mark.ray
+@pytest.mark.usefixtures("joined_ray")
 def test_synmed_sample_of_a_pggan_gives_each_index_its_own_latent(
     pggan_run: Path, tmp_path: Path
 ) -> None:
