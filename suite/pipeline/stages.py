@@ -456,6 +456,12 @@ class EvalClassify(_EvalBackbones):
     def rows(self, cfg: PipelineConfig) -> list[str]:
         return cfg.eval_classify.rows()
 
+    def settings(self, cfg: PipelineConfig) -> Any:
+        settings = to_dict(cfg.eval_classify)
+        if not cfg.eval_classify.synthetic.backbones:
+            del settings["synthetic"]  # no such rows: the digest of runs made before they existed
+        return settings
+
     def needs(self, cfg: PipelineConfig) -> list[str]:
         s = cfg.eval_classify.synthetic
         from_sample = bool(s.backbones) and s.shards is None
