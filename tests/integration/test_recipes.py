@@ -205,6 +205,18 @@ def test_recipe_runs_end_to_end(path: Path, tmp_path: Path) -> None:
     assert "report:" in proc.stdout or "report" not in cfg["stages"]
 
 
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=recipe_id)
+def test_every_shrunk_recipe_plans(path: Path, tmp_path: Path) -> None:
+    """The overrides fit every recipe's generator and rows (cheap: planned, not run)."""
+    from suite.config import load_config
+    from suite.pipeline.config import PipelineConfig
+    from suite.pipeline.runner import plan
+
+    cfg = yaml.safe_load(path.read_text())
+    _, steps = plan(load_config(path, shrink(cfg, tmp_path), schema=PipelineConfig))
+    assert [s.stage for s in steps] == cfg["stages"]
+
+
 def test_the_shipped_recipes_are_all_found() -> None:
     found = {recipe_id(p) for p in RUN_CONFIGS}
     named = {"quickstart.yaml"} | {
