@@ -171,7 +171,7 @@ SHIPPED_DIGESTS = {
     "configs/papers/medcls/simclr_resnet18.yaml": "9956749d92e60acd257f876ccdde0e569a423fd5285c1e162194dcc2794131df",
     "configs/papers/medcls/small_acgan.yaml": "bddae42bca2cfe39ef0e8fdcaa96dea9f5aa718fad0034bd168213e976e6cb29",
     "configs/papers/medcls/small_dcgan.yaml": "f31ad3e6b8723d085de387c6c4a3e9817de10c28c85f0b79c0c42a5358ca9137",
-    "configs/papers/medcls/small_ddpm.yaml": "59b9e6e390009924568a34ee473177e472aff4d773979fef67fb409e740b2b56",
+    "configs/papers/medcls/small_ddpm.yaml": "9084cd83bf3d116a74581ece4dbb7b0eb10c42a1386bb884f37a0af86665467a",
     "configs/papers/medcls/small_real.yaml": "7e8dcae570cacc800244b11bb8eec0a8df2230d7bb85ad9ffadb4cd410f23aaa",
     "configs/papers/ort-thesis/pggan.yaml": "be2bd872f01000d4905ea9188d375fb1e8d0561a6e4ae98e88a17ad976a5c51c",
     "configs/papers/ort-thesis/pggan_thesis.yaml": "e10504d4c79346ac66ad7b66548f242f3cf1c478ac8ebe8dc51276ea0fa4a960",
