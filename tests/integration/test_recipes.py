@@ -162,7 +162,7 @@ def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
             o.append("eval_classify.config.knn.k=3")
         if cfg["eval_classify"].get("synthetic", {}).get("backbones"):
             # a few percent of ~200 real training images: within the 4 sampled per class
-            o += under("eval_classify.synthetic", mode="ratio", ratio=0.02)
+            o += under("eval_classify.synthetic", mode="ratio", ratio=0.02, per_class="{}")
     return o
 
 
