@@ -22,6 +22,7 @@ from suite.config import (
 )
 from suite.data.ingest.options import IngestOptions
 from suite.errors import ConfigError
+from suite.evaluation.classify.config import SyntheticConfig
 from suite.generative.families import GENERATORS
 from suite.schema import RunConfig
 from suite.ssl.config import PretrainConfig
@@ -126,6 +127,31 @@ class EvalBackbonesStage:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+AUGMENTED_SUFFIX = (
+    "+synthetic-aug"  # a row trained on real + synthetic images: BACKBONE+synthetic-aug
+)
+
+
+@dataclass(kw_only=True, slots=True)
+class SyntheticRows(SyntheticConfig):
+    """Seed 001's "+synthetic" rows: each backbone named in ``backbones`` (same names as
+    ``eval_classify.backbones``) is fine-tuned again with synthetic images added to its training
+    split (``data.synthetic`` of the evaluation: ``mode``, ``ratio``, ``per_class``, ``classes``),
+    as the row ``BACKBONE+synthetic-aug``; ``imagenet`` gives "ImageNet init + synthetic
+    augmentation". ``shards`` None takes the run's sampled set; validation and test stay real."""
+
+    backbones: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalClassifyStage(EvalBackbonesStage):
+    synthetic: SyntheticRows = field(default_factory=SyntheticRows)
+
+    def rows(self) -> list[str]:
+        """Every row the stage evaluates, in order: the backbones, then the augmented ones."""
+        return [*self.backbones, *(b + AUGMENTED_SUFFIX for b in self.synthetic.backbones)]
+
+
 @dataclass(kw_only=True, slots=True)
 class SlurmStage:
     """Resources of the jobs `synmed run --on slurm` submits."""
@@ -151,7 +177,7 @@ class PipelineConfig:
     pretrain: PretrainStage = field(default_factory=PretrainStage)
     eval_generator: EvalGeneratorStage = field(default_factory=EvalGeneratorStage)
     eval_segment: EvalBackbonesStage = field(default_factory=EvalBackbonesStage)
-    eval_classify: EvalBackbonesStage = field(default_factory=EvalBackbonesStage)
+    eval_classify: EvalClassifyStage = field(default_factory=EvalClassifyStage)
     slurm: SlurmStage = field(default_factory=SlurmStage)
 
 

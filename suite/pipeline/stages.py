@@ -15,7 +15,7 @@ from typing import Any
 from suite.artifacts.digests import sha256_text
 from suite.config import from_dict, to_dict
 from suite.errors import ConfigError
-from suite.pipeline.config import PipelineConfig
+from suite.pipeline.config import AUGMENTED_SUFFIX, PipelineConfig
 from suite.schema import RunConfig, SuiteConfig
 
 
@@ -304,9 +304,16 @@ class _EvalBackbones(Stage):
     schema: Any = None
     backbone_keys: tuple[str, ...] = ()
 
+    def backbones(self, cfg: PipelineConfig) -> list[str]:
+        """Every backbone the stage evaluates (a row may evaluate one more than once)."""
+        return list(getattr(cfg, self.name).backbones)
+
+    def rows(self, cfg: PipelineConfig) -> list[str]:
+        return list(getattr(cfg, self.name).backbones)
+
     def needs(self, cfg: PipelineConfig) -> list[str]:
         stage = getattr(cfg, self.name)
-        pretrained = [b for b in stage.backbones if b not in ("none", "imagenet")]
+        pretrained = [b for b in self.backbones(cfg) if b not in ("none", "imagenet")]
         needs = [] if stage.shards else ["ingest"]
         return needs + (["pretrain"] if pretrained else [])
 
@@ -314,7 +321,9 @@ class _EvalBackbones(Stage):
         stage = getattr(ctx.cfg, self.name)
         fixed = ("none", "imagenet") if self.name == "eval_classify" else ("none",)
         unknown = [
-            b for b in stage.backbones if b not in fixed and b not in ctx.cfg.pretrain.variants
+            b
+            for b in self.backbones(ctx.cfg)
+            if b not in fixed and b not in ctx.cfg.pretrain.variants
         ]
         if unknown:
             raise ConfigError(
@@ -322,7 +331,7 @@ class _EvalBackbones(Stage):
                 f"use {' or '.join(fixed)}, or one of pretrain.variants "
                 f"({', '.join(ctx.cfg.pretrain.variants)})",
             )
-        if "imagenet" in stage.backbones:
+        if "imagenet" in self.backbones(ctx.cfg):
             imagenet_weights(ctx.cfg)
         for key in self.backbone_keys:
             section, _, leaf = key.partition(".")
@@ -339,10 +348,9 @@ class _EvalBackbones(Stage):
         raise NotImplementedError
 
     def run(self, ctx: Context) -> dict[str, Any]:
-        stage = getattr(ctx.cfg, self.name)
         seeds = ctx.pretrain_seeds()
         results = {}
-        for backbone in stage.backbones:
+        for backbone in self.rows(ctx.cfg):
             out = ctx.folder(self.name) / slug(backbone)
             if len(seeds) == 1:
                 self.evaluate(self.build(ctx, backbone, seeds[0]), out)
@@ -441,6 +449,44 @@ class EvalClassify(_EvalBackbones):
     name = "eval_classify"
     backbone_keys = ("data.shards",)
 
+    def backbones(self, cfg: PipelineConfig) -> list[str]:
+        e = cfg.eval_classify
+        return [*e.backbones, *(b for b in e.synthetic.backbones if b not in e.backbones)]
+
+    def rows(self, cfg: PipelineConfig) -> list[str]:
+        return cfg.eval_classify.rows()
+
+    def settings(self, cfg: PipelineConfig) -> Any:
+        settings = to_dict(cfg.eval_classify)
+        if not cfg.eval_classify.synthetic.backbones:
+            del settings["synthetic"]  # no such rows: the digest of runs made before they existed
+        return settings
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        s = cfg.eval_classify.synthetic
+        from_sample = bool(s.backbones) and s.shards is None
+        return super().needs(cfg) + (["sample"] if from_sample else [])
+
+    def check(self, ctx: Context) -> None:
+        e = ctx.cfg.eval_classify
+        if e.synthetic.backbones and "synthetic" in e.config.get("data", {}):
+            raise ConfigError(
+                "eval_classify.config.data.synthetic is set, and eval_classify.synthetic.backbones "
+                "names rows whose synthetic images the run sets",
+                "move the settings to eval_classify.synthetic (mode, ratio, per_class, classes, "
+                "shards), or empty eval_classify.synthetic.backbones",
+            )
+        super().check(ctx)
+        if e.synthetic.backbones:
+            self.build(ctx, e.synthetic.backbones[0] + AUGMENTED_SUFFIX, check_only=True)
+
+    def synthetic(self, ctx: Context, *, check_only: bool) -> dict[str, Any]:
+        """The evaluation's ``data.synthetic`` for an augmented row."""
+        s = to_dict(ctx.cfg.eval_classify.synthetic)
+        del s["backbones"]
+        shards = ctx.cfg.eval_classify.synthetic.shards or ctx.synthetic_shards()
+        return {**s, "shards": None if check_only else str(shards)}
+
     def build(
         self, ctx: Context, backbone: str, seed: int | None = None, *, check_only: bool = False
     ) -> Any:
@@ -451,6 +497,8 @@ class EvalClassify(_EvalBackbones):
         if "backbone" in data:
             raise ConfigError(f"{self.name}.config.backbone is set by the run", "remove it")
         data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)), "seed": seed}
+        augmented = backbone.endswith(AUGMENTED_SUFFIX)
+        backbone = backbone.removesuffix(AUGMENTED_SUFFIX)
         arch = _pretrained_arch(ctx)
         if backbone == "none":
             data["backbone"] = {"kind": "random", **arch}
@@ -471,6 +519,8 @@ class EvalClassify(_EvalBackbones):
             **data.get("data", {}),
             "shards": None if check_only else str(self._data(ctx)),
         }
+        if augmented:
+            data["data"]["synthetic"] = self.synthetic(ctx, check_only=check_only)
         return from_dict(ClassifyConfig, data, source=f"{self.name}.config")
 
     def evaluate(self, cfg: Any, out: Path) -> None:

@@ -83,6 +83,7 @@ def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
     size = max(16, 2 * patch)  # a ViT needs a 2 x 2 patch grid on a global view, 1 x 1 on a local
     ingest = cfg.get("ingest", {})
     classes = len(ingest["class_names"]) if ingest.get("class_names") else None
+    source = ingest.get("source")
     if "ingest" in stages:
         o.append(f"ingest.image_size={size}")
         source = ingest.get("source")
@@ -96,12 +97,22 @@ def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
             o.append("ingest.min_foreground=0.3")
     if "generator" in stages:
         model = cfg["generator"]["model"]
-        o += under("generator.model", image_size=size, timesteps=20)
+        o.append(f"generator.model.image_size={size}")
+        if (
+            classes is None and source != FALLBACK
+        ):  # a source whose classes only its generator names
+            classes = model.get("num_classes") or None
         if model["kind"] == "ddpm_lucidrains":
-            o += under("generator.model", dim=8, dim_mults="[1,2]")
-        else:
-            o += under("generator.model", block_out_channels="[8,16]", layers_per_block=1,
-                       attention="[false,true]", norm_num_groups=4)  # fmt: skip
+            o += under("generator.model", timesteps=20, dim=8, dim_mults="[1,2]")
+        elif model["kind"] == "ddpm_diffusers":
+            o += under("generator.model", timesteps=20, block_out_channels="[8,16]",
+                       layers_per_block=1, attention="[false,true]", norm_num_groups=4)  # fmt: skip
+        elif model["kind"] == "dcgan":
+            o += under("generator.model", latent_dim=8, ngf=4, ndf=4)
+            if model.get("architecture") == "seed":  # it makes 16 x seed_base px, then resizes
+                o.append(f"generator.model.seed_base={size // 16}")
+        else:  # acgan
+            o.append("generator.model.latent_dim=8")
         if model.get("num_classes") and classes:
             o.append(f"generator.model.num_classes={classes}")
         o += under("generator.train", max_steps=4, batch_size=8, grad_accum=1, num_workers=0,
@@ -149,6 +160,9 @@ def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
             o += under("eval_classify.config.finetune", epochs=1, batch_size=8, patience=1)
         if "knn" in protocols:
             o.append("eval_classify.config.knn.k=3")
+        if cfg["eval_classify"].get("synthetic", {}).get("backbones"):
+            # a few percent of ~200 real training images: within the 4 sampled per class
+            o += under("eval_classify.synthetic", mode="ratio", ratio=0.02, per_class="{}")
     return o
 
 
@@ -167,7 +181,9 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
             assert (Path(path) / "synmed-export.json").is_file(), path
     for task in ("eval_segment", "eval_classify"):
         if task in cfg["stages"]:
-            for backbone in cfg[task].get("backbones", ["none", "synthetic", "real"]):
+            rows = cfg[task].get("backbones", ["none", "synthetic", "real"])
+            augmented = cfg[task].get("synthetic", {}).get("backbones", [])
+            for backbone in rows + [f"{b}+synthetic-aug" for b in augmented]:
                 folder = run_dir / task / backbone.replace("+", "-")
                 result = json.loads((folder / "result.json").read_text())
                 assert result["metrics"], (task, backbone)
@@ -188,6 +204,18 @@ def test_recipe_runs_end_to_end(path: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check_run(cfg, tmp_path / cfg["run"]["name"])
     assert "report:" in proc.stdout or "report" not in cfg["stages"]
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=recipe_id)
+def test_every_shrunk_recipe_plans(path: Path, tmp_path: Path) -> None:
+    """The overrides fit every recipe's generator and rows (cheap: planned, not run)."""
+    from suite.config import load_config
+    from suite.pipeline.config import PipelineConfig
+    from suite.pipeline.runner import plan
+
+    cfg = yaml.safe_load(path.read_text())
+    _, steps = plan(load_config(path, shrink(cfg, tmp_path), schema=PipelineConfig))
+    assert [s.stage for s in steps] == cfg["stages"]
 
 
 def test_the_shipped_recipes_are_all_found() -> None:

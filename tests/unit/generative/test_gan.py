@@ -205,9 +205,7 @@ def test_dcgan_networks_follow_pytorch_examples() -> None:
     weights = torch.cat([c.weight.flatten() for c in convs])
     assert abs(weights.std().item() - 0.02) < 0.002  # N(0, 0.02) init
     assert model.generate(torch.randn(2, 100, 1, 1), None).shape == (2, 1, 64, 64)
-    seed = build_generator(
-        load_config(REPO / "configs/generator/medcls_dcgan_per_class.yaml").model
-    )
+    seed = build_generator(load_config(REPO / "configs/papers/medcls/dcgan_per_class.yaml").model)
     assert (
         isinstance(seed.G.nets["0"][0], nn.Linear)
         and seed.G.nets["0"][0].out_features == 1024 * 256

@@ -33,8 +33,8 @@ def refused(path: Path, tmp_path: Path, *overrides: str) -> ConfigError:
 
 def test_a_generator_smaller_than_the_ingested_images_is_refused(tmp_path: Path) -> None:
     err = refused(MEDCLS, tmp_path, "generator.model.image_size=64")
-    assert "generator.model takes 3-channel 64 px images" in err.what
-    assert "ingest stage writes 3-channel 224 px images" in err.what
+    assert "generator.model takes 1-channel 64 px images" in err.what
+    assert "ingest stage writes 1-channel 224 px images" in err.what
     assert err.fix is not None and "generator.model.image_size=224" in err.fix
 
 
