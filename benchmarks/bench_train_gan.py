@@ -130,11 +130,13 @@ class StepClock:
     def __init__(self, warmup: int, steps: int, profile: bool) -> None:
         self.warmup, self.steps = warmup, steps
         self.times: list[float] = []
+        self.cpu: list[float] = []  # this process's CPU time (all its threads)
         self.profiler = cProfile.Profile() if profile else None
         self.peak_rss_kb = 0
 
     def tick(self) -> None:
         self.times.append(time.perf_counter())
+        self.cpu.append(time.process_time())
         done = len(self.times)
         if done == self.warmup and self.profiler is not None:
             self.profiler.enable()
@@ -145,7 +147,9 @@ class StepClock:
 
     def result(self, batch_size: int) -> dict[str, Any]:
         timed = self.times[self.warmup - 1 : self.steps]
+        cpu = self.cpu[self.warmup - 1 : self.steps]
         out: dict[str, Any] = {
+            "cpu_ms_per_step": (cpu[-1] - cpu[0]) / (len(cpu) - 1) * 1e3,
             "images_per_s": (len(timed) - 1) * batch_size / (timed[-1] - timed[0]),
             "median_step_ms": float(np.median(np.diff(timed))) * 1e3,
             "peak_rss_mb": self.peak_rss_kb / 1024,
@@ -341,13 +345,15 @@ def bench_train(args: argparse.Namespace, root: Path) -> None:
         return statistics.median(res[key] for res in results[loop])
 
     print(
-        f"{'loop':<10}{'images/s':>10}{'min-max':>15}{'ms/step':>9}{'peak RSS MB':>13}{'threads':>9}"
+        f"{'loop':<10}{'images/s':>10}{'min-max':>15}{'ms/step':>9}{'CPU ms/step':>13}"
+        f"{'peak RSS MB':>13}{'threads':>9}"
     )
     for loop in LOOPS:
         rates = [res["images_per_s"] for res in results[loop]]
         print(
             f"{loop:<10}{med(loop, 'images_per_s'):>10.1f}"
             f"{f'{min(rates):.1f}-{max(rates):.1f}':>15}{med(loop, 'median_step_ms'):>9.1f}"
+            f"{med(loop, 'cpu_ms_per_step'):>13.1f}"
             f"{med(loop, 'peak_rss_mb'):>13.0f}{results[loop][0]['torch_threads']:>9}"
         )
     paired = [
@@ -363,7 +369,12 @@ def bench_train(args: argparse.Namespace, root: Path) -> None:
             print(f"\n--- cProfile of {loop}, steps {args.warmup + 1}..{args.steps} ---")
             print(res["profile"])
     step = med("examples", "median_step_ms") / med("suite", "median_step_ms")
+    cpu = med("examples", "cpu_ms_per_step") / med("suite", "cpu_ms_per_step")
     print(f"median-step speed suite/examples: {step:.2f}x")
+    print(
+        f"CPU time per step examples/suite: {cpu:.2f}x (the training process's own work: "
+        "hardly moved by other load; data loading is in the workers, not in it)"
+    )
     print(f"ratio suite/examples images/s: {ratio:.2f}x (goal >= 1.0x)\n")
 
 
@@ -372,8 +383,9 @@ def bench_train(args: argparse.Namespace, root: Path) -> None:
 
 
 def synmed(*argv: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per Ray worker, as the bare loop
     proc = subprocess.run(
-        [sys.executable, "-m", "suite", *argv], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "suite", *argv], capture_output=True, text=True, cwd=REPO, env=env
     )
     if proc.returncode != 0:
         raise SystemExit(f"synmed {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
@@ -417,6 +429,18 @@ def bare_sampling(checkpoint: Path, out: Path, n: int, batch: int, shard_size: i
     return n / (time.perf_counter() - t0)
 
 
+def check_same_images(bare: Path, ray: Path) -> None:
+    """Both loops made the same images (the same rows from the same (seed, index) latents)."""
+    import h5py
+
+    files = sorted(p.name for p in bare.glob("shard-*.h5"))
+    assert files == sorted(p.name for p in ray.glob("shard-*.h5")), files
+    for name in files:
+        with h5py.File(bare / name) as a, h5py.File(ray / name) as b:
+            assert np.array_equal(a["index"][:], b["index"][:]), name
+            assert np.array_equal(a["images"][:], b["images"][:]), name
+
+
 def ray_sampling(checkpoint: Path, out: Path, n: int, batch: int, shard_size: int) -> dict:
     synmed("sample", "--checkpoint", str(checkpoint), "--num-images", str(n), "--shard-size",
            str(shard_size), "--batch-size", str(batch), "--workers", "1", "--out", str(out))  # fmt: skip
@@ -441,7 +465,11 @@ def bench_sampling(args: argparse.Namespace, root: Path) -> None:
                 summary = ray_sampling(checkpoint, out, n, b, shard)
                 ray.append(summary["steady_images_per_s"])
                 startup.append(summary["wall_seconds"] - summary["sampling_seconds"])
-            shutil.rmtree(out)
+        if r == 0:
+            check_same_images(root / "sample-bare-0", root / "sample-ray-0")
+        for kind in ("bare", "ray"):
+            shutil.rmtree(root / f"sample-{kind}-{r}")
+    print("  both wrote the same images into the same shards (checked in round 1)")
     print(f"  bare in-process loop + h5py   {statistics.median(bare):8.1f} images/s "
           f"(rounds {' '.join(f'{x:.0f}' for x in bare)})")  # fmt: skip
     print(f"  synmed sample, 1 Ray worker   {statistics.median(ray):8.1f} images/s steady "
