@@ -9,9 +9,12 @@ rank (so a resumed run draws what the uninterrupted one drew); sampling draws ea
 from its own generator seeded by (seed, index, attempt), in eval mode, so an index gives the same
 image on any worker and in any batch (with BatchNorm in train mode it would not).
 
-Each objective draws its own latents: pytorch/examples' dcgan reuses the D step's fakes for the G
-step, which keeps a graph through G alive across D's update; fresh latents keep each objective a
-function of its micro-batch (and DDP's one forward per backward) with the same statistics.
+The default losses reuse the D objective's fakes in the G objective of the same micro-batch, as
+pytorch/examples' dcgan does: one G forward a step, not a no-grad one for D and another for G
+(12 % of a 32 px step on a CPU, benchmarks/bench_train_gan.py). The graph through G then lives
+across D's update, which never touches G; the cache lives inside one ``train_step`` only, so a
+checkpoint (taken between steps) never holds it and a resumed run draws what the uninterrupted
+one drew.
 """
 
 from __future__ import annotations
@@ -202,6 +205,9 @@ class GAN(Generator):
     find_unused_parameters: ClassVar[bool] = True
     #: the objectives in the order each step trains them (pytorch/examples: D, then G)
     step_order: ClassVar[tuple[str, ...]] = ("discriminator", "generator")
+    #: whether the default G loss takes the fakes the default D loss made this step (only with
+    #: D before G)
+    reuse_fakes: ClassVar[bool] = True
 
     G: nn.Module
     D: nn.Module
@@ -210,6 +216,9 @@ class GAN(Generator):
         super().__init__()
         self._d_stats: list[torch.Tensor] = []
         self._g_adv: list[torch.Tensor] = []
+        # this step's fakes (with G's graph) and their labels, one per D micro-batch, in order
+        self._fakes: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        self._keep_fakes = False
 
     # -- what a family provides ----------------------------------------------------------------------
 
@@ -283,8 +292,13 @@ class GAN(Generator):
         real = batch["image"] * 2 - 1
         real_labels = batch.get("label") if self.config.num_classes else None
         fake_labels = self.train_labels(batch)
-        with torch.no_grad():
-            fake = self.generate(self.random_latents(real.shape[0], real.device), fake_labels)
+        z = self.random_latents(real.shape[0], real.device)
+        if self._keep_fakes:
+            fake = self.generate(z, fake_labels)
+            self._fakes.append((fake, fake_labels))
+        else:
+            with torch.no_grad():
+                fake = self.generate(z, fake_labels)
         real_logits = self.discriminate(real, real_labels)
         fake_logits = self.discriminate(fake.detach(), fake_labels)
         self.record_d(real_logits, fake_logits)
@@ -292,8 +306,11 @@ class GAN(Generator):
 
     def generator_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         n, device = batch["image"].shape[0], batch["image"].device
-        labels = self.train_labels(batch)
-        fake = self.generate(self.random_latents(n, device), labels)
+        if self._fakes:
+            fake, labels = self._fakes.pop(0)
+        else:
+            labels = self.train_labels(batch)
+            fake = self.generate(self.random_latents(n, device), labels)
         loss = bce_g_loss(self.discriminate(fake, labels))
         self.record_g(loss)
         return loss
@@ -310,11 +327,15 @@ class GAN(Generator):
         optimizer stepped. Returns the objectives' mean losses, the mean D(real), D(fake) of the
         discriminator objective and the adversarial part of the generator loss ("g_adv"): what
         the stop rule reads."""
-        self._d_stats, self._g_adv = [], []
+        self._d_stats, self._g_adv, self._fakes = [], [], []
+        self._keep_fakes = self.reuse_fakes and self.step_order == ("discriminator", "generator")
         means = {}
-        for objective in self.step_order:
-            means[objective] = ctx.accumulate(objective)
-            ctx.step(OPTIMIZER[objective])
+        try:
+            for objective in self.step_order:
+                means[objective] = ctx.accumulate(objective)
+                ctx.step(OPTIMIZER[objective])
+        finally:
+            self._fakes, self._keep_fakes = [], False
         device = ctx.accelerator.device
         stats = (
             torch.stack(self._d_stats).mean(0).to(device)

@@ -260,3 +260,32 @@ def test_d_lr_factor_scales_only_the_discriminator() -> None:
     assert specs["G"].optimizer.param_groups[0]["lr"] == pytest.approx(2e-4)
     assert specs["G"].optimizer.param_groups[0]["betas"] == (0.5, 0.999)
     assert set(model.ema_modules()) == {"G"} and set(model.trainable_modules()) == {"G", "D"}
+
+
+@pytest.mark.parametrize("name", ["unconditional", "conditional"])
+def test_a_dcgan_step_runs_g_once_per_micro_batch_and_feeds_d_its_fakes(name: str) -> None:
+    from accelerate import Accelerator
+
+    from suite.train.step import StepContext
+
+    model = build(name)
+    cfg = load_config(MODES[name][0], MODES[name][1])
+    optimizers = {k: s.optimizer for k, s in model.configure_optimizers(cfg.train).items()}
+    g_outputs, d_inputs = [], []
+    model.G.register_forward_hook(lambda m, args, out: g_outputs.append(out.detach().clone()))
+    model.D.register_forward_hook(lambda m, args, out: d_inputs.append(args[0].detach().clone()))
+    batches = [batch_for(model), batch_for(model)]
+    ctx = StepContext(Accelerator(cpu=True), model, batches, optimizers, {}, 1, None)
+    losses = model.train_step(ctx)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert len(g_outputs) == 2  # pytorch/examples: one G forward a step (here per micro-batch)
+    # D sees real, fake per micro-batch, then G's objective the same fakes, in the same order
+    assert len(d_inputs) == 6
+    for i in range(2):
+        assert torch.equal(d_inputs[2 * i + 1], g_outputs[i])
+        assert torch.equal(d_inputs[4 + i], g_outputs[i])
+    assert model._fakes == [] and not model._keep_fakes  # no graph outlives the step
+    model.zero_grad(set_to_none=True)
+    model(batches[0], "generator").backward()  # outside a step: fresh fakes, G still trains
+    assert len(g_outputs) == 3
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.G.parameters())
