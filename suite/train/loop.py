@@ -148,6 +148,11 @@ class TrainLoop(ABC):
         self.config_changes: dict[str, list[Any]] = {}
         self.train_cfg = cfg.train
         self.run_dir = Path(cfg.run.out_dir) / cfg.run.name
+        # Accelerate's state is a process-wide singleton that refuses a second mixed_precision: a
+        # trainer left by an error before fit() ended (which resets it) must not decide this
+        # one's. The process group (PartialState) is kept.
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
             mixed_precision=mixed_precision(cfg.train.mixed_precision),

@@ -177,11 +177,13 @@ def test_an_unknown_encoder_lists_every_kind() -> None:
     with pytest.raises(DataError) as err:
         resolve_encoder("clip")
     assert err.value.fix == (
-        "use inception, random, random:SIZE or ssl:PATH (a backbone export of synmed pretrain)"
+        "use inception, inception:768, random, random:SIZE or ssl:PATH (a backbone export of "
+        "synmed pretrain)"
     )
-    for spec in ("inception:x", "ssl"):  # an argument where none is taken, none where one is
-        with pytest.raises(DataError, match="unknown encoder"):
-            resolve_encoder(spec)
+    with pytest.raises(DataError, match="unknown encoder"):  # no argument where one is needed
+        resolve_encoder("ssl")
+    with pytest.raises(DataError, match="Inception-v3 offers 2048-d and 768-d"):  # a bad one
+        resolve_encoder("inception:x")
 
 
 # -- ingest formats --------------------------------------------------------------------------------
