@@ -26,14 +26,10 @@ machine's load: it shows memory that malloc hands back to the OS and faults in a
 from __future__ import annotations
 
 import argparse
-import cProfile
 import importlib
-import io
 import json
 import multiprocessing
 import os
-import pstats
-import resource
 import shutil
 import statistics
 import subprocess
@@ -45,6 +41,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from step_clock import StepClock  # benchmarks/step_clock.py: a script's folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "configs" / "generator" / "tiny_lucidrains.yaml"
@@ -95,53 +92,6 @@ def check_same(png_dir: Path, shard_dir: Path, size: int) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # one loop (child process)
-
-
-class StepClock:
-    """Timestamps at the end of every optimizer step; cProfile and peak RSS over the timed steps."""
-
-    def __init__(self, warmup: int, steps: int, profile: bool) -> None:
-        self.warmup, self.steps = warmup, steps
-        self.times: list[float] = []
-        self.profiler = cProfile.Profile() if profile else None
-        self.peak_rss_kb = 0
-        self.worker_peak_rss_kb = 0
-        self.faults = [0, 0]  # minor page faults at the end of the warm-up and of the last step
-
-    def tick(self) -> None:
-        self.times.append(time.perf_counter())
-        done = len(self.times)
-        if done == self.warmup:
-            self.faults[0] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            if self.profiler is not None:
-                self.profiler.enable()
-        if done == self.steps:
-            self.faults[1] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            if self.profiler is not None:
-                self.profiler.disable()
-            self.peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            # the workers of finished epochs (reaped); the current epoch's are still running
-            self.worker_peak_rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-
-    def result(self, batch_size: int) -> dict[str, Any]:
-        timed = self.times[self.warmup - 1 : self.steps]
-        step_s = np.diff(timed)
-        out: dict[str, Any] = {
-            "images_per_s": (len(timed) - 1) * batch_size / (timed[-1] - timed[0]),
-            "median_step_ms": float(np.median(step_s)) * 1e3,
-            "faults_per_step": (self.faults[1] - self.faults[0]) / len(step_s),
-            "step_ms": [round(float(d) * 1e3, 1) for d in np.diff(self.times)],  # steps 2..
-            "peak_rss_mb": self.peak_rss_kb / 1024,
-            "worker_peak_rss_mb": self.worker_peak_rss_kb / 1024,
-            "profile": None,
-        }
-        if self.profiler is not None:
-            buf = io.StringIO()
-            stats = pstats.Stats(self.profiler, stream=buf).strip_dirs()
-            stats.sort_stats("tottime").print_stats(20)
-            stats.sort_stats("cumulative").print_stats(25)
-            out["profile"] = buf.getvalue().rstrip()
-        return out
 
 
 def current_rss_mb() -> float:

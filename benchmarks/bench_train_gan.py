@@ -35,13 +35,9 @@ Numbers from a 2-core machine shared with other work are noisy; the ratios matte
 from __future__ import annotations
 
 import argparse
-import cProfile
 import importlib
-import io
 import json
 import os
-import pstats
-import resource
 import shutil
 import statistics
 import subprocess
@@ -53,6 +49,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from step_clock import StepClock  # benchmarks/step_clock.py: a script's folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "configs" / "generator" / "tiny_dcgan.yaml"
@@ -122,46 +119,6 @@ def check_same(png_dir: Path, shard_dir: Path, size: int) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # (a) one training loop (child process)
-
-
-class StepClock:
-    """Timestamps at the end of every step; cProfile and peak RSS over the timed steps."""
-
-    def __init__(self, warmup: int, steps: int, profile: bool) -> None:
-        self.warmup, self.steps = warmup, steps
-        self.times: list[float] = []
-        self.cpu: list[float] = []  # this process's CPU time (all its threads)
-        self.profiler = cProfile.Profile() if profile else None
-        self.peak_rss_kb = 0
-
-    def tick(self) -> None:
-        self.times.append(time.perf_counter())
-        self.cpu.append(time.process_time())
-        done = len(self.times)
-        if done == self.warmup and self.profiler is not None:
-            self.profiler.enable()
-        if done == self.steps:
-            if self.profiler is not None:
-                self.profiler.disable()
-            self.peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-    def result(self, batch_size: int) -> dict[str, Any]:
-        timed = self.times[self.warmup - 1 : self.steps]
-        cpu = self.cpu[self.warmup - 1 : self.steps]
-        out: dict[str, Any] = {
-            "cpu_ms_per_step": (cpu[-1] - cpu[0]) / (len(cpu) - 1) * 1e3,
-            "images_per_s": (len(timed) - 1) * batch_size / (timed[-1] - timed[0]),
-            "median_step_ms": float(np.median(np.diff(timed))) * 1e3,
-            "peak_rss_mb": self.peak_rss_kb / 1024,
-            "profile": None,
-        }
-        if self.profiler is not None:
-            buf = io.StringIO()
-            stats = pstats.Stats(self.profiler, stream=buf).strip_dirs()
-            stats.sort_stats("tottime").print_stats(25)
-            stats.sort_stats("cumulative").print_stats(30)
-            out["profile"] = buf.getvalue().rstrip()
-        return out
 
 
 def model_overrides(args: argparse.Namespace) -> list[str]:
