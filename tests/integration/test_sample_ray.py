@@ -3,8 +3,8 @@ driver (keeping only shards that match their writer's record), a changed shard o
 sampled again to its original bytes, a SIGKILLed worker retried by Ray, refusal of another job's
 folder.
 
-The commands join the session's Ray (``joined_ray``); the one-worker run of the first test starts a
-Ray of its own, as a user's command does.
+The commands join the session's Ray (``joined_ray``); the one-worker run of the first test and the
+killed-worker tests start a Ray of their own, as a user's command does.
 """
 
 from __future__ import annotations
@@ -177,8 +177,9 @@ def test_sigkilled_worker_is_retried_and_every_index_lands_once(
     generator: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "s"
+    # a Ray of its own: the suite's local Ray, whose actors run at nice 0 (checked below)
     proc = subprocess.Popen([sys.executable, "-m", "suite", *sample_args(generator, out, 40, "--workers", "2")],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            env=own_ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     workers = out / ".workers"
     wait_until(lambda: workers.is_dir() and any(workers.iterdir()) and len(list(out.glob("shard-*.h5"))) >= 1,
               300, "a worker at work")  # fmt: skip
