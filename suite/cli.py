@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     from suite.features import cli as features_cli
     from suite.generative import cli as generative_cli
     from suite.launch import cli as launch_cli
+    from suite.models import cli as models_cli
     from suite.pipeline import cli as pipeline_cli
     from suite.report import cli as report_cli
     from suite.sampling import cli as sampling_cli
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_cli.add_parser(groups)
     launch_cli.add_parser(groups)  # submit, launch, jobs
     data_cli.add_parser(groups)
+    models_cli.add_parser(groups)
     return parser
 
 

@@ -63,9 +63,11 @@ OPTIONS: dict[str, str] = {
     "data merge": "-h/--help inputs --out --shard-size --overwrite",
     "data demo": "-h/--help",
     "data": "-h/--help {ingest,verify,info,export,merge,demo}",
+    "models tiny-sd": "-h/--help --out --seed --image-size --overwrite",
+    "models": "-h/--help {tiny-sd}",
     "": (
         "-h/--help --version "
-        "{config,train,generator,pretrain,sample,cluster,evaluate,run,report,submit,launch,jobs,data}"
+        "{config,train,generator,pretrain,sample,cluster,evaluate,run,report,submit,launch,jobs,data,models}"
     ),
 }
 
@@ -92,6 +94,7 @@ OWNERS = {
     "data export": "suite.data.cli",
     "data merge": "suite.data.cli",
     "data demo": "suite.data.cli",
+    "models tiny-sd": "suite.models.cli",
 }
 
 
