@@ -41,7 +41,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from step_clock import StepClock  # benchmarks/step_clock.py: a script's folder is on sys.path
+from step_clock import (  # benchmarks/step_clock.py: a script's folder is on sys.path
+    StepClock,
+    timed_generator_trainer,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "configs" / "generator" / "tiny_lucidrains.yaml"
@@ -135,16 +138,8 @@ def suite_overrides(args: argparse.Namespace, shard_dir: Path, out_dir: Path) ->
 
 def run_suite(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> float:
     """Train with the suite's loop; returns the RSS (MB) just before the first step."""
-    from suite.generative.train import GeneratorTrainer
-    from suite.schema import load_config
-
-    class TimedTrainer(GeneratorTrainer):
-        def after_step(self) -> None:  # the last thing a step does (after its EMA update)
-            super().after_step()
-            clock.tick()
-
-    cfg = load_config(BASE_CONFIG, suite_overrides(args, args.data / "shards", out_dir))
-    trainer = TimedTrainer(cfg)
+    overrides = suite_overrides(args, args.data / "shards", out_dir)
+    trainer = timed_generator_trainer(BASE_CONFIG, overrides, clock)
     rss = current_rss_mb()
     trainer.fit()
     return rss

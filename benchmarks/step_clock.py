@@ -66,3 +66,17 @@ class StepClock:
             stats.sort_stats("cumulative").print_stats(30)
             out["profile"] = buf.getvalue().rstrip()
         return out
+
+
+def timed_generator_trainer(config: Any, overrides: list[str], clock: StepClock) -> Any:
+    """The suite's generator trainer (what `synmed train generator` runs) on ``config`` with
+    ``overrides``, ticking ``clock`` at the end of every step (after its EMA update)."""
+    from suite.generative.train import GeneratorTrainer
+    from suite.schema import load_config
+
+    class TimedTrainer(GeneratorTrainer):
+        def after_step(self) -> None:
+            super().after_step()
+            clock.tick()
+
+    return TimedTrainer(load_config(config, overrides))
