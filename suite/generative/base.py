@@ -32,6 +32,7 @@ from suite.data.transforms import sample_seed
 from suite.errors import DataError
 
 if TYPE_CHECKING:
+    from suite.data.dataset import ShardDataset
     from suite.train.state import TrainState
     from suite.train.step import StepContext
 
@@ -156,6 +157,11 @@ class Generator(nn.Module, ABC):
         """Called once before training with the data's class names and the class ids its
         selected rows hold (a ``data.classes`` filter trains some classes only); a family that
         keeps one network per class records which of them train. Default: nothing."""
+
+    def bind_rows(self, dataset: ShardDataset) -> None:
+        """Called once before training with the training rows (after :meth:`bind_data`); a
+        family that reads per-row columns (a text-to-image family's captions, keyed by the
+        batch's ``index``) reads them here. Default: nothing."""
 
     def check_losses(
         self,

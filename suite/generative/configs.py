@@ -160,3 +160,66 @@ class PGGANConfig(GANConfig):
     drift: NonNegativeFloat = 1e-3  # epsilon_drift: weight of E[D(real)^2]
     minibatch_group: PositiveInt = 4
     leaky_slope: Fraction = 0.2
+
+
+# -- latent diffusion ---------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True, slots=True)
+class SDLoRAConfig:
+    """LoRA fine-tuning of a local Stable Diffusion folder (Hu et al. 2021, arXiv:2106.09685), as
+    diffusers' ``examples/text_to_image/train_text_to_image_lora.py``; seed 003's preset is
+    configs/papers/aiding-diagnosis/sd15_lora_pathmnist.yaml.
+
+    ``base`` is a local diffusers folder in SD 1.5's layout (SD 2.x folders load through the same
+    code; ``synmed models tiny-sd`` makes a tiny one); nothing is fetched at run time. The prompt
+    of a training row is, first found: its caption in ``captions`` (a diffusers imagefolder
+    ``metadata.jsonl``, matched to the rows' source files), the row's ``prompts`` column (a
+    sampled shard set), its class's entry in ``class_prompts``, ``prompt_template`` with the
+    class name, or ``prompt``. ``noise_offset`` (Guttenberg 2023) and ``snr_gamma`` (Min-SNR
+    weighting, Hang et al. 2023, arXiv:2303.09556; 0 = plain MSE) are the script's options.
+    ``channels: 1`` feeds grey images to the RGB VAE as three equal channels and returns the
+    channel mean.
+    """
+
+    implementation: ClassVar[str] = "suite.generative.sd_lora:SDLoRA"
+    kind: Literal["sd_lora"] = "sd_lora"
+    base: str
+    image_size: PositiveInt = 512
+    channels: PositiveInt = 3
+    num_classes: NonNegativeInt = 0
+    prompt: str = ""
+    prompt_template: str = "{class_name}"
+    class_prompts: dict[str, str] | None = None
+    captions: str | None = None
+    lora_rank: PositiveInt = 4
+    lora_alpha: PositiveFloat = 4.0
+    lora_dropout: Fraction = 0.0
+    lora_init: Literal["gaussian", "default"] = "gaussian"
+    lora_targets: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
+    train_text_encoder: bool = False
+    text_encoder_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
+    noise_offset: NonNegativeFloat = 0.0
+    snr_gamma: NonNegativeFloat = 0.0
+    adam_eps: PositiveFloat = 1e-8
+    # sampling defaults (``synmed sample --guidance-scale`` overrides the scale)
+    guidance_scale: NonNegativeFloat = 7.5
+    negative_prompt: str = ""
+
+
+@dataclass(kw_only=True, slots=True)
+class SDDreamBoothConfig(SDLoRAConfig):
+    """DreamBooth (Ruiz et al. 2023, arXiv:2208.12242) with LoRA, as diffusers'
+    ``examples/dreambooth/train_dreambooth_lora.py``: the training rows are the instance images
+    under ``prompt`` (the instance prompt, e.g. "an image of sks pneumoconiosis xray"); with
+    ``class_images`` (a shard set the base model generated for ``class_prompt`` through
+    ``synmed sample``) each micro-batch adds as many class images, and their loss, times
+    ``prior_loss_weight``, preserves the class prior. Defaults are the script's (lr 5e-4 is
+    ``train.lr``)."""
+
+    implementation: ClassVar[str] = "suite.generative.sd_dreambooth:SDDreamBooth"
+    kind: Literal["sd_dreambooth"] = "sd_dreambooth"
+    class_images: str | None = None
+    class_prompt: str = ""
+    prior_loss_weight: NonNegativeFloat = 1.0
+    min_class_images: PositiveInt = 100

@@ -58,15 +58,27 @@ class DiffusionGenerator(Generator):
         self,
         x: torch.Tensor,
         t: torch.Tensor,
-        conditions: Conditions | None,
+        conditions: Any,
         guidance_scale: float,
     ) -> torch.Tensor:
         """The network's prediction at noisy ``x`` and timestep ``t``, in the parameterisation
-        ``scheduler_config()["prediction_type"]`` names."""
+        ``scheduler_config()["prediction_type"]`` names; ``conditions`` is what
+        :meth:`encode_conditions` made of the batch's."""
 
-    def decode(self, x: torch.Tensor, conditions: Conditions | None) -> torch.Tensor:
+    def encode_conditions(
+        self, conditions: Conditions | None, options: SampleOptions, n: int, device: Any
+    ) -> Any:
+        """What ``denoise`` and ``decode`` read of a batch's conditions, computed once per batch
+        (a text encoder's embeddings); by default the conditions themselves."""
+        return conditions
+
+    def decode(self, x: torch.Tensor, conditions: Any) -> torch.Tensor:
         """The final latent as images in [-1, 1]."""
         return x
+
+    def finish_output(self, output: SampleOutput, conditions: Any) -> SampleOutput:
+        """Add what the family records per row (prompts, metadata) to a sampled batch."""
+        return output
 
     def make_scheduler(self, sampler: str, steps: int) -> Any:
         """A fresh diffusers scheduler with ``steps`` inference steps."""
@@ -112,13 +124,15 @@ class DiffusionGenerator(Generator):
             shape = self.latent_shape()
             x = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
             x = x * scheduler.init_noise_sigma
+            encoded = self.encode_conditions(conditions, options, len(generators), device)
             for t in scheduler.timesteps:
                 model_input = scheduler.scale_model_input(x, t)
-                out = self.denoise(model_input, t.to(device), conditions, options.guidance_scale)
+                out = self.denoise(model_input, t.to(device), encoded, options.guidance_scale)
                 x = scheduler.step(out, t, x, generator=generators).prev_sample
-            images = to_uint8(self.decode(x, conditions), self.source)
-        return SampleOutput(
+            images = to_uint8(self.decode(x, encoded), self.source)
+        output = SampleOutput(
             images=images,
             labels=conditions.labels if conditions is not None else None,
             masks=conditions.masks if conditions is not None else None,
         )
+        return self.finish_output(output, encoded)

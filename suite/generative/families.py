@@ -24,6 +24,8 @@ GENERATORS = Registry(
         "dcgan": "suite.generative.configs:DCGANConfig",
         "acgan": "suite.generative.configs:ACGANConfig",
         "pggan": "suite.generative.configs:PGGANConfig",
+        "sd_lora": "suite.generative.configs:SDLoRAConfig",
+        "sd_dreambooth": "suite.generative.configs:SDDreamBoothConfig",
     },
 )
 FAMILIES: Registry[type[Generator]] = GENERATORS.follow("implementation")

@@ -129,6 +129,7 @@ class GeneratorTrainer(TrainLoop):
             else []
         )
         self.generator.bind_data(self.dataset.class_names, present)
+        self.generator.bind_rows(self.dataset)
         self.trainables = torch.nn.ModuleDict(self.generator.trainable_modules())
         self.ema = EMA(
             torch.nn.ModuleDict(self.generator.ema_modules()),
@@ -199,7 +200,7 @@ class GeneratorTrainer(TrainLoop):
         return {
             k: v.to(device, non_blocking=True)
             for k, v in batch.items()
-            if k in ("image", "label", "mask") and isinstance(v, torch.Tensor)
+            if k in ("image", "label", "mask", "index") and isinstance(v, torch.Tensor)
         }
 
     def train_step(self, ctx: StepContext) -> dict[str, torch.Tensor]:

@@ -24,7 +24,11 @@ class TrainConfig:
     lr: PositiveFloat = 8e-5
     adam_betas: tuple[Fraction, Fraction] = (0.9, 0.99)
     weight_decay: NonNegativeFloat = 0.0
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    # cosine_restarts: torch's CosineAnnealingWarmRestarts(T_0=lr_restart_steps,
+    # T_mult=lr_restart_mult) stepped per optimizer step, as seed 003 overrode diffusers' schedule
+    lr_schedule: Literal["constant", "cosine", "cosine_restarts"] = "constant"
+    lr_restart_steps: PositiveInt = 500
+    lr_restart_mult: PositiveInt = 2
     warmup_steps: NonNegativeInt = 0
     max_grad_norm: PositiveFloat | None = 1.0
     # "auto": fp16 on CUDA, bf16 where the GPU has it... "no" on CPU.
