@@ -67,6 +67,7 @@ class SampleOptions:
     sampler: str
     steps: int
     guidance_scale: float = 1.0
+    negative_prompt: str | None = None  # text-to-image families; None: the model's own
     attempt: int = 0  # acceptance filtering: attempt a of an index has its own noise
 
 

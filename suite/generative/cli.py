@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def add_group_parser(groups: argparse._SubParsersAction) -> None:
-    """Add ``synmed generator merge-classes`` to the top-level subcommands."""
+    """Add ``synmed generator merge-classes`` and ``init`` to the top-level subcommands."""
     group = groups.add_parser("generator", help="generator exports").add_subparsers(
         dest="generator_command", required=True
     )
@@ -43,6 +43,14 @@ def add_group_parser(groups: argparse._SubParsersAction) -> None:
         "parts", type=Path, nargs="*", help="the class runs (default: every RUN/classes/*)"
     )
     p.set_defaults(func=cmd_merge_classes)
+    p = group.add_parser(
+        "init",
+        help="export a config's generator before any training (a LoRA family: its base model)",
+    )
+    add_config_args(p)
+    p.add_argument("--out", type=Path, required=True, help="the export folder to create")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=cmd_init)
 
 
 def cmd_train_generator(args: argparse.Namespace) -> int:
@@ -71,4 +79,14 @@ def cmd_merge_classes(args: argparse.Namespace) -> int:
     parts = args.parts or sorted(p for p in (args.run / CLASSES_DIR).glob("*") if p.is_dir())
     digest = merge_class_exports(parts, args.run)
     print(f"merged {len(parts)} class runs into {args.run / 'export'} (sha256 {digest})")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from suite.generative.export import export_initial
+    from suite.schema import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    digest = export_initial(cfg, args.out, overwrite=args.overwrite)
+    print(f"exported the untrained {cfg.model.kind} generator to {args.out} (sha256 {digest})")
     return 0

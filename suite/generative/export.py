@@ -51,3 +51,37 @@ def load_generator(path: Path) -> tuple[Generator, str]:
     model._class_names = list(meta.body.get("class_names", []))
     model._export_folder = str(folder)
     return model.eval(), digest
+
+
+def export_initial(cfg: Any, out: Path, *, overwrite: bool = False) -> str:
+    """Export the generator ``cfg.model`` builds, before any training step, to ``out``.
+
+    A LoRA family's adapters start at zero (peft's ``lora_B``), so its initial export samples
+    the base model itself: what DreamBooth's class images are drawn from. Class names come from
+    ``data.shards`` when it is set. Returns the export's digest.
+    """
+    from suite.config import config_digest
+    from suite.data.shards import read_manifest
+    from suite.errors import ConfigError
+    from suite.generative.families import build_generator
+
+    if cfg.model is None:
+        raise ConfigError(
+            "the config has no model: section",
+            f"add a model: section with kind: one of {', '.join(GENERATORS)}",
+        )
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out} already exists", "pass a new --out, or --overwrite")
+    names = list(read_manifest(Path(cfg.data.shards)).class_names) if cfg.data.shards else []
+    if cfg.model.num_classes and len(names) != cfg.model.num_classes:
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} needs the class names of data.shards "
+            f"({len(names)} there)",
+            "set data.shards to the shard set the classes come from, or model.num_classes: 0",
+        )
+    model = build_generator(cfg.model)
+    model.bind_data(names, list(range(len(names))))
+    provenance = {"weights": "initial", "steps": 0, "config_sha256": config_digest(cfg)}
+    with model.in_eval():
+        return export_generator(model, out, provenance, class_names=names)

@@ -324,7 +324,10 @@ class SDLoRA(DiffusionGenerator):
         cond = self.encode_prompts(prompts, device)
         uncond = None
         if options.guidance_scale != 1.0:
-            uncond = self.encode_prompts([self.config.negative_prompt] * n, device)
+            negative = options.negative_prompt
+            if negative is None:
+                negative = self.config.negative_prompt
+            uncond = self.encode_prompts([negative] * n, device)
         return {"conditions": conditions, "prompts": prompts, "cond": cond, "uncond": uncond}
 
     def denoise(
@@ -396,7 +399,11 @@ class SDLoRA(DiffusionGenerator):
         """Load ``pytorch_lora_weights.safetensors`` into the adapters, refusing any key that
         does not land (a file from another base or rank)."""
         from diffusers import StableDiffusionPipeline
-        from diffusers.utils import convert_unet_state_dict_to_peft
+        from diffusers.utils import (
+            convert_state_dict_to_diffusers,
+            convert_state_dict_to_peft,
+            convert_unet_state_dict_to_peft,
+        )
         from peft.utils import set_peft_model_state_dict
 
         state, _ = StableDiffusionPipeline.lora_state_dict(directory, weight_name=LORA_WEIGHTS)
@@ -415,6 +422,8 @@ class SDLoRA(DiffusionGenerator):
                 continue
             if prefix == "unet":
                 weights = convert_unet_state_dict_to_peft(weights)
+            else:  # as diffusers.training_utils._set_state_dict_into_text_encoder
+                weights = convert_state_dict_to_peft(convert_state_dict_to_diffusers(weights))
             result = set_peft_model_state_dict(module, weights, adapter_name="default")
             unexpected = getattr(result, "unexpected_keys", []) or []
             if unexpected:

@@ -31,6 +31,10 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--guidance-scale", type=float, help="classifier-free guidance (default: the model's)"
     )
+    p.add_argument(
+        "--prompt", help="text-to-image models: this prompt for every row (not the class prompts)"
+    )
+    p.add_argument("--negative-prompt", help="text-to-image models: the guidance's negative prompt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="actors (one model per GPU or CPU slot)")
     p.add_argument(
@@ -74,6 +78,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         conditions=args.conditions,
         conditions_split=None if args.conditions_split == "all" else args.conditions_split,
         per_condition=args.per_condition,
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
     )
     rate = summary["images_per_s"]
     print(

@@ -80,6 +80,10 @@ class SamplingPlan:
     per_condition: int | None = None
     # the condition kinds read from the set (the family's declaration met by the set's columns)
     condition_kinds: tuple[str, ...] = ()
+    # text-to-image families: one prompt for every row (instead of the class prompts) and the
+    # negative prompt of classifier-free guidance (None: the model's own)
+    prompt: str | None = None
+    negative_prompt: str | None = None
 
     @property
     def digest(self) -> str:
@@ -88,6 +92,9 @@ class SamplingPlan:
         # folders still resume.
         for key in _CONDITION_FIELDS:
             if not body[key]:
+                del body[key]
+        for key in _PROMPT_FIELDS:
+            if body[key] is None:
                 del body[key]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -140,6 +147,7 @@ _CONDITION_FIELDS = (
     "per_condition",
     "condition_kinds",
 )
+_PROMPT_FIELDS = ("prompt", "negative_prompt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,8 @@ def make_plan(
     steps: int,
     seed: int,
     guidance_scale: float,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
 ) -> SamplingPlan:
     if sampler not in samplers:
         raise ConfigError(
@@ -236,6 +246,8 @@ def make_plan(
         condition_rows=conditions.rows if conditions else 0,
         per_condition=per_condition,
         condition_kinds=conditions.kinds if conditions else (),
+        prompt=prompt,
+        negative_prompt=negative_prompt,
     )
 
 
@@ -502,7 +514,10 @@ def sample_rows(
     from suite.generative.base import Conditions, SampleOptions
 
     options = SampleOptions(
-        sampler=plan.sampler, steps=plan.steps, guidance_scale=plan.guidance_scale
+        sampler=plan.sampler,
+        steps=plan.steps,
+        guidance_scale=plan.guidance_scale,
+        negative_prompt=plan.negative_prompt,
     )
     labels = plan.labels(start, stop)
     parts: dict[str, list[Any]] = {}
@@ -514,6 +529,9 @@ def sample_rows(
             cond = Conditions(labels=labels[s - start : e - start])
         else:
             cond = None
+        if plan.prompt is not None:
+            cond = cond or Conditions()
+            cond.prompts = [plan.prompt] * (e - s)
         out = model.sample(range(s, e), plan.seed, cond, options, device)
         parts.setdefault("images", []).append(out.images)
         if out.labels is not None and plan.conditional:
@@ -553,6 +571,8 @@ def run_sampling(
     conditions: Path | None = None,
     conditions_split: str | None = "train",
     per_condition: int | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sampling job; returns its summary (also written as sample_summary.json)."""
     from suite.generative.base import SampleOptions
@@ -573,6 +593,12 @@ def run_sampling(
     check_outside_inputs(out, (checkpoint, conditions))
     model, digest = load_generator(checkpoint)
     sampler = sampler or model.samplers[0]  # the family's first: "ddpm" for DDPMs, "gan" for GANs
+    if (prompt is not None or negative_prompt is not None) and "prompts" not in model.conditions:
+        flag = "--prompt" if prompt is not None else "--negative-prompt"
+        raise ConfigError(
+            f"{flag}: the {model.config.kind} generator at {checkpoint} does not read prompts",
+            f"drop {flag}; it is for text-to-image families (sd_lora, sd_dreambooth)",
+        )
     source = condition_source(model, conditions, conditions_split) if conditions else None
     checkpoint_str = str(Path(checkpoint).resolve())
     guidance = (
@@ -584,7 +610,8 @@ def run_sampling(
         digest, model.class_names, model.num_classes, samplers=model.samplers, conditions=source,
         per_condition=per_condition, num_images=num_images, per_class=per_class,
         class_weights=class_weights, shard_size=shard_size, batch_size=batch_size, sampler=sampler,
-        steps=steps, seed=seed, guidance_scale=guidance,
+        steps=steps, seed=seed, guidance_scale=guidance, prompt=prompt,
+        negative_prompt=negative_prompt,
     )  # fmt: skip
     # a bad step count fails here, before Ray starts
     model.check_sampling(SampleOptions(sampler=sampler, steps=steps, guidance_scale=guidance))
