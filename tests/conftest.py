@@ -111,3 +111,12 @@ def netns_slurm(slurm: dict[str, str]):
         pytest.fail(f"scripts/netns-slurm.sh up failed:\n{up.stderr[-2000:]}")
     yield {"partition": "net", "exec": ["bash", str(script), "exec"]}
     subprocess.run(["bash", str(script), "down"], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight Stable Diffusion folder of `synmed models tiny-sd` (32 px, seed 0),
+    written once per session: every test of the latent-diffusion families runs on it."""
+    from suite.models.tiny_sd import write_tiny_sd
+
+    return write_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "sd", seed=0)
