@@ -28,7 +28,8 @@ OPTIONS: dict[str, str] = {
     "sample": (
         "-h/--help --checkpoint --num-images --per-class --class-weights --shard-size "
         "--batch-size --sampler --sampling-steps --guidance-scale --seed --workers --ray-address "
-        "--conditions --conditions-split --per-condition --out"
+        "--conditions --conditions-split --per-condition --accept --min-confidence --max-attempts "
+        "--out"
     ),
     "cluster": (
         "-h/--help --shards --encoder --k --representatives --workers --ray-address --batch-size "
