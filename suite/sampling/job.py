@@ -19,6 +19,9 @@ class label, mask, conditioning image or prompt: whatever the generator family d
 ``--per-condition K`` rows per conditioning row; output row ``i`` comes from conditioning row
 ``i // K`` and carries its ``source_index`` (and its mask, where the set has masks), so image+mask
 pairs stay paired. The job does not know which family it holds: it asks the generator to sample.
+
+With ``--accept CLASSIFIER`` each actor also holds a classifier, and rows it does not recognise as
+their class are drawn again with a new attempt's noise (suite/sampling/acceptance.py).
 """
 
 from __future__ import annotations
@@ -409,7 +412,7 @@ def shard_attrs(plan: SamplingPlan, checkpoint: str) -> dict[str, Any]:
             }
             if plan.accepts
             else {}
-        ),  # fmt: skip
+        ),
         "synmed_version": suite.__version__,
     }
 
