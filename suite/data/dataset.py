@@ -58,6 +58,8 @@ class ShardDataset(Dataset[Sample]):
         classes: Keep rows of these classes (names or ids); multilabel rows with any of them.
         index_range: Keep global indices in ``[start, stop)``.
         clusters: Keep rows whose cluster id is in this list (needs a ``cluster`` dataset).
+        accepted_only: Keep rows a classifier accepted (a set sampled with ``synmed sample
+            --accept``; its rows that ran out of attempts are flagged, not dropped).
         transform: Applied to each sample dict.
         verify: "sha256" (default) hashes every shard once, here, before use; "size" only checks
             they exist; "none" trusts the manifest.
@@ -71,6 +73,7 @@ class ShardDataset(Dataset[Sample]):
         classes: Sequence[str | int] | None = None,
         index_range: tuple[int, int] | None = None,
         clusters: Sequence[int] | None = None,
+        accepted_only: bool = False,
         transform: Callable[[Sample], Sample] | None = None,
         verify: Verify = "sha256",
     ) -> None:
@@ -121,6 +124,14 @@ class ShardDataset(Dataset[Sample]):
                             "run `synmed cluster` on it first, or drop the cluster filter",
                         )
                     keep &= np.isin(h5["cluster"][:], np.asarray(clusters))
+                if accepted_only:
+                    if "accepted" not in h5:
+                        raise ShardError(
+                            f"{self.directory} has no accepted column, cannot keep accepted rows",
+                            "sample it with synmed sample --accept CLASSIFIER, or drop "
+                            "accepted_only",
+                        )
+                    keep &= h5["accepted"][:].astype(bool)
             rows = np.flatnonzero(keep)
             shard_of.append(np.full(len(rows), number, dtype=np.int32))
             row_of.append(rows.astype(np.int64))

@@ -11,7 +11,8 @@ or (N, K) uint8 (multilabel), ``masks`` (N, 1, H, W) uint8, ``split`` (N,) uint8
 2 test), ``features`` (N, D) float32, ``cluster`` (N,) int32, and since schema version 2 ``prompts``
 (N,) UTF-8 strings (the text a row was generated from), ``source_index`` (N,) int64 (the index of
 the conditioning row a generated row came from, so image+mask pairs stay paired) and ``metadata``
-(N,) UTF-8 JSON objects (what a generator family records per row). File attributes
+(N,) UTF-8 JSON objects (what a generator family records per row); a set sampled with ``--accept``
+adds ``attempts`` (N,) int64, ``confidence`` (N,) float32 and ``accepted`` (N,) bool. File attributes
 carry the schema version and provenance; the manifest lists each shard with its count, sha256 and
 per-class counts. Sets of every version in :data:`READABLE_VERSIONS` are read.
 """
@@ -54,6 +55,11 @@ DATASETS: dict[str, tuple[str, int | None]] = {
     "prompts": ("", 0),  # the text prompt a generated row was made from
     "source_index": ("int64", 0),  # the conditioning row a generated row came from
     "metadata": ("", 0),  # per-row JSON a generator family adds (attempts, guidance...)
+    # classifier-in-the-loop sampling (suite/sampling/acceptance.py): per row, the attempts drawn,
+    # the classifier's probability of the row's label at the last one, and whether it passed
+    "attempts": ("int64", 0),
+    "confidence": ("float32", 0),
+    "accepted": ("bool", 0),
 }
 STRING_DATASETS = ("source", "group", "prompts", "metadata")
 

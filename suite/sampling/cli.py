@@ -52,6 +52,23 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="which rows of --conditions to read",
     )
     p.add_argument("--per-condition", type=int, help="output rows per conditioning row")
+    p.add_argument(
+        "--accept",
+        type=Path,
+        help="a classifier exported by synmed evaluate classify (OUT/finetune/seed-N): rows it "
+        "does not classify as their class are drawn again",
+    )
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        help="with --accept: the softmax probability of the row's class it must reach "
+        "(in (0, 1], default 0.5)",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        help="with --accept: draws per index before it is kept flagged accepted=false (default 10)",
+    )
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_sample)
     return p
@@ -80,6 +97,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         per_condition=args.per_condition,
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
+        accept=args.accept,
+        min_confidence=args.min_confidence,
+        max_attempts=args.max_attempts,
     )
     rate = summary["images_per_s"]
     print(
@@ -88,5 +108,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
         + (f", {rate:.2f} images/s" if rate else "")
         + ")"
     )
+    acceptance = summary.get("acceptance")
+    if acceptance:
+        print("  " + acceptance_line(acceptance))
     print(f"  summary {args.out / 'sample_summary.json'}, grid {args.out / 'samples.png'}")
     return 0
+
+
+def acceptance_line(acceptance: dict) -> str:
+    """``accepted 14/16 (88%); per class a 100%, b 75%; 2 indices ran out of 3 attempts``."""
+    per_class = ", ".join(
+        f"{name} {c['rate']:.0%}" if c["rate"] is not None else f"{name} -"
+        for name, c in acceptance["per_class"].items()
+    )
+    total = sum(c["rows"] for c in acceptance["per_class"].values())
+    return (
+        f"accepted {acceptance['accepted']}/{total} ({acceptance['rate']:.0%}); per class "
+        f"{per_class}; {acceptance['ran_out']} indices ran out of {acceptance['max_attempts']} "
+        "attempts (kept with accepted=false)"
+    )

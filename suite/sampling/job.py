@@ -19,6 +19,9 @@ class label, mask, conditioning image or prompt: whatever the generator family d
 ``--per-condition K`` rows per conditioning row; output row ``i`` comes from conditioning row
 ``i // K`` and carries its ``source_index`` (and its mask, where the set has masks), so image+mask
 pairs stay paired. The job does not know which family it holds: it asks the generator to sample.
+
+With ``--accept CLASSIFIER`` each actor also holds a classifier, and rows it does not recognise as
+their class are drawn again with a new attempt's noise (suite/sampling/acceptance.py).
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ from suite.data.shards import (
 from suite.data.transforms import sample_seed
 from suite.data.writer import check_outside_inputs
 from suite.errors import ConfigError, ShardError, SynmedError
+from suite.sampling.acceptance import (
+    Acceptor,
+    AcceptSettings,
+    accept_settings,
+    acceptance_summary,
+    check_plan,
+)
 
 PLAN_FILE = "job.json"
 # each actor leaves a file "<node address>_<pid>" here (for people and fault tests); the summary
@@ -84,13 +94,17 @@ class SamplingPlan:
     # negative prompt of classifier-free guidance (None: the model's own)
     prompt: str | None = None
     negative_prompt: str | None = None
+    # --accept: the classifier export's digest, its threshold and attempts (suite/sampling/acceptance.py)
+    accept_digest: str | None = None
+    min_confidence: float | None = None
+    max_attempts: int | None = None
 
     @property
     def digest(self) -> str:
         body = asdict(self)
-        # Unconditioned plans keep the digest they had before conditioning existed, so their
-        # folders still resume.
-        for key in _CONDITION_FIELDS:
+        # Plans without conditioning or acceptance keep the digest they had before those
+        # existed, so their folders still resume.
+        for key in _OPTIONAL_FIELDS:
             if not body[key]:
                 del body[key]
         for key in _PROMPT_FIELDS:
@@ -111,10 +125,14 @@ class SamplingPlan:
             or "labels" in self.condition_kinds
         )
 
-    def condition_row(self, start: int, stop: int) -> np.ndarray:
+    @property
+    def accepts(self) -> bool:
+        return self.accept_digest is not None
+
+    def condition_row(self, index: np.ndarray) -> np.ndarray:
         """The conditioning row of each output index."""
         assert self.per_condition is not None
-        return np.arange(start, stop) // self.per_condition
+        return index // self.per_condition
 
     def shards(self) -> list[tuple[int, int, int]]:
         """(shard number, first index, end index) covering 0..num_images."""
@@ -125,9 +143,11 @@ class SamplingPlan:
         ]
 
     def labels(self, start: int, stop: int) -> np.ndarray | None:
+        return self.labels_at(np.arange(start, stop))
+
+    def labels_at(self, index: np.ndarray) -> np.ndarray | None:
         """Class of each index: round-robin with --per-class (every prefix stays balanced), or drawn
         from --class-weights with a uniform seeded by (seed, index)."""
-        index = np.arange(start, stop)
         if self.conditioned:
             return None  # from the conditioning rows
         if self.per_class is not None:
@@ -140,12 +160,15 @@ class SamplingPlan:
         return None
 
 
-_CONDITION_FIELDS = (
+_OPTIONAL_FIELDS = (
     "conditions_digest",
     "conditions_split",
     "condition_rows",
     "per_condition",
     "condition_kinds",
+    "accept_digest",
+    "min_confidence",
+    "max_attempts",
 )
 _PROMPT_FIELDS = ("prompt", "negative_prompt")
 
@@ -179,6 +202,7 @@ def make_plan(
     guidance_scale: float,
     prompt: str | None = None,
     negative_prompt: str | None = None,
+    accept: AcceptSettings | None = None,
 ) -> SamplingPlan:
     if sampler not in samplers:
         raise ConfigError(
@@ -248,6 +272,9 @@ def make_plan(
         condition_kinds=conditions.kinds if conditions else (),
         prompt=prompt,
         negative_prompt=negative_prompt,
+        accept_digest=accept.digest if accept else None,
+        min_confidence=accept.min_confidence if accept else None,
+        max_attempts=accept.max_attempts if accept else None,
     )
 
 
@@ -389,6 +416,15 @@ def shard_attrs(plan: SamplingPlan, checkpoint: str) -> dict[str, Any]:
         "label_kind": "multiclass" if plan.conditional else "none",
         "job_digest": plan.digest,
         **({"conditions_digest": plan.conditions_digest} if plan.conditioned else {}),
+        **(
+            {
+                "accept_classifier_digest": plan.accept_digest,
+                "min_confidence": plan.min_confidence,
+                "max_attempts": plan.max_attempts,
+            }
+            if plan.accepts
+            else {}
+        ),
         "synmed_version": suite.__version__,
     }
 
@@ -400,7 +436,12 @@ class ShardSampler:
     """A Ray Data actor: loads the generator once, then samples and writes one shard per call."""
 
     def __init__(
-        self, checkpoint: str, plan: dict[str, Any], out: str, conditions: str | None = None
+        self,
+        checkpoint: str,
+        plan: dict[str, Any],
+        out: str,
+        conditions: str | None = None,
+        accept: str | None = None,
     ) -> None:
         import ray
 
@@ -412,13 +453,13 @@ class ShardSampler:
         # a bad input met here goes back as each shard's error row (see ray_runtime.error_text)
         self.failure: SynmedError | None = None
         try:
-            self._load(conditions)
+            self._load(conditions, accept)
         except SynmedError as err:
             self.failure = err
         (self.out / WORKERS_DIR).mkdir(exist_ok=True)
         (self.out / WORKERS_DIR / f"{self.node}_{self.pid}").write_text(str(time.time()))
 
-    def _load(self, conditions: str | None) -> None:
+    def _load(self, conditions: str | None, accept: str | None) -> None:
         import torch
 
         from suite.generative.export import load_generator
@@ -433,6 +474,8 @@ class ShardSampler:
         self.conditions = (
             ConditionReader(Path(conditions), self.plan) if conditions is not None else None
         )
+        # the classifier of --accept, once per actor, on the actor's device
+        self.acceptor = Acceptor(Path(accept), self.plan, self.device) if accept else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from suite.launch.ray_runtime import error_text
@@ -444,7 +487,7 @@ class ShardSampler:
                 if self.failure is not None:
                     raise self.failure
                 arrays = sample_rows(self.model, self.plan, int(start), int(stop),
-                                     self.conditions, self.device)  # fmt: skip
+                                     self.conditions, self.device, self.acceptor)  # fmt: skip
                 rec = write_sampled_shard(self.out, int(number), arrays,
                                           shard_attrs(self.plan, self.checkpoint), self.plan.digest)  # fmt: skip
                 records.append(json.dumps(asdict(rec)))
@@ -509,8 +552,28 @@ def sample_rows(
     stop: int,
     conditions: ConditionReader | None,
     device: Any,
+    acceptor: Acceptor | None = None,
 ) -> dict[str, np.ndarray]:
-    """The arrays of output rows ``start..stop``, sampled ``plan.batch_size`` at a time."""
+    """The arrays of output rows ``start..stop``, sampled ``plan.batch_size`` at a time; with an
+    acceptor, rejected rows are drawn again (suite/sampling/acceptance.py)."""
+    index = np.arange(start, stop, dtype=np.int64)
+    arrays = draw_rows(model, plan, index, conditions, device)
+    if acceptor is None:
+        return arrays
+    return acceptor.filter(
+        arrays, lambda rows, attempt: draw_rows(model, plan, rows, conditions, device, attempt)
+    )
+
+
+def draw_rows(
+    model: Any,
+    plan: SamplingPlan,
+    index: np.ndarray,
+    conditions: ConditionReader | None,
+    device: Any,
+    attempt: int = 0,
+) -> dict[str, np.ndarray]:
+    """Attempt ``attempt`` of the output rows ``index``, ``plan.batch_size`` at a time."""
     from suite.generative.base import Conditions, SampleOptions
 
     options = SampleOptions(
@@ -518,21 +581,22 @@ def sample_rows(
         steps=plan.steps,
         guidance_scale=plan.guidance_scale,
         negative_prompt=plan.negative_prompt,
+        attempt=attempt,
     )
-    labels = plan.labels(start, stop)
     parts: dict[str, list[Any]] = {}
-    for s in range(start, stop, plan.batch_size):
-        e = min(s + plan.batch_size, stop)
+    for s in range(0, len(index), plan.batch_size):
+        batch = index[s : s + plan.batch_size]
+        labels = plan.labels_at(batch)
         if conditions is not None:
-            cond = conditions.rows(plan.condition_row(s, e))
+            cond = conditions.rows(plan.condition_row(batch))
         elif labels is not None:
-            cond = Conditions(labels=labels[s - start : e - start])
+            cond = Conditions(labels=labels)
         else:
             cond = None
         if plan.prompt is not None:
             cond = cond or Conditions()
-            cond.prompts = [plan.prompt] * (e - s)
-        out = model.sample(range(s, e), plan.seed, cond, options, device)
+            cond.prompts = [plan.prompt] * len(batch)
+        out = model.sample([int(i) for i in batch], plan.seed, cond, options, device)
         parts.setdefault("images", []).append(out.images)
         if out.labels is not None and plan.conditional:
             parts.setdefault("labels", []).append(np.asarray(out.labels, dtype=np.int64))
@@ -546,7 +610,6 @@ def sample_rows(
         if cond is not None and cond.source_index is not None:
             parts.setdefault("source_index", []).append(cond.source_index)
     images = np.concatenate(parts.pop("images"))
-    index = np.arange(start, stop, dtype=np.int64)
     return {"images": images, "index": index, **{k: np.concatenate(v) for k, v in parts.items()}}
 
 
@@ -573,8 +636,12 @@ def run_sampling(
     per_condition: int | None = None,
     prompt: str | None = None,
     negative_prompt: str | None = None,
+    accept: Path | None = None,
+    min_confidence: float | None = None,
+    max_attempts: int | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a sampling job; returns its summary (also written as sample_summary.json)."""
+    """Run (or resume) a sampling job; returns its summary (also written as sample_summary.json).
+    With ``accept`` (a classifier export) rows are kept or redrawn by suite/sampling/acceptance.py."""
     from suite.generative.base import SampleOptions
     from suite.generative.export import load_generator
     from suite.launch.ray_runtime import (
@@ -590,7 +657,8 @@ def run_sampling(
          "--sampling-steps": steps, "--num-images": num_images, "--per-class": per_class,
          "--per-condition": per_condition}
     )  # fmt: skip
-    check_outside_inputs(out, (checkpoint, conditions))
+    check_outside_inputs(out, (checkpoint, conditions, accept))
+    accepting = accept_settings(accept, min_confidence, max_attempts)
     model, digest = load_generator(checkpoint)
     sampler = sampler or model.samplers[0]  # the family's first: "ddpm" for DDPMs, "gan" for GANs
     if (prompt is not None or negative_prompt is not None) and "prompts" not in model.conditions:
@@ -611,8 +679,11 @@ def run_sampling(
         per_condition=per_condition, num_images=num_images, per_class=per_class,
         class_weights=class_weights, shard_size=shard_size, batch_size=batch_size, sampler=sampler,
         steps=steps, seed=seed, guidance_scale=guidance, prompt=prompt,
-        negative_prompt=negative_prompt,
+        negative_prompt=negative_prompt, accept=accepting[0] if accepting else None,
     )  # fmt: skip
+    if accept is not None and accepting is not None:
+        check_plan(accept, plan.class_names, accepting[1], conditional=plan.conditional,
+                   num_classes=model.num_classes)  # fmt: skip
     # a bad step count fails here, before Ray starts
     model.check_sampling(SampleOptions(sampler=sampler, steps=steps, guidance_scale=guidance))
     del model
@@ -644,6 +715,7 @@ def run_sampling(
                     "plan": asdict(plan),
                     "out": str(out),
                     "conditions": str(Path(conditions).resolve()) if conditions else None,
+                    "accept": str(Path(accept).resolve()) if accept else None,
                 },
                 batch_size=1,
                 compute=ActorPoolStrategy(size=min(workers, len(items))),
@@ -697,6 +769,8 @@ def run_sampling(
         "checkpoint_digest": digest,
         "conditions": str(Path(conditions).resolve()) if conditions else None,
         "per_condition": plan.per_condition,
+        "accept": str(Path(accept).resolve()) if accept else None,
+        **({"acceptance": acceptance_summary(out, plan)} if plan.accepts else {}),
     }
     atomic_write_text(out / "sample_summary.json", json.dumps(summary, indent=1))
     try:

@@ -21,14 +21,17 @@ OPTIONS: dict[str, str] = {
     ),
     "train": "-h/--help {generator}",
     "generator merge-classes": "-h/--help run parts",
-    "generator": "-h/--help {merge-classes}",
+    "generator init": "-h/--help config overrides --out --overwrite",
+    "generator": "-h/--help {merge-classes,init}",
     "pretrain": (
         "-h/--help config overrides --resume --auto-resume --allow-config-change --restart"
     ),
     "sample": (
         "-h/--help --checkpoint --num-images --per-class --class-weights --shard-size "
-        "--batch-size --sampler --sampling-steps --guidance-scale --seed --workers --ray-address "
-        "--conditions --conditions-split --per-condition --out"
+        "--batch-size --sampler --sampling-steps --guidance-scale --prompt --negative-prompt --seed "
+        "--workers --ray-address "
+        "--conditions --conditions-split --per-condition --accept --min-confidence --max-attempts "
+        "--out"
     ),
     "cluster": (
         "-h/--help --shards --encoder --k --representatives --workers --ray-address --batch-size "
@@ -76,6 +79,7 @@ OWNERS = {
     "config show": "suite.cli",
     "train generator": "suite.generative.cli",
     "generator merge-classes": "suite.generative.cli",
+    "generator init": "suite.generative.cli",
     "pretrain": "suite.ssl.cli",
     "sample": "suite.sampling.cli",
     "cluster": "suite.features.cli",

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.artifacts.exports import EXPORT_META, read_export, write_export
+from suite.artifacts.exports import EXPORT_META, export_folder, read_export, write_export
 from suite.errors import DataError
 from suite.evaluation.classify.backbone import ResolvedBackbone
 from suite.evaluation.classify.config import FinetuneConfig
@@ -156,15 +156,21 @@ def export_classifier(
     return folder
 
 
-def load_classifier(folder: str | Path) -> tuple[Classifier, dict[str, Any], str]:
+def load_classifier(
+    folder: str | Path, *, option: str = "--classifier"
+) -> tuple[Classifier, dict[str, Any], str]:
     """An exported classifier, its kind and digests checked and its weights loaded strictly.
-    Returns the model, the export's body (class names, input size, ...) and its digest."""
+    Returns the model, the export's body (class names, input size, ...) and its digest.
+    ``option`` is the flag that named the folder, for the messages."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    fix = "point --classifier at a finetune/seed-N folder written by synmed evaluate classify"
+    fix = f"point {option} at a finetune/seed-N folder written by synmed evaluate classify"
     if not folder.is_dir():
-        raise DataError(f"classifier folder {folder} does not exist", fix)
+        raise DataError(f"{option}: classifier folder {folder} does not exist", fix)
+    if not (export_folder(folder) / EXPORT_META).is_file():
+        # read_export's fix names a run folder; a classifier lives in OUT/finetune/seed-N
+        raise DataError(f"{option}: {folder} is not a classifier export (no {EXPORT_META})", fix)
     folder, meta, digest = read_export(folder, "classifier")
     source = folder / EXPORT_META
     try:

@@ -44,6 +44,10 @@ def test_filters(tmp_path: Path) -> None:
         ShardDataset(tmp_path, split="dev")
     with pytest.raises(ShardError, match="no cluster ids"):
         ShardDataset(tmp_path, clusters=[0])
+    # accepted rows of an accepting `synmed sample` run: tests/unit/sampling/test_acceptance.py
+    with pytest.raises(ShardError, match="has no accepted column") as err:
+        ShardDataset(tmp_path, accepted_only=True)
+    assert "synmed sample --accept" in err.value.fix
 
 
 def test_multilabel_filter_and_labels(tmp_path: Path) -> None:
