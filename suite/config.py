@@ -46,6 +46,14 @@ T = TypeVar("T")
 
 # A field whose metadata has MUST_EXIST set names a path that has to exist when the config loads.
 MUST_EXIST = "must_exist"
+# A field whose metadata has ADDED set joined an existing section later (``added_field``): left
+# out of the config's digest while at its default, so an upgrade leaves old stage records fresh.
+ADDED = "added"
+
+
+def added_field(default: Any) -> Any:
+    """A new option of an existing config section, with its ``default``."""
+    return dataclasses.field(default=default, metadata={ADDED: True})
 
 
 @dataclass(frozen=True)
@@ -265,8 +273,23 @@ def dump_yaml(obj: Any) -> str:
 
 def config_digest(obj: Any) -> str:
     """sha256 of the canonical JSON of a config: stages record it to know when inputs changed."""
-    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(_digest_body(obj), sort_keys=True, separators=(",", ":"))
     return sha256_text(blob)
+
+
+def _digest_body(obj: Any) -> Any:
+    """:func:`to_dict` without the :func:`added_field` options that are at their default."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: _digest_body(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get(ADDED) and getattr(obj, f.name) == f.default)
+        }
+    if isinstance(obj, dict):
+        return {str(k): _digest_body(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_digest_body(v) for v in obj]
+    return to_dict(obj)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from suite.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from suite.config import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    added_field,
+)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -27,8 +34,8 @@ class TrainConfig:
     # cosine_restarts: torch's CosineAnnealingWarmRestarts(T_0=lr_restart_steps,
     # T_mult=lr_restart_mult) stepped per optimizer step, as seed 003 overrode diffusers' schedule
     lr_schedule: Literal["constant", "cosine", "cosine_restarts"] = "constant"
-    lr_restart_steps: PositiveInt = 500
-    lr_restart_mult: PositiveInt = 2
+    lr_restart_steps: PositiveInt = added_field(500)
+    lr_restart_mult: PositiveInt = added_field(2)
     warmup_steps: NonNegativeInt = 0
     max_grad_norm: PositiveFloat | None = 1.0
     # "auto": fp16 on CUDA, bf16 where the GPU has it... "no" on CPU.

@@ -159,7 +159,7 @@ SHIPPED_DIGESTS = {
     "configs/generator/tiny_dcgan.yaml": "111f2b186576035d641cc5a874b8d3f855bd27001af7d44fa29eddc4fc1df30f",
     "configs/generator/tiny_diffusers.yaml": "d38adfebb8e5694b4fc65a1c294edc7f869261dcae077adfdd154cc698554f0f",
     "configs/generator/tiny_lucidrains.yaml": "c6f55a1d548576c066a6169dee796648c77fce996597c8bbeaa285162c99b8bb",
-    "configs/generator/tiny_sd_lora.yaml": "644e8fb666b549ac40c7d3c4eec05d43e711f6d0d9d735547653c07f3a4c6e90",
+    "configs/generator/tiny_sd_lora.yaml": "68bc73d3639f0757e26a0a55fe8291a1fe8e351e6b68a3b7f5793d18b3332078",
     "configs/generator/tiny_pggan.yaml": "5a97c547b9e61777b2027b87b0e46317cd840db3a2912fed529c57acbc195839",
     "configs/papers/i-synmed/ddpm.yaml": "fd98bf23ef10dda6ed59dc0ba6732c5b91aada9e0840e26913dd930c2ce252e5",
     "configs/papers/i-synmed/dino_vit_s16.yaml": "b1bb0e833998e5df5706e1e17639b1fff14a2db7046ddbbbedc0c54dcc4f7844",
@@ -373,3 +373,16 @@ def test_pretrain_out_of_range_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     config = next((repo / "configs/ssl").glob("*.yaml"))
     assert main(["pretrain", str(config), f"run.out_dir={tmp_path}", "train.batch_size=0"]) == 2
     assert "train.batch_size" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_an_added_option_enters_the_digest_only_off_its_default() -> None:
+    """``added_field`` options (train.lr_restart_steps joined after configs had digests) leave
+    every older config's digest as it was until a config sets them."""
+    from suite.config import apply_override
+
+    base = config_digest(SuiteConfig())
+    data: dict = {}
+    apply_override(data, "train.lr_restart_steps=500", SuiteConfig)
+    assert config_digest(from_dict(SuiteConfig, data, source="test")) == base
+    apply_override(data, "train.lr_restart_steps=300", SuiteConfig)
+    assert config_digest(from_dict(SuiteConfig, data, source="test")) != base
