@@ -755,6 +755,8 @@ def run_sampling(
         "sampler": plan.sampler,
         "sampling_steps": plan.steps,
         "guidance_scale": plan.guidance_scale,
+        "prompt": plan.prompt,
+        "negative_prompt": plan.negative_prompt,
         "seed": plan.seed,
         "workers": workers,
         "images_per_worker": per_worker,
