@@ -159,11 +159,11 @@ def f1_against_step(points: list[tuple[int, float | None, float | None]], title:
     fig = _figure(6, 4)
     ax = fig.subplots()
     drawn = False
-    for column, label in ((1, "macro F1"), (2, "micro F1 (= accuracy)")):
+    for column, label, style in ((1, "macro F1", "-"), (2, "micro F1 (= accuracy)", "--")):
         pts = [(p[0], p[column]) for p in points if _finite(p[column])]
         if pts:
             steps, values = zip(*pts)
-            ax.plot(steps, values, marker="o", label=label)
+            ax.plot(steps, values, style, marker="o", label=label)
             drawn = True
     if not drawn:
         return False

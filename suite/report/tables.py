@@ -345,6 +345,12 @@ SWEEP_METRICS = (
 )
 
 
+def _one(metric: Any) -> float | None:
+    """The value of a one-run metric (a sweep step is one sampled set: no spread to show)."""
+    ms = _ms(metric)
+    return ms.mean if ms is not None else None
+
+
 def sweep_steps(r: EvalResult) -> list[int]:
     """The steps of a ``self_validate_sweep`` result, in order."""
     steps = r.context.get("steps")
@@ -387,19 +393,19 @@ def sweep_tables(r: EvalResult, found: Found, slug: str) -> list[Table]:
         )  # fmt: skip
         summary.rows.append(
             {"step": step, "images": support or None}
-            | {m: _ms(r.metrics.get(f"{key}.{m}")) for m in SWEEP_METRICS}
+            | {m: _one(r.metrics.get(f"{key}.{m}")) for m in SWEEP_METRICS}
         )
         for cls, m in classes.items():
             if isinstance(m, dict):
                 per_class.rows.append(
                     {"step": step, "class": cls}
-                    | {k: _ms(m.get(k)) for k in ("precision", "recall", "f1")}
+                    | {k: _one(m.get(k)) for k in ("precision", "recall", "f1")}
                     | {"support": _support(m.get("support"))}
                 )
         for average in ("macro", "micro"):
             per_class.rows.append(
                 {"step": step, "class": f"{average} avg", "support": support or None}
-                | {k: _ms(r.metrics.get(f"{key}.{k}_{average}"))
+                | {k: _one(r.metrics.get(f"{key}.{k}_{average}"))
                    for k in ("precision", "recall", "f1")}
             )  # fmt: skip
     return [summary, per_class] if summary.rows else []

@@ -4,7 +4,7 @@ A tiny ACGAN run (2 steps, a checkpoint at each, EMA decay 0.9) and a random-ini
 classifier: `synmed evaluate self-validate-sweep` samples each saved step on Ray (the last step's
 set holds the export's bytes and records the step), scores it exactly as
 `synmed evaluate self-validate` scores that set, and `synmed report` draws F1 against step and
-tabulates the measured values. The command joins the session's Ray.
+tabulates the measured values. The sweep runs on the session's Ray.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from suite.data.dataset import ShardDataset
 from suite.generative.export import load_generator
 from suite.sampling.job import plan_from_dict, sample_rows
 from suite.train.run_state import CHECKPOINTS, META
-from tests.integration.helpers import synmed
 from tests.unit.generative.test_checkpoints import train
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("joined_ray")]
@@ -33,20 +32,20 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train(tmp_path_factory.mktemp("acgan"), "acgan")
 
 
-def classifier(folder: Path, names: list[str]) -> Path:
-    """A random-init ResNet-18 (CIFAR stem, grey 16 px) exported as `evaluate classify` does."""
+def classifier(folder: Path, names: list[str], channels: int = 1) -> Path:
+    """A random-init ResNet-18 (CIFAR stem, 16 px) exported as `evaluate classify` does."""
     import torch
 
     from suite.evaluation.classify.backbone import ResolvedBackbone
     from suite.evaluation.classify.finetune import Classifier, export_classifier, make_preprocess
     from suite.models.backbones import BackboneSpec
 
-    spec = BackboneSpec(arch="resnet18", image_size=16, in_channels=1, stem="cifar")
+    spec = BackboneSpec(arch="resnet18", image_size=16, in_channels=channels, stem="cifar")
     resolved = ResolvedBackbone(spec, 16, False, {"kind": "random"}, init_seed=0)
     torch.manual_seed(0)
     model = Classifier(make_preprocess(resolved), resolved.build(), spec.dim, len(names)).eval()
     return export_classifier(model, resolved, folder, class_names=names, multilabel=False,
-                             data_shape=(1, 16, 16), provenance={"seed": 0})  # fmt: skip
+                             data_shape=(channels, 16, 16), provenance={"seed": 0})  # fmt: skip
 
 
 def by_index(folder: Path) -> dict[int, bytes]:
@@ -55,16 +54,16 @@ def by_index(folder: Path) -> dict[int, bytes]:
 
 
 def test_the_sweep_scores_each_step_as_self_validate_and_the_report_draws_it(
-    run: Path, tmp_path: Path
+    run: Path, tmp_path: Path, joined_ray: str
 ) -> None:
     from suite.evaluation.classify.self_validation import self_validate
     from suite.report.cli import write_report
 
     clf = classifier(tmp_path / "clf", ["a", "b", "c"])
     out = tmp_path / "sweep"
-    proc = synmed("evaluate", "self-validate-sweep", "--run", str(run), "--classifier", str(clf),
-                  "--per-class", "3", "--out", str(out))  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    # in-process (the CLI's path is main() below): the session's Ray is this process's
+    assert main(["evaluate", "self-validate-sweep", "--run", str(run), "--classifier", str(clf),
+                 "--per-class", "3", "--out", str(out), "--ray-address", joined_ray]) == 0  # fmt: skip
     result = read_result(out)
     assert result.task == "self_validate_sweep" and result.context["steps"] == [1, 2]
     assert result.context["images_per_step"] == 9
@@ -98,7 +97,7 @@ def test_the_sweep_scores_each_step_as_self_validate_and_the_report_draws_it(
     for r in rows:
         macro = result.metrics[f"step_{r['step']}.f1_macro"]["mean"]
         micro = result.metrics[f"step_{r['step']}.f1_micro"]["mean"]
-        assert float(r["f1_macro_mean"]) == macro and float(r["f1_micro_mean"]) == micro
+        assert float(r["f1_macro"]) == macro and float(r["f1_micro"]) == micro
         assert f"| {r['step']} | 9 | " in text and f"{macro:.3f}" in text
     with open(tmp_path / "report" / "tables" / "self_validation_sweep_per_class_sweep.csv") as f:
         per_class = list(csv.DictReader(f))
@@ -106,7 +105,7 @@ def test_the_sweep_scores_each_step_as_self_validate_and_the_report_draws_it(
         (s, c) for s in ("1", "2") for c in ("a", "b", "c", "macro avg", "micro avg")
     ]
     b_at_2 = next(r for r in per_class if r["step"] == "2" and r["class"] == "b")
-    assert float(b_at_2["f1_mean"]) == result.per_class["step_2"]["b"]["f1"]["mean"]
+    assert float(b_at_2["f1"]) == result.per_class["step_2"]["b"]["f1"]["mean"]
 
 
 def test_a_classifier_of_other_classes_is_one_error_before_sampling(
@@ -123,3 +122,32 @@ def test_a_classifier_of_other_classes_is_one_error_before_sampling(
     assert main([*args, "--steps", "2,5"]) == 2
     err = capsys.readouterr().err
     assert f"{run} has no checkpoint of step(s) 5; saved steps: 1, 2" in err and not out.exists()
+
+
+def test_other_bad_input_is_one_error_before_sampling(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clf = classifier(tmp_path / "clf", ["a", "b", "c"])
+
+    def sweep(run_dir: Path, out: Path, classifier_dir: Path = clf) -> str:
+        assert main(["evaluate", "self-validate-sweep", "--run", str(run_dir), "--classifier",
+                     str(classifier_dir), "--per-class", "1", "--out", str(out)]) == 2  # fmt: skip
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert f"{bare} holds no saved checkpoints" in sweep(bare, tmp_path / "o1")
+    unconditional = train(tmp_path / "u", "dcgan", "tiny_dcgan.yaml", classes=0)
+    err = sweep(unconditional, tmp_path / "o2")
+    assert f"{unconditional} trains an unconditional generator" in err
+    rgb = classifier(tmp_path / "rgb", ["a", "b", "c"], channels=3)
+    err = sweep(run, tmp_path / "o3", rgb)
+    assert f"{run} makes 1-channel images, the classifier {rgb} was trained on 3-channel" in err
+    other = tmp_path / "o4"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert f"{other} is not empty and is not a self-validation sweep" in sweep(run, other)
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    assert not any((tmp_path / f"o{n}").exists() for n in (1, 2, 3))

@@ -28,14 +28,14 @@ FAMILIES = {
 }
 
 
-def train(tmp: Path, family: str) -> Path:
-    """A finished 2-step run with a checkpoint at each step."""
+def train(tmp: Path, family: str, config: str | None = None, classes: int = 3) -> Path:
+    """A finished 2-step run of ``family`` (or of ``config``) with a checkpoint at each step."""
     from suite.generative.train import GeneratorTrainer
     from suite.schema import load_config
 
     shards = make_shard_set(tmp / "shards", n=12, shard_size=6)
-    cfg = load_config(REPO / "configs/generator" / FAMILIES[family][0], [
-        f"data.shards={shards}", "data.split=null", f"run.out_dir={tmp}", "model.num_classes=3",
+    cfg = load_config(REPO / "configs/generator" / (config or FAMILIES[family][0]), [
+        f"data.shards={shards}", "data.split=null", f"run.out_dir={tmp}", f"model.num_classes={classes}",
         "train.max_steps=2", "train.batch_size=4", "train.checkpoint_every=1",
         "train.keep_last=5", "train.sample_every=100", "train.ema_decay=0.9"])  # fmt: skip
     return Path(GeneratorTrainer(cfg).fit()["run"])
