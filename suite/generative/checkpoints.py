@@ -11,6 +11,7 @@ file.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,22 @@ def load_checkpoint_generator(run_dir: Path, step: int) -> tuple[Generator, str]
             f"{run_dir} has checkpoints but no {CONFIG_FILE}, which rebuilds the model",
             f"put the run's {CONFIG_FILE} back in {run_dir}",
         )
-    cfg = load_config(config_path, schema=SuiteConfig)
-    if cfg.model is None:
-        raise ConfigError(
-            f"{config_path} has no model: section: {run_dir} is not a generator run",
-            "pass the folder of a `synmed train generator` run",
-        )
-    model = build_generator(cfg.model)
+    absolute = run_dir.resolve()
+    raw = _raw_config(config_path)
+    # the config's relative paths (data.shards, a base model folder) are the training
+    # process's: read them from its working directory, wherever this process runs
+    with contextlib.chdir(_training_cwd(absolute, raw) or Path.cwd()):
+        shards = (raw.get("data") or {}).get("shards")
+        # a shard set moved away since training: the class names then come from the export
+        gone = ["data.shards=null"] if shards and not Path(shards).exists() else []
+        cfg = load_config(absolute / CONFIG_FILE, gone, schema=SuiteConfig)
+        if cfg.model is None:
+            raise ConfigError(
+                f"{config_path} has no model: section: {run_dir} is not a generator run",
+                "pass the folder of a `synmed train generator` run",
+            )
+        model = build_generator(cfg.model)
+        class_names = _class_names(absolute, cfg, meta.data_digest, shards)
     state = torch.load(checkpoint / run_state.STATE, map_location="cpu", weights_only=True)
     ema = state.get("ema")
     if not isinstance(ema, dict) or "model" not in state:
@@ -113,7 +123,7 @@ def load_checkpoint_generator(run_dir: Path, step: int) -> tuple[Generator, str]
             f"{str(err).splitlines()[0]}",
             fix,
         ) from None
-    model._class_names = _class_names(run_dir, cfg, meta.data_digest)
+    model._class_names = class_names
     model._export_folder = str(checkpoint)  # what made it, for the model's messages
     return model.eval(), sha256_file(checkpoint / META)
 
@@ -127,13 +137,40 @@ def load_sampling_generator(path: Path, step: int | None) -> tuple[Generator, st
     return load_checkpoint_generator(path, step)
 
 
+def _raw_config(path: Path) -> dict[str, Any]:
+    """The saved config as YAML, before its paths are checked (they may be relative)."""
+    import yaml
+
+    try:
+        body = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path} cannot be read ({err})", "put the run's config back") from None
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path} is not a config mapping", "put the run's config back")
+    return body
+
+
+def _training_cwd(run_dir: Path, raw: dict[str, Any]) -> Path | None:
+    """The working directory the run (an absolute folder) was trained from, when it is the relative
+    ``run.out_dir/run.name`` of its config (else None: its relative paths are taken as they are)."""
+    run = raw.get("run") or {}
+    if not isinstance(run.get("out_dir"), str) or not isinstance(run.get("name"), str):
+        return None
+    relative = Path(run["out_dir"]) / run["name"]
+    if relative.is_absolute() or ".." in relative.parts:
+        return None
+    if run_dir.parts[-len(relative.parts) :] != relative.parts:
+        return None
+    return run_dir.parents[len(relative.parts) - 1]
+
+
 def _prefixed(state: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _class_names(run_dir: Path, cfg: Any, data_digest: str) -> list[str]:
+def _class_names(run_dir: Path, cfg: Any, data_digest: str, named: str | None) -> list[str]:
     """The class names the run trained on, from its shard set's manifest (what the trainer read),
-    else from its export made on the same data."""
+    else from its export made on the same data. ``named``: data.shards as the config says it."""
     shards = Path(cfg.data.shards) if cfg.data.shards else None
     manifest = shards / MANIFEST if shards is not None else None
     if manifest is not None and manifest.is_file() and sha256_file(manifest) == data_digest:
@@ -149,7 +186,8 @@ def _class_names(run_dir: Path, cfg: Any, data_digest: str) -> list[str]:
     if not getattr(cfg.model, "num_classes", 0):
         return []  # an unconditional model names no classes
     raise DataError(
-        f"the class names of {run_dir} are unknown: its shard set {shards} is gone or changed "
+        f"the class names of {run_dir} are unknown: its shard set {named} is gone or changed "
         "since training, and the run has no export of the same data",
-        f"put the shard set back at {shards} (data.shards of {run_dir / CONFIG_FILE})",
+        f"put the shard set back at {named} (data.shards of {run_dir / CONFIG_FILE}, relative "
+        f"to {Path.cwd()})",
     )

@@ -5,6 +5,7 @@ nothing written. Ray runs in tests/integration/test_self_validate_sweep.py."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from suite.artifacts.digests import sha256_file
 from suite.cli import main
+from suite.errors import DataError
 from suite.generative.checkpoints import load_checkpoint_generator, saved_steps
 from suite.generative.export import load_generator
 from suite.sampling.job import make_plan, sample_rows
@@ -33,12 +35,16 @@ def train(tmp: Path, family: str, config: str | None = None, classes: int = 3) -
     from suite.generative.train import GeneratorTrainer
     from suite.schema import load_config
 
-    shards = make_shard_set(tmp / "shards", n=12, shard_size=6)
-    cfg = load_config(REPO / "configs/generator" / (config or FAMILIES[family][0]), [
-        f"data.shards={shards}", "data.split=null", f"run.out_dir={tmp}", f"model.num_classes={classes}",
-        "train.max_steps=2", "train.batch_size=4", "train.checkpoint_every=1",
-        "train.keep_last=5", "train.sample_every=100", "train.ema_decay=0.9"])  # fmt: skip
-    return Path(GeneratorTrainer(cfg).fit()["run"])
+    make_shard_set(tmp / "shards", n=12, shard_size=6)
+    # relative paths, as in a config run from a project folder: the loader, run from anywhere,
+    # reads them from the folder the run was trained in
+    with contextlib.chdir(tmp):
+        cfg = load_config(REPO / "configs/generator" / (config or FAMILIES[family][0]), [
+            "data.shards=shards", "data.split=null", "run.out_dir=runs",
+            f"model.num_classes={classes}", "train.max_steps=2", "train.batch_size=4",
+            "train.checkpoint_every=1", "train.keep_last=5", "train.sample_every=100",
+            "train.ema_decay=0.9"])  # fmt: skip
+        return tmp / GeneratorTrainer(cfg).fit()["run"]
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +120,16 @@ def test_a_changed_checkpoint_is_one_error_naming_its_file(
     assert f"{state} is missing or does not match its sha256" in err
     assert "sample another saved step (1, 2)" in err and "Traceback" not in err
     assert not out.exists() and state.read_bytes() == before
+
+
+def test_class_names_come_from_the_runs_shard_set_read_where_it_trained(
+    acgan_run: Path, tmp_path: Path
+) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(acgan_run.parents[1], moved, ignore=shutil.ignore_patterns("export"))
+    run = moved / "runs" / acgan_run.name
+    assert load_checkpoint_generator(run, 1)[0].class_names == ["a", "b", "c"]
+    alone = tmp_path / "alone" / "runs" / acgan_run.name  # neither its shard set nor its export
+    shutil.copytree(run, alone)
+    with pytest.raises(DataError, match=r"the class names of .* are unknown: its shard set shards"):
+        load_checkpoint_generator(alone, 1)
