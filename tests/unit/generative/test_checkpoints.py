@@ -1,5 +1,6 @@
 """A saved checkpoint samples as the export of that step would: the last step of a finished run
-gives the export's bytes, for a GAN (EMA of G only) and a DDPM (EMA of the whole UNet). Bad input
+gives the export's bytes, for a GAN (EMA of G only), a DDPM (EMA of the whole UNet) and SD LoRA
+(adapters and their EMA only, over a frozen base). Bad input
 (a step never saved, a run without checkpoints, a changed checkpoint) is one error, exit 2,
 nothing written. Ray runs in tests/integration/test_self_validate_sweep.py."""
 
@@ -15,7 +16,7 @@ import pytest
 from suite.artifacts.digests import sha256_file
 from suite.cli import main
 from suite.errors import DataError
-from suite.generative.checkpoints import load_checkpoint_generator, saved_steps
+from suite.generative.checkpoints import checkpoint_digest, load_checkpoint_generator, saved_steps
 from suite.generative.export import load_generator
 from suite.sampling.job import make_plan, sample_rows
 from suite.train.run_state import CHECKPOINTS, META, STATE
@@ -27,10 +28,14 @@ FAMILIES = {
     # (config, sampling steps); ema_decay 0.9: the EMA differs from the online weights
     "acgan": ("tiny_acgan.yaml", 1),
     "ddpm_diffusers": ("tiny_diffusers.yaml", 3),
+    # LoRA adapters (and their EMA) over the frozen tiny Stable Diffusion of tests/conftest.py
+    "sd_lora": ("tiny_sd_lora.yaml", 2),
 }
 
 
-def train(tmp: Path, family: str, config: str | None = None, classes: int = 3) -> Path:
+def train(
+    tmp: Path, family: str, config: str | None = None, classes: int = 3, extra: tuple[str, ...] = ()
+) -> Path:
     """A finished 2-step run of ``family`` (or of ``config``) with a checkpoint at each step."""
     from suite.generative.train import GeneratorTrainer
     from suite.schema import load_config
@@ -43,7 +48,7 @@ def train(tmp: Path, family: str, config: str | None = None, classes: int = 3) -
             "data.shards=shards", "data.split=null", "run.out_dir=runs",
             f"model.num_classes={classes}", "train.max_steps=2", "train.batch_size=4",
             "train.checkpoint_every=1", "train.keep_last=5", "train.sample_every=100",
-            "train.ema_decay=0.9"])  # fmt: skip
+            "train.ema_decay=0.9", *extra])  # fmt: skip
         return tmp / GeneratorTrainer(cfg).fit()["run"]
 
 
@@ -61,9 +66,13 @@ def images(model, steps: int) -> np.ndarray:
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_the_last_step_samples_the_bytes_of_the_export(
-    family: str, acgan_run: Path, tmp_path: Path
+    family: str, acgan_run: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    run = acgan_run if family == "acgan" else train(tmp_path, family)
+    if family == "acgan":
+        run = acgan_run
+    else:
+        base = (f"model.base={request.getfixturevalue('tiny_sd')}",) if family == "sd_lora" else ()
+        run = train(tmp_path, family, extra=base)
     steps = FAMILIES[family][1]
     assert saved_steps(run) == [1, 2]
     last, digest = load_checkpoint_generator(run, 2)
@@ -72,7 +81,7 @@ def test_the_last_step_samples_the_bytes_of_the_export(
     assert images(last, steps).tobytes() == images(export, steps).tobytes()
     # the identity: the digest of the checkpoint's meta.json, the same on every load
     meta = run / CHECKPOINTS / "step-00000002" / META
-    assert digest == sha256_file(meta) == load_checkpoint_generator(run / "export", 2)[1]
+    assert digest == sha256_file(meta) == checkpoint_digest(run / "export", 2)
     first, first_digest = load_checkpoint_generator(run, 1)
     assert first_digest != digest
     assert images(first, steps).tobytes() != images(last, steps).tobytes()
