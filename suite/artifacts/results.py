@@ -5,7 +5,7 @@ One JSON object, written atomically (a reader sees the old file or the whole new
 
     {"schema": "synmed-result", "version": 1,
      "evaluator": "classify" | "segment" | "generator",   # which evaluator wrote it
-     "task": "classify" | "self_validate" | "segment" | "generator",
+     "task": "classify" | "self_validate" | "self_validate_sweep" | "segment" | "generator",
      "inputs": {name: {"path", "sha256"}},   # what was evaluated: shard sets, backbone, classifier
      "settings": {...},                      # what the evaluator was told: config + digest, options
      "metrics": {name: {"mean", "std", "values"} | number | null},
@@ -45,6 +45,7 @@ RESULT_VERSION = 1
 EVALUATORS: dict[str, str] = {
     "classify": "classify",
     "self_validate": "classify",
+    "self_validate_sweep": "classify",
     "segment": "segment",
     "generator": "generator",
 }

@@ -4,9 +4,9 @@ and cluster outputs, shard sets. Nothing here computes or writes; the other repo
 What marks each kind (the files the stage writers leave):
 
 - evaluation result: ``result.json`` of the result schema (:mod:`suite.artifacts.results`; task
-  classify, self_validate, segment or generator), read and version-checked by its reader; a
-  ``result.json`` of an older layout (a ``"task"`` but no schema) is an error naming the file, one
-  of another tool is ignored. A result inside another result's folder (``seeds/seedN/`` below a
+  classify, self_validate, self_validate_sweep, segment or generator), read and version-checked by
+  its reader; a ``result.json`` of an older layout (a ``"task"`` but no schema) is an error naming
+  the file, one of another tool is ignored. A result inside another result's folder (``seeds/seedN/`` below a
   merged result) is part of that one and is not listed again;
 - training run: ``summary.json`` plus ``metrics.jsonl`` (generator training, ``synmed pretrain``);
 - sampling output: ``sample_summary.json`` (or a ``summary.json`` with ``sampler``), ``samples.png``;
@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite.artifacts.results import RESULT_FILE, RESULT_SCHEMA, InputRef, Result, read_json
+from suite.artifacts.results import (
+    EVALUATORS,
+    RESULT_FILE,
+    RESULT_SCHEMA,
+    InputRef,
+    Result,
+    read_json,
+)
 from suite.data.shards import MANIFEST, read_manifest
 from suite.errors import DataError, SynmedError
 
@@ -246,7 +253,7 @@ def discover(root: Path, *, exclude: tuple[Path, ...] = ()) -> Found:
     for r in results:
         if _inside(r.folder, folders):
             continue  # a per-seed part of a merged result
-        if r.task not in ("classify", "self_validate", "segment", "generator"):
+        if r.task not in EVALUATORS:
             found.skipped.append(f"{found.name(r.folder)}: result of unknown task {r.task!r}")
             continue
         found.results.append(r)

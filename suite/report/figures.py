@@ -152,6 +152,31 @@ def metric_vs_steps(
     return True
 
 
+def f1_against_step(points: list[tuple[int, float | None, float | None]], title: str,
+                    path: Path) -> bool:  # fmt: skip
+    """(training step, macro F1, micro F1) points of a self-validation sweep: two lines."""
+    points = sorted(points)
+    fig = _figure(6, 4)
+    ax = fig.subplots()
+    drawn = False
+    for column, label, style in ((1, "macro F1", "-"), (2, "micro F1 (= accuracy)", "--")):
+        pts = [(p[0], p[column]) for p in points if _finite(p[column])]
+        if pts:
+            steps, values = zip(*pts)
+            ax.plot(steps, values, style, marker="o", label=label)
+            drawn = True
+    if not drawn:
+        return False
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("training step (checkpoint)")
+    ax.set_ylabel("F1")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
 def _tile(images: list[np.ndarray], cols: int) -> np.ndarray:
     """(C, H, W) uint8 images side by side in rows of ``cols``, 2 px gaps, as (H, W, 3)."""
     c, h, w = images[0].shape

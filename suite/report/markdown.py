@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from suite.evaluation.classify.sweep import step_key
 from suite.report import figures
 from suite.report.discover import Found, generator_sampling, grid_pairs
 from suite.report.tables import (
@@ -24,6 +25,8 @@ from suite.report.tables import (
     markdown_escape,
     sampling_table,
     segment_tables,
+    sweep_steps,
+    sweep_tables,
     to_markdown,
     training_table,
     write_table,
@@ -111,6 +114,7 @@ def compose(found: Found, stage: Path, final: Path) -> str:
     )
     _generator(doc, found, slug)
     _classification(doc, found, slug)
+    _sweeps(doc, found, slug)
     _segmentation(doc, found, slug)
     _training(doc, found, slug)
     _sampling(doc, found, slug)
@@ -180,6 +184,34 @@ def _classification(doc: _Doc, found: Found, slug: dict[Path, str]) -> None:
                     lambda p, e=entry, t=f"{name}: {protocol}": figures.confusion_matrix(e, t, p),
                 )
         doc.sources([r.folder / "result.json"])
+
+
+def _sweeps(doc: _Doc, found: Found, slug: dict[Path, str]) -> None:
+    results = found.by_task("self_validate_sweep")
+    if not results:
+        return
+    doc.add("## Self-validation against training step")
+    for r in results:
+        name, s = found.name(r.folder), slug[r.folder]
+        for table in sweep_tables(r, found, s):
+            doc.table(table)
+        points = [
+            (step, *(_mean(r.metrics.get(f"{step_key(step)}.f1_{a}")) for a in ("macro", "micro")))
+            for step in sweep_steps(r)
+        ]
+        doc.figure(
+            f"f1_against_step_{s}",
+            f"F1 against step: self-validation of each saved checkpoint ({name})",
+            lambda p, points=points, name=name: figures.f1_against_step(
+                points, f"self-validation F1 against step: {name}", p
+            ),
+        )
+        doc.sources([r.folder / "result.json"])
+
+
+def _mean(metric: object) -> float | None:
+    value = metric.get("mean") if isinstance(metric, dict) else metric
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _segmentation(doc: _Doc, found: Found, slug: dict[Path, str]) -> None:

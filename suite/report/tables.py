@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.artifacts.results import MeanStd
+from suite.evaluation.classify.sweep import step_key
 from suite.report.discover import EvalResult, Found, generator_sampling
 
 Cell = str | int | float | MeanStd | None
@@ -331,6 +332,85 @@ def _support(value: Any) -> Cell:
     return int(mean) if _finite(mean) and float(mean).is_integer() else mean
 
 
+# -- self-validation over checkpoints --------------------------------------------------------------
+
+SWEEP_METRICS = (
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_micro",
+    "recall_micro",
+    "f1_micro",
+    "accuracy",
+)
+
+
+def _one(metric: Any) -> float | None:
+    """The value of a one-run metric (a sweep step is one sampled set: no spread to show)."""
+    ms = _ms(metric)
+    return ms.mean if ms is not None else None
+
+
+def sweep_steps(r: EvalResult) -> list[int]:
+    """The steps of a ``self_validate_sweep`` result, in order."""
+    steps = r.context.get("steps")
+    return [s for s in steps if isinstance(s, int)] if isinstance(steps, list) else []
+
+
+def sweep_tables(r: EvalResult, found: Found, slug: str) -> list[Table]:
+    """Per step: the macro and micro scores; and seed 003's table (per-class precision, recall,
+    F1 and support, then the macro and micro rows) for every step."""
+    ctx, name = r.context, found.name(r.folder)
+    about = (
+        f"{ctx.get('images_per_step', '?')} images per step ({ctx.get('sampler') or '?'}, "
+        f"{ctx.get('sampling_steps') or '?'} sampling steps) from the checkpoints of "
+        f"{Path(str(ctx.get('run', '?'))).name}, classified by "
+        f"{Path(str(ctx.get('classifier', '?'))).name}"
+    )
+    summary = Table(
+        f"self_validation_sweep_{slug}",
+        f"Self-validation against step: {name}",
+        f"Self-validation of each saved checkpoint (EMA weights): {about}. Macro = mean over "
+        "classes; micro = pooled (with one label per image micro P = R = F1 = accuracy).",
+        [Column("step", "step", 0), Column("images", "images", 0),
+         *[Column(m, m.replace("_", " ")) for m in SWEEP_METRICS]],
+    )  # fmt: skip
+    per_class = Table(
+        f"self_validation_sweep_per_class_{slug}",
+        f"Self-validation per class and step: {name}",
+        f"Per-class precision, recall and F1 of each saved checkpoint, then the macro and micro "
+        f"averages: {about}.",
+        [Column("step", "step", 0), Column("class", "class"), Column("precision", "precision"),
+         Column("recall", "recall"), Column("f1", "F1"), Column("support", "support", 0)],
+    )  # fmt: skip
+    for step in sweep_steps(r):
+        key = step_key(step)
+        classes = r.per_class.get(key)
+        classes = classes if isinstance(classes, dict) else {}
+        support = sum(
+            v for m in classes.values() if isinstance(m, dict)
+            for v in [_support(m.get("support"))] if isinstance(v, int)
+        )  # fmt: skip
+        summary.rows.append(
+            {"step": step, "images": support or None}
+            | {m: _one(r.metrics.get(f"{key}.{m}")) for m in SWEEP_METRICS}
+        )
+        for cls, m in classes.items():
+            if isinstance(m, dict):
+                per_class.rows.append(
+                    {"step": step, "class": cls}
+                    | {k: _one(m.get(k)) for k in ("precision", "recall", "f1")}
+                    | {"support": _support(m.get("support"))}
+                )
+        for average in ("macro", "micro"):
+            per_class.rows.append(
+                {"step": step, "class": f"{average} avg", "support": support or None}
+                | {k: _one(r.metrics.get(f"{key}.{k}_{average}"))
+                   for k in ("precision", "recall", "f1")}
+            )  # fmt: skip
+    return [summary, per_class] if summary.rows else []
+
+
 # -- segmentation ----------------------------------------------------------------------------------
 
 SEGMENT_METRICS = ("dice", "iou", "precision", "recall", "hd95")
@@ -555,7 +635,7 @@ def sampling_table(found: Found) -> list[Table]:
                 "seed": s.get("seed"),
                 "workers": s.get("workers"),
                 "rate": s.get("steady_images_per_s") or s.get("images_per_s"),
-                "checkpoint": Path(str(s["checkpoint"])).name if s.get("checkpoint") else None,
+                "checkpoint": _checkpoint_text(s),
             }
         )
     return [table]
@@ -594,3 +674,12 @@ def cluster_table(found: Found) -> list[Table]:
             }
         )
     return [table]
+
+
+def _checkpoint_text(summary: dict[str, Any]) -> str | None:
+    """The sampled generator: its folder's name, and the checkpoint step when not the export."""
+    if not summary.get("checkpoint"):
+        return None
+    name = Path(str(summary["checkpoint"])).name
+    step = summary.get("checkpoint_step")
+    return f"{name} step {step}" if isinstance(step, int) else name

@@ -1,4 +1,5 @@
-"""`synmed sample --checkpoint RUN --num-images N --out SET`: a trained generator into shards.
+"""`synmed sample --checkpoint RUN [--checkpoint-step N] --num-images N --out SET`: a trained
+generator (its export, or one saved checkpoint) into shards.
 
 suite/cli.py adds it with ``add_parser(groups)``. Heavy imports (torch, Ray) happen only when it
 runs.
@@ -16,6 +17,12 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "sample", help="sample N images from a trained generator into shards (Ray Data)"
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="a run folder (or its export/)")
+    p.add_argument(
+        "--checkpoint-step",
+        type=int,
+        metavar="N",
+        help="sample the run's saved checkpoint of step N (its EMA weights) instead of its export",
+    )
     p.add_argument("--num-images", type=int)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--per-class", type=int, help="images per class (class-conditional models)")
@@ -100,6 +107,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         accept=args.accept,
         min_confidence=args.min_confidence,
         max_attempts=args.max_attempts,
+        checkpoint_step=args.checkpoint_step,
     )
     rate = summary["images_per_s"]
     print(

@@ -31,7 +31,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,8 @@ class SamplingPlan:
     accept_digest: str | None = None
     min_confidence: float | None = None
     max_attempts: int | None = None
+    # a saved checkpoint of the run sampled instead of its export (suite/generative/checkpoints.py)
+    checkpoint_step: int | None = None
 
     @property
     def digest(self) -> str:
@@ -110,6 +112,8 @@ class SamplingPlan:
         for key in _PROMPT_FIELDS:
             if body[key] is None:
                 del body[key]
+        if body["checkpoint_step"] is None:  # an export's plan keeps its digest too
+            del body["checkpoint_step"]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -425,6 +429,7 @@ def shard_attrs(plan: SamplingPlan, checkpoint: str) -> dict[str, Any]:
             if plan.accepts
             else {}
         ),
+        **({"checkpoint_step": plan.checkpoint_step} if plan.checkpoint_step is not None else {}),
         "synmed_version": suite.__version__,
     }
 
@@ -462,10 +467,12 @@ class ShardSampler:
     def _load(self, conditions: str | None, accept: str | None) -> None:
         import torch
 
-        from suite.generative.export import load_generator
+        from suite.generative.checkpoints import load_sampling_generator
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, digest = load_generator(Path(self.checkpoint))
+        self.model, digest = load_sampling_generator(
+            Path(self.checkpoint), self.plan.checkpoint_step
+        )
         if digest != self.plan.checkpoint_digest:
             raise ShardError(
                 f"{self.checkpoint} changed while sampling (digest differs)", "rerun the job"
@@ -639,11 +646,13 @@ def run_sampling(
     accept: Path | None = None,
     min_confidence: float | None = None,
     max_attempts: int | None = None,
+    checkpoint_step: int | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sampling job; returns its summary (also written as sample_summary.json).
-    With ``accept`` (a classifier export) rows are kept or redrawn by suite/sampling/acceptance.py."""
+    With ``accept`` (a classifier export) rows are kept or redrawn by suite/sampling/acceptance.py;
+    ``checkpoint_step`` samples that saved checkpoint of the run ``checkpoint``, not its export."""
     from suite.generative.base import SampleOptions
-    from suite.generative.export import load_generator
+    from suite.generative.checkpoints import load_sampling_generator
     from suite.launch.ray_runtime import (
         actor_resources,
         raise_carried,
@@ -659,7 +668,7 @@ def run_sampling(
     )  # fmt: skip
     check_outside_inputs(out, (checkpoint, conditions, accept))
     accepting = accept_settings(accept, min_confidence, max_attempts)
-    model, digest = load_generator(checkpoint)
+    model, digest = load_sampling_generator(checkpoint, checkpoint_step)
     sampler = sampler or model.samplers[0]  # the family's first: "ddpm" for DDPMs, "gan" for GANs
     if (prompt is not None or negative_prompt is not None) and "prompts" not in model.conditions:
         flag = "--prompt" if prompt is not None else "--negative-prompt"
@@ -684,6 +693,7 @@ def run_sampling(
     if accept is not None and accepting is not None:
         check_plan(accept, plan.class_names, accepting[1], conditional=plan.conditional,
                    num_classes=model.num_classes)  # fmt: skip
+    plan = replace(plan, checkpoint_step=checkpoint_step)
     # a bad step count fails here, before Ray starts
     model.check_sampling(SampleOptions(sampler=sampler, steps=steps, guidance_scale=guidance))
     del model
@@ -769,6 +779,7 @@ def run_sampling(
         "steady_images_per_s": sampled / (window[1] - window[0]) if sampled else None,
         "checkpoint": checkpoint_str,
         "checkpoint_digest": digest,
+        "checkpoint_step": checkpoint_step,
         "conditions": str(Path(conditions).resolve()) if conditions else None,
         "per_condition": plan.per_condition,
         "accept": str(Path(accept).resolve()) if accept else None,

@@ -27,7 +27,7 @@ OPTIONS: dict[str, str] = {
         "-h/--help config overrides --resume --auto-resume --allow-config-change --restart"
     ),
     "sample": (
-        "-h/--help --checkpoint --num-images --per-class --class-weights --shard-size "
+        "-h/--help --checkpoint --checkpoint-step --num-images --per-class --class-weights --shard-size "
         "--batch-size --sampler --sampling-steps --guidance-scale --prompt --negative-prompt --seed "
         "--workers --ray-address "
         "--conditions --conditions-split --per-condition --accept --min-confidence --max-attempts "
@@ -45,7 +45,11 @@ OPTIONS: dict[str, str] = {
     ),
     "evaluate classify": "-h/--help config overrides --out --overwrite",
     "evaluate self-validate": "-h/--help --classifier --fake --out --batch-size --overwrite",
-    "evaluate": "-h/--help {segment,generator,classify,self-validate}",
+    "evaluate self-validate-sweep": (
+        "-h/--help --run --classifier --per-class --out --steps --sampler --sampling-steps --seed "
+        "--sample-batch-size --batch-size --workers --ray-address"
+    ),
+    "evaluate": "-h/--help {segment,generator,classify,self-validate,self-validate-sweep}",
     "run": "-h/--help config overrides --until --only --force --on --dry-run",
     "report": "-h/--help run_dir --out --overwrite",
     "submit": (
@@ -87,6 +91,7 @@ OWNERS = {
     "evaluate generator": "suite.evaluation.generator.cli",
     "evaluate classify": "suite.evaluation.classify.cli",
     "evaluate self-validate": "suite.evaluation.classify.cli",
+    "evaluate self-validate-sweep": "suite.evaluation.classify.cli",
     "run": "suite.pipeline.cli",
     "report": "suite.report.cli",
     "submit": "suite.launch.cli",

@@ -1,6 +1,7 @@
-"""``synmed evaluate classify CONFIG`` and ``synmed evaluate self-validate``.
+"""``synmed evaluate classify CONFIG``, ``synmed evaluate self-validate`` and
+``synmed evaluate self-validate-sweep``.
 
-suite/evaluation/cli.py adds both with one call, ``add_parser(subparsers)``. Heavy imports (torch,
+suite/evaluation/cli.py adds all three with one call, ``add_parser(subparsers)``. Heavy imports (torch,
 sklearn) happen only when a command runs.
 """
 
@@ -12,7 +13,8 @@ from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``classify`` and ``self-validate`` to the ``evaluate`` subcommands."""
+    """Add ``classify``, ``self-validate`` and ``self-validate-sweep`` to the ``evaluate``
+    subcommands."""
     p = subparsers.add_parser(
         "classify",
         help="linear probe, kNN, fine-tuning and shallow heads on a labelled shard set",
@@ -46,6 +48,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=self_validate_command)
 
+    p = subparsers.add_parser(
+        "self-validate-sweep",
+        help="self-validation of every saved checkpoint of a generator run (F1 against step)",
+        description=(
+            "Sample --per-class images per class from each saved checkpoint of RUN (its EMA "
+            "weights) into OUT/samples/step-N/, classify them with --classifier, and write one "
+            "result (per-step per-class precision, recall and F1; micro and macro) to "
+            "OUT/result.json. A rerun of the same command resumes."
+        ),
+    )
+    p.add_argument("--run", required=True, type=Path, help="a `synmed train generator` run folder")
+    p.add_argument("--classifier", required=True, type=Path, help="classifier.safetensors + json")
+    p.add_argument("--per-class", required=True, type=int, help="images per class and step")
+    p.add_argument("--out", required=True, type=Path, help="the sweep folder")
+    p.add_argument("--steps", help="comma-separated saved steps (default: every saved one)")
+    p.add_argument("--sampler", help="one the generator family declares (default: its first)")
+    p.add_argument("--sampling-steps", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-batch-size", type=int, default=32, help="images per model call")
+    p.add_argument("--batch-size", type=int, default=128, help="images per classifier call")
+    p.add_argument("--workers", type=int, default=1, help="sampling actors")
+    p.add_argument(
+        "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS or a local Ray)"
+    )
+    p.set_defaults(func=self_validate_sweep_command)
+
 
 def classify_command(args: argparse.Namespace) -> int:
     from suite.config import load_config
@@ -66,6 +94,33 @@ def self_validate_command(args: argparse.Namespace) -> int:
     )
     print(format_result(result))
     return 0
+
+
+def self_validate_sweep_command(args: argparse.Namespace) -> int:
+    from suite.evaluation.classify.sweep import self_validate_sweep
+
+    result = self_validate_sweep(
+        args.run, args.classifier, args.out, per_class=args.per_class,
+        steps=parse_steps(args.steps), sampler=args.sampler, sampling_steps=args.sampling_steps,
+        seed=args.seed, sample_batch_size=args.sample_batch_size, batch_size=args.batch_size,
+        workers=args.workers, ray_address=args.ray_address,
+    )  # fmt: skip
+    print(format_result(result))
+    return 0
+
+
+def parse_steps(text: str | None) -> list[int] | None:
+    """``--steps 100,200`` as integers; anything else is one error naming the value."""
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        from suite.errors import ConfigError
+
+        raise ConfigError(
+            f"--steps {text!r} is not a comma-separated list of steps", "pass e.g. --steps 100,200"
+        ) from None
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -211,3 +211,30 @@ def cluster_output(folder: Path) -> Path:
     (folder / "clusters.json").write_text(json.dumps({"k": 3, "clusters": []}))
     write_png(folder / "embedding.png")
     return folder
+
+
+def sweep_result(folder: Path, steps: tuple[int, ...] = (100, 200, 300)) -> dict:
+    """A self_validate_sweep result.json: each step's generated set scored with the evaluator's
+    own scoring on fixed predictions that improve with the step."""
+    y = np.arange(30) % 3
+    scored = {}
+    for n, step in enumerate(steps):
+        probs = np.random.default_rng(step).random((30, 3))
+        probs[np.arange(30), y] += 0.4 * n
+        scored[step] = score(y, probs, CLASSES)
+    key = "step_{}".format  # suite/evaluation/classify/sweep.py's step_key
+    result = Result(
+        task="self_validate_sweep",
+        metrics={
+            f"{key(step)}.{m}": summarize([v]) for step, s in scored.items()
+            for m, v in s.metrics.items()
+        },
+        per_class={
+            key(step): {c: {m: summarize([v]) for m, v in vals.items()}
+                        for c, vals in s.per_class.items()}
+            for step, s in scored.items()
+        },
+        context={"run": "/x/runs/tiny-acgan", "steps": list(steps), "images_per_step": 30,
+                 "classifier": "/x/finetune/seed-0", "sampler": "gan", "sampling_steps": 1},
+    )  # fmt: skip
+    return write_result(folder, result)

@@ -35,3 +35,32 @@ def test_slugs_are_unique_and_safe(run_dir: Path) -> None:
     names = list(slugs(found).values())
     assert len(names) == len(set(names))
     assert all(re.fullmatch(r"[a-z0-9-]+", n) for n in names)
+
+
+def test_a_sweep_has_its_f1_against_step_figure_and_seed_003s_table(tmp_path: Path) -> None:
+    from tests.unit.report.helpers import sweep_result
+
+    result = sweep_result(tmp_path / "run" / "sweep")
+    out = tmp_path / "report"
+    out.mkdir()
+    text = compose(discover(tmp_path / "run"), out, out)
+    assert re.findall(r"^## (.+)$", text, flags=re.M) == ["Self-validation against training step"]
+    figure = out / "figures" / "f1_against_step_sweep.png"
+    assert (
+        figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        and "figures/f1_against_step_sweep.png" in text
+    )
+    metrics = result["metrics"]
+    for step in (100, 200, 300):
+        macro, micro = (metrics[f"step_{step}.f1_{a}"]["mean"] for a in ("macro", "micro"))
+        precision = metrics[f"step_{step}.precision_macro"]["mean"]
+        assert f"| {step} | 30 | {precision:.3f} |" in text  # the per-step row
+        b = result["per_class"][f"step_{step}"]["b"]
+        cells = [f"{b[m]['mean']:.3f}" for m in ("precision", "recall", "f1")]
+        assert f"| {step} | b | {' | '.join(cells)} | 10 |" in text  # seed 003's per-class row
+        assert f"| {step} | macro avg |" in text and f"{macro:.3f}" in text
+        assert f"| {step} | micro avg |" in text and f"{micro:.3f}" in text
+    rows = (out / "tables" / "self_validation_sweep_sweep.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith(
+        "step,images,precision_macro,recall_macro,f1_macro"
+    )

@@ -19,7 +19,7 @@ from suite.artifacts.files import OutOfSpace
 from suite.cli import main
 from suite.data import shards
 from suite.data.shards import MANIFEST, shard_name, write_manifest
-from suite.errors import DataError
+from suite.errors import DataError, ShardError
 from suite.launch.ray_runtime import raise_carried
 from suite.sampling.job import (
     RECORDS_DIR,
@@ -200,3 +200,21 @@ def test_out_inside_an_input_is_refused(
     given = conditions if where == "--conditions" else run
     assert f"error: output {out} lies inside the input {given}" in capsys.readouterr().err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_checkpoint_step_is_recorded_and_an_exports_plan_keeps_its_digest(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    plan = tiny_plan()
+    # the digest of this plan before checkpoint steps existed: folders sampled then still resume
+    assert plan.digest == "e9fcbe64633e40fa725f3cc0e786a8820af77cc894c59aa390d781263d7d4de5"
+    stepped = replace(plan, checkpoint_step=4)
+    assert stepped.digest != plan.digest
+    assert "checkpoint_step" not in shard_attrs(plan, "run")
+    assert shard_attrs(stepped, "run")["checkpoint_step"] == 4
+    out = sampled(tmp_path / "s", stepped)
+    assert json.loads((out / "job.json").read_text())["plan"]["checkpoint_step"] == 4
+    with pytest.raises(ShardError, match=r"checkpoint_step 4 != None"):
+        prepare_output(out, plan, "run")  # the export's job is another job
