@@ -164,6 +164,11 @@ class Generator(nn.Module, ABC):
         family that reads per-row columns (a text-to-image family's captions, keyed by the
         batch's ``index``) reads them here. Default: nothing."""
 
+    def cast_frozen(self, dtype: torch.dtype) -> None:
+        """Called once before training under mixed precision (``dtype`` is the autocast type): a
+        family with a frozen base may store it in ``dtype`` (its weights are only read), keeping
+        what trains in float32. Default: nothing."""
+
     def check_losses(
         self,
         losses: dict[str, float],

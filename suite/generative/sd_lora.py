@@ -158,6 +158,7 @@ class SDLoRA(DiffusionGenerator):
             )
             self.text_lora = AdapterSet(self.text_encoder)
         self._row_prompts: dict[int, str] = {}
+        self._frozen_dtype: torch.dtype | None = None
 
     # -- prompts -----------------------------------------------------------------------------------
 
@@ -306,6 +307,29 @@ class SDLoRA(DiffusionGenerator):
 
     def frozen_bases(self) -> dict[str, Path]:
         return {"stable_diffusion": self._base}
+
+    def cast_frozen(self, dtype: torch.dtype) -> None:
+        # as the diffusers script's weight_dtype: the base in half precision, the adapters float32
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.to(dtype)
+        for adapters in self.trainable_modules().values():
+            for p in adapters.parameters():
+                p.data = p.data.float()
+        self._frozen_dtype = dtype
+
+    def sample(
+        self,
+        indices: Sequence[int],
+        seed: int,
+        conditions: Conditions | None,
+        options: SampleOptions,
+        device: torch.device | str = "cpu",
+    ) -> SampleOutput:
+        if self._frozen_dtype is None:
+            return super().sample(indices, seed, conditions, options, device)
+        # a half-precision base (cast_frozen) reads float32 latents under autocast
+        with torch.autocast(torch.device(device).type, dtype=self._frozen_dtype):
+            return super().sample(indices, seed, conditions, options, device)
 
     # -- sampling ----------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ import torch
 from accelerate.utils import DistributedDataParallelKwargs
 from ema_pytorch import EMA
 
-from suite.artifacts.digests import sha256_file
+from suite.artifacts.digests import sha256_file, sha256_json
+from suite.artifacts.exports import folder_digests
 from suite.data.dataset import ShardDataset
 from suite.data.shards import MANIFEST
 from suite.data.transforms import Compose, SeededAugment, to_float
@@ -130,6 +131,13 @@ class GeneratorTrainer(TrainLoop):
         )
         self.generator.bind_data(self.dataset.class_names, present)
         self.generator.bind_rows(self.dataset)
+        self.base_digests = {
+            name: sha256_json(folder_digests(path))
+            for name, path in self.generator.frozen_bases().items()
+        }
+        autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision)
+        if autocast is not None:
+            self.generator.cast_frozen(autocast)
         self.trainables = torch.nn.ModuleDict(self.generator.trainable_modules())
         self.ema = EMA(
             torch.nn.ModuleDict(self.generator.ema_modules()),
@@ -170,9 +178,17 @@ class GeneratorTrainer(TrainLoop):
         self.generator.load_trainable_state(state)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict()}
+        return {"ema": self.ema.state_dict(), "base_digests": self.base_digests}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        saved = state.get("base_digests", {})
+        for name, digest in self.base_digests.items():
+            if saved.get(name) != digest:
+                raise ConfigError(
+                    f"--resume: the {name} base model {self.generator.frozen_bases()[name]} "
+                    "changed since the checkpoint was written (digest differs)",
+                    "resume on the base the run started from, or start a new run.name",
+                )
         self.ema.load_state_dict(state["ema"])
 
     def ema_weights(self) -> dict[str, torch.nn.Module]:

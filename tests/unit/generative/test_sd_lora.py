@@ -254,3 +254,44 @@ def test_cosine_with_warm_restarts_matches_torch() -> None:
         ref.step()
     factor = lr_lambda(cfg)
     assert [factor(s) for s in range(20)] == pytest.approx(want, abs=1e-12)
+
+
+def test_under_bf16_the_base_is_stored_in_bf16_and_the_adapters_train_in_float32(
+    tiny_sd: Path, shards: Path, tmp_path: Path
+) -> None:
+    """As the diffusers script's weight_dtype: the frozen base only runs forward, in half
+    precision; adapters, their EMA and the export stay float32."""
+    from safetensors.torch import load_file
+
+    from suite.generative.train import GeneratorTrainer
+
+    trainer = GeneratorTrainer(load(tiny_sd, shards, tmp_path, "train.mixed_precision=bf16"))
+    summary = trainer.fit()
+    model = trainer.generator
+    frozen = [p for m in (model.unet, model.vae, model.text_encoder)
+              for n, p in m.named_parameters() if "lora_" not in n]  # fmt: skip
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in model.unet_lora.parameters())
+    assert all(v.dtype == torch.float32 for v in trainer.ema.ema_model.state_dict().values())
+    weights = load_file(tmp_path / "tiny-sd-lora/export/pytorch_lora_weights.safetensors")
+    assert weights and all(v.dtype == torch.float32 for v in weights.values())
+    assert (Path(summary["run"]) / "samples" / "step-00000004.png").is_file()
+
+
+def test_resume_on_a_changed_base_model_is_refused(
+    tiny_sd: Path, shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    base = shutil.copytree(tiny_sd, tmp_path / "base")
+    argv = ["train", "generator", str(TINY), f"model.base={base}", f"data.shards={shards}",
+            "data.split=null", f"run.out_dir={tmp_path / 'runs'}"]  # fmt: skip
+    assert main([*argv, "train.max_steps=2"]) == 0
+    config = base / "scheduler" / "scheduler_config.json"
+    config.write_text(config.read_text() + "\n")
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"the stable_diffusion base model {base} changed since the checkpoint" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs" / "tiny-sd-lora" / "checkpoints" / "step-00000004").exists()
