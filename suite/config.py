@@ -51,9 +51,10 @@ MUST_EXIST = "must_exist"
 ADDED = "added"
 
 
-def added_field(default: Any) -> Any:
-    """A new option of an existing config section, with its ``default``."""
-    return dataclasses.field(default=default, metadata={ADDED: True})
+def added_field(default: Any, *, must_exist: bool = False) -> Any:
+    """A new option of an existing config section, with its ``default`` (``must_exist``: a
+    path that has to exist when the config loads)."""
+    return dataclasses.field(default=default, metadata={ADDED: True, MUST_EXIST: must_exist})
 
 
 @dataclass(frozen=True)

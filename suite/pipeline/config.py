@@ -14,11 +14,13 @@ from typing import Annotated, Any, Literal
 
 from suite.config import (
     MUST_EXIST,
+    Fraction,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     RegistryUnion,
+    added_field,
 )
 from suite.data.ingest.options import IngestOptions
 from suite.errors import ConfigError
@@ -73,6 +75,14 @@ class SampleStage:
     conditions: Literal["real"] | None = None
     conditions_split: Literal["train", "val", "test"] | None = "train"
     per_condition: PositiveInt | None = None
+    # classifier-in-the-loop (synmed sample --accept): a classifier export, as `synmed evaluate
+    # classify` writes; rows it does not call their class at min_confidence are redrawn
+    accept: Path | None = added_field(None, must_exist=True)
+    min_confidence: Fraction | None = added_field(None)
+    max_attempts: PositiveInt | None = added_field(None)
+    # text-to-image generators: one prompt for every row, and the guidance's negative prompt
+    prompt: str | None = added_field(None)
+    negative_prompt: str | None = added_field(None)
 
 
 @dataclass(kw_only=True, slots=True)

@@ -178,7 +178,8 @@ class Sample(Stage):
             shard_size=s.shard_size, batch_size=s.batch_size, sampler=s.sampler, steps=s.steps,
             seed=ctx.cfg.run.seed, guidance_scale=s.guidance_scale, workers=s.workers,
             conditions=conditions, conditions_split=s.conditions_split,
-            per_condition=s.per_condition,
+            per_condition=s.per_condition, accept=s.accept, min_confidence=s.min_confidence,
+            max_attempts=s.max_attempts, prompt=s.prompt, negative_prompt=s.negative_prompt,
         )  # fmt: skip
         return {"shards": str(ctx.folder("sample").resolve()), "images": summary.get("images")}
 
