@@ -527,6 +527,10 @@ class ConditionReader:
                 f"{directory / MANIFEST} changed since the job was planned",
                 "sample into a new --out, or restore the conditioning set",
             )
+        # a sampled set's prompts, read once: a text-to-image family draws each row from its text
+        self.prompts = (
+            self.data.read_column("prompts") if "prompts" in plan.condition_kinds else None
+        )
         if len(self.data) != plan.condition_rows:
             raise ShardError(
                 f"{directory} has {len(self.data)} rows for split {plan.conditions_split}, the "
@@ -548,6 +552,7 @@ class ConditionReader:
             else None,
             masks=np.stack([s["mask"].numpy() for s in samples]) if "masks" in kinds else None,
             images=np.stack([s["image"].numpy() for s in samples]) if "images" in kinds else None,
+            prompts=[str(self.prompts[int(r)]) for r in rows] if self.prompts is not None else None,
             source_index=np.array([s["index"] for s in samples], dtype=np.int64),
         )
 

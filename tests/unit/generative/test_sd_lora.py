@@ -295,3 +295,31 @@ def test_resume_on_a_changed_base_model_is_refused(
     assert f"the stable_diffusion base model {base} changed since the checkpoint" in err
     assert "Traceback" not in err
     assert not (tmp_path / "runs" / "tiny-sd-lora" / "checkpoints" / "step-00000004").exists()
+
+
+def test_a_conditioning_set_with_prompts_gives_each_row_its_text(
+    tiny_sd: Path, shards: Path, tmp_path: Path
+) -> None:
+    """--conditions SET on a text-to-image generator: output row i is drawn from the prompt of
+    conditioning row i // K (a sampled set records its prompts)."""
+    from suite.data.writer import ShardSetWriter
+    from suite.generative.families import build_generator
+    from suite.sampling.job import ConditionReader, condition_source, make_plan, sample_rows
+    from tests.unit.data.helpers import pattern
+
+    texts = ["a chest x-ray", "a knee MRI", "a skin lesion"]
+    cond = tmp_path / "cond"
+    cond.mkdir()
+    writer = ShardSetWriter(cond, {"source": "synthetic", "class_names": [], "label_kind": "none"})
+    for i, text in enumerate(texts):
+        writer.add({"images": pattern(i, 16), "index": i, "prompts": text})
+    writer.close()
+    model = build_generator(load(tiny_sd, shards, tmp_path).model)
+    source = condition_source(model, cond, None)
+    assert source.kinds == ("prompts",)
+    plan = make_plan("x", [], 0, samplers=model.samplers, conditions=source, per_condition=2,
+                     num_images=None, per_class=None, class_weights=None, shard_size=6,
+                     batch_size=4, sampler="ddim", steps=2, seed=0, guidance_scale=1.0)  # fmt: skip
+    rows = sample_rows(model, plan, 0, 6, ConditionReader(cond, plan), "cpu")
+    assert rows["prompts"].tolist() == [t for t in texts for _ in range(2)]
+    assert rows["source_index"].tolist() == [0, 0, 1, 1, 2, 2]
