@@ -30,7 +30,11 @@ TINY_ALL = {
     "dcgan": REPO / "configs/generator/tiny_dcgan.yaml",
     "acgan": REPO / "configs/generator/tiny_acgan.yaml",
     "pggan": REPO / "configs/generator/tiny_pggan.yaml",
+    "sd_lora": REPO / "configs/generator/tiny_sd_lora.yaml",
+    "sd_dreambooth": REPO / "configs/generator/tiny_sd_lora.yaml",
 }
+# the latent-diffusion families build on the tiny Stable Diffusion folder (a session fixture)
+ON_TINY_SD = ("sd_lora", "sd_dreambooth")
 
 
 def tiny(kind: str, *overrides: str):
@@ -138,8 +142,13 @@ def test_a_half_written_family_cannot_be_built() -> None:
 
 
 @pytest.mark.parametrize("kind", list(GENERATORS))
-def test_every_family_declares_samplers_and_trains_what_it_names(kind: str) -> None:
-    model = tiny(kind)
+def test_every_family_declares_samplers_and_trains_what_it_names(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    extra = []
+    if kind in ON_TINY_SD:
+        extra = [f"model.kind={kind}", f"model.base={request.getfixturevalue('tiny_sd')}"]
+    model = tiny(kind, *extra)
     assert model.samplers and model.config_class is type(model.config)
     trainable = {id(p) for m in model.trainable_modules().values() for p in m.parameters()}
     specs = model.configure_optimizers(load_config(TINY_ALL[kind]).train)
