@@ -184,7 +184,8 @@ class SDLoRAConfig:
 
     implementation: ClassVar[str] = "suite.generative.sd_lora:SDLoRA"
     kind: Literal["sd_lora"] = "sd_lora"
-    base: str
+    # where `synmed models tiny-sd --out` or a copied SD 1.5 download puts it (docs/latent-diffusion.md)
+    base: str = "models/stable-diffusion-v1-5"
     image_size: PositiveInt = 512
     channels: PositiveInt = 3
     num_classes: NonNegativeInt = 0

@@ -215,12 +215,17 @@ def test_data_format_accepts_auto_and_every_format() -> None:
 
 
 @pytest.mark.parametrize("kind", GENERATORS.names())
-def test_every_generator_family_builds_from_its_default_config(kind: str) -> None:
+def test_every_generator_family_builds_from_its_default_config(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
     from suite.generative.base import Conditions, Generator, SampleOptions
     from suite.generative.families import FAMILIES, build_generator
 
     cls = GENERATORS.get(kind)
-    fast = {"timesteps": 4} if "timesteps" in {f.name for f in dataclasses.fields(cls)} else {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    fast = {"timesteps": 4} if "timesteps" in names else {}
+    if "base" in names:  # a frozen base model: the tiny Stable Diffusion folder
+        fast["base"] = str(request.getfixturevalue("tiny_sd"))
     # the defaults but for size (16 px: ACGAN's D halves four times) and a diffusion's steps
     config = cls(image_size=16, **fast)
     family = FAMILIES.get(kind)
