@@ -102,7 +102,6 @@ class SDLoRA(DiffusionGenerator):
     def __init__(self, config: SDLoRAConfig) -> None:
         super().__init__()
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-        from peft import LoraConfig
         from transformers import CLIPTextModel, CLIPTokenizer
 
         base = base_folder(config.base)
@@ -134,31 +133,27 @@ class SDLoRA(DiffusionGenerator):
             )
         for module in (self.unet, self.vae, self.text_encoder):
             module.requires_grad_(False)
-        init: bool | str = "gaussian" if config.lora_init == "gaussian" else True
-        self.unet.add_adapter(
-            LoraConfig(
-                r=config.lora_rank,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                init_lora_weights=init,
-                target_modules=list(config.lora_targets),
-            )
-        )
+        self.unet.add_adapter(self.lora_config(config.lora_targets))
         self.unet_lora = AdapterSet(self.unet)
         self.text_lora: AdapterSet | None = None
         if config.train_text_encoder:
-            self.text_encoder.add_adapter(
-                LoraConfig(
-                    r=config.lora_rank,
-                    lora_alpha=config.lora_alpha,
-                    lora_dropout=config.lora_dropout,
-                    init_lora_weights=init,
-                    target_modules=list(config.text_encoder_targets),
-                )
-            )
+            self.text_encoder.add_adapter(self.lora_config(config.text_encoder_targets))
             self.text_lora = AdapterSet(self.text_encoder)
         self._row_prompts: dict[int, str] = {}
         self._frozen_dtype: torch.dtype | None = None
+
+    def lora_config(self, targets: Sequence[str]) -> Any:
+        """peft's adapter settings from ``model.lora_*`` for the linear layers ``targets``."""
+        from peft import LoraConfig
+
+        cfg = self.config
+        return LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            init_lora_weights="gaussian" if cfg.lora_init == "gaussian" else True,
+            target_modules=list(targets),
+        )
 
     # -- prompts -----------------------------------------------------------------------------------
 

@@ -34,6 +34,17 @@ def synmed(
     )
 
 
+def synmed_on_two_gloo_ranks(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`accelerate launch` of `python -m suite ARGS` on two CPU processes (gloo), output
+    captured."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    return subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "suite", *args],
+        capture_output=True, text=True, timeout=timeout, env=ENV,
+    )  # fmt: skip
+
+
 def own_ray_env() -> dict[str, str]:
     """``ENV`` without ``RAY_ADDRESS``: a command run with it starts (and stops) a local Ray of its
     own, as a user's does, even in a test that has the session's Ray joined (``joined_ray``)."""

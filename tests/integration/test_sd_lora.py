@@ -4,7 +4,6 @@ and sampling through Ray with prompts and adapter digests in the shards."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from suite.data.dataset import ShardDataset
 from suite.data.verify import verify_shard_set
-from tests.integration.helpers import ENV, synmed, wait_until
+from tests.integration.helpers import synmed, synmed_on_two_gloo_ranks, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs/generator/tiny_sd_lora.yaml")
@@ -47,14 +46,9 @@ def lora_run(tiny_sd: Path, shards: Path, tmp_path_factory: pytest.TempPathFacto
 def test_two_gloo_ranks_train_the_adapters_in_sync(
     tiny_sd: Path, shards: Path, tmp_path: Path
 ) -> None:
-    accelerate = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "suite", "train", "generator",
-         TINY, *overrides(tiny_sd, shards, tmp_path), "model.train_text_encoder=true",
-         "train.batch_size=2", "train.grad_accum=2"],
-        capture_output=True, text=True, timeout=300, env=ENV,
-    )  # fmt: skip
+    proc = synmed_on_two_gloo_ranks("train", "generator", TINY, *overrides(tiny_sd, shards, tmp_path),
+                                    "model.train_text_encoder=true", "train.batch_size=2",
+                                    "train.grad_accum=2")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "tiny-sd-lora" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_batch"] == 8
