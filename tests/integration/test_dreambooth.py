@@ -100,19 +100,22 @@ def test_dreambooth_trains_with_the_prior_batch_and_checkpoints_the_text_adapter
     )
     trainer.fit()
     assert calls == [4]
-    # and their loss counts, times prior_loss_weight
+    # the loss: the instance rows' mean plus prior_loss_weight times the class rows' (drawn from
+    # model.class_images, under model.class_prompt)
     batch = {"image": torch.rand(2, 1, 16, 16), "index": torch.tensor([0, 1])}
-    losses = {}
-    for weight in (0.0, 1.0):
-        model.config = dataclasses.replace(model.config, prior_loss_weight=weight)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            losses[weight] = model.loss(batch, "").item()
-    torch.manual_seed(0)
+    prior = model._prior
     with torch.no_grad():
-        rows = model.per_row_loss(batch["image"], [model.config.prompt] * 2)
-    assert losses[1.0] > losses[0.0] > 0
-    assert losses[0.0] != pytest.approx(rows.mean().item())  # noise drawn for 4 rows, not 2
+        torch.manual_seed(0)
+        rows = torch.randint(0, len(prior), (2,)).tolist()
+        images = torch.cat([batch["image"], torch.stack([prior[r]["image"] for r in rows])])
+        prompts = [model.config.prompt] * 2 + [SD_CLASS_PROMPT] * 2
+        per_row = model.per_row_loss(images, prompts)
+        for weight in (0.0, 1.0, 2.5):
+            model.config = dataclasses.replace(model.config, prior_loss_weight=weight)
+            torch.manual_seed(0)
+            want = per_row[:2].mean() + weight * per_row[2:].mean()
+            assert model.loss(batch, "").item() == pytest.approx(want.item(), rel=1e-6), weight
+    assert per_row[2:].mean() > 0
 
 
 @pytest.mark.parametrize(
