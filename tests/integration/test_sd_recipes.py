@@ -105,6 +105,16 @@ def test_sd_recipe_trains_on_the_tiny_sd_and_its_export_samples(
     with safe_open(str(export / "pytorch_lora_weights.safetensors"), "pt") as f:
         parts = {key.split(".")[0] for key in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     assert parts == ({"unet", "text_encoder"} if model_cfg.get("train_text_encoder") else {"unet"})
+    if cfg["train"]["ema_decay"] == 0:  # no EMA, as the diffusers scripts: it is the adapters
+        import torch
+
+        from suite.train import run_state
+
+        run = tmp_path / cfg["run"]["name"]
+        state, _ = run_state.load_state(run_state.latest_checkpoint(run), rank=0)
+        assert state["model"] and all(
+            torch.equal(state["ema"][f"ema_model.{k}"], v) for k, v in state["model"].items()
+        )
     model, _ = load_generator(export)
     # the recipe's own settings, past the overrides
     for key in ("lora_rank", "lora_alpha", "noise_offset", "prompt", "guidance_scale"):
