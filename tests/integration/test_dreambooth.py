@@ -118,15 +118,26 @@ def test_dreambooth_trains_with_the_prior_batch_and_checkpoints_the_text_adapter
     assert per_row[2:].mean() > 0
 
 
+MAKE = "synmed sample --checkpoint BASE --prompt"  # the fix: how to make them
+
+
 @pytest.mark.parametrize(
-    ("case", "message"),
+    ("case", "message", "fix"),
     [
-        pytest.param("not-a-shard-set", "model.class_images {path} is not a shard set",
+        pytest.param("not-a-shard-set", "model.class_images {path} is not a shard set", MAKE,
                      id="not-a-shard-set"),
         pytest.param("too-few", "model.class_images {path} holds 4 images, fewer than "
-                     "model.min_class_images=5", id="too-few"),
+                     "model.min_class_images=5", MAKE, id="too-few"),
         pytest.param("other-prompt", "model.class_images {path} was sampled with the prompt "
-                     "'a chest xray', not model.class_prompt 'a brain MRI'", id="other-prompt"),
+                     "'a chest xray', not model.class_prompt 'a brain MRI'", MAKE,
+                     id="other-prompt"),
+        pytest.param("other-size", "model.class_images {path} holds (1, 8, 8) (C, H, W) images, "
+                     "the instance images are (1, 16, 16)",
+                     "sample the class images at the instance images' size and channels",
+                     id="other-size"),
+        pytest.param("no-class-prompt", "model.class_images is set but model.class_prompt is "
+                     "empty", "set model.class_prompt to the prompt the class images were "
+                     "sampled with", id="no-class-prompt"),
     ],
 )  # fmt: skip
 def test_unusable_class_images_are_one_error_and_no_run(
@@ -137,6 +148,7 @@ def test_unusable_class_images_are_one_error_and_no_run(
     capsys: pytest.CaptureFixture[str],
     case: str,
     message: str,
+    fix: str,
 ) -> None:
     from suite.data.verify import verify_shard_set
 
@@ -146,16 +158,22 @@ def test_unusable_class_images_are_one_error_and_no_run(
         class_images = tmp_path / "pngs"
         class_images.mkdir()
         (class_images / "0.png").write_bytes(b"\x89PNG")
+    elif case == "other-size":  # 8 px images: a set of another ingest
+        from tests.unit.data.helpers import make_shard_set
+
+        class_images = make_shard_set(tmp_path / "small", n=4, classes=("xray",), size=8)
     elif case == "too-few":
         extra = ["model.min_class_images=5"]
-    else:
+    elif case == "other-prompt":
         extra = ["model.class_prompt=a brain MRI"]
+    else:
+        extra = ["model.class_prompt=''"]
     out = tmp_path / "runs"
     argv = [*overrides(tiny_sd, instance, class_images, out), *extra]
     assert main(["train", "generator", str(RECIPE), *argv]) == 2
     err = capsys.readouterr().err
     assert message.format(path=class_images) in err and "Traceback" not in err
-    assert "synmed sample --checkpoint BASE --prompt" in err  # the fix: how to make them
+    assert fix in err.split("fix:", 1)[1]
     assert not out.exists()  # no run folder, let alone an export
     if case != "not-a-shard-set":
         assert verify_shard_set(class_images).count == 4  # the input is untouched
@@ -188,3 +206,36 @@ def test_following_the_fix_for_too_few_class_images_gives_a_set_that_trains(
     followed = command[command.index("--out") + 1]
     argv = [*argv, f"model.class_images={followed}"]
     assert main(["train", "generator", str(RECIPE), *argv]) == 0
+
+
+def test_a_resumed_dreambooth_run_draws_the_same_class_rows_and_adapters(
+    tiny_sd: Path, instance: Path, sd_class_images: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The class rows come from torch's global generator, which the checkpoint carries."""
+    from suite.generative.train import GeneratorTrainer
+    from suite.schema import load_config
+    from suite.train import run_state
+
+    _, class_images = sd_class_images
+
+    def cfg(out: Path, *extra: str):
+        argv = overrides(tiny_sd, instance, class_images, out)
+        return load_config(
+            RECIPE,
+            [
+                *argv,
+                "train.max_steps=4",
+                "train.checkpoint_every=2",
+                "train.sample_every=100",
+                *extra,
+            ],
+        )
+
+    GeneratorTrainer(cfg(tmp_path / "ref")).fit()
+    GeneratorTrainer(cfg(tmp_path / "cut", "train.max_steps=2")).fit()
+    GeneratorTrainer(cfg(tmp_path / "cut"), resume="yes").fit()
+    want, _ = run_state.load_state(run_state.latest_checkpoint(tmp_path / "ref" / RUN), rank=0)
+    got, _ = run_state.load_state(run_state.latest_checkpoint(tmp_path / "cut" / RUN), rank=0)
+    assert got["train_state"]["step"] == want["train_state"]["step"] == 4
+    assert want["model"].keys() == got["model"].keys()
+    assert all(torch.equal(got["model"][k], v) for k, v in want["model"].items())
