@@ -34,3 +34,27 @@ def tiny_generator(tmp_path_factory: pytest.TempPathFactory, mni16: Path) -> Pat
                   f"data.shards={mni16}", f"run.out_dir={root}", "train.max_steps=3")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return root / "tiny-lucidrains"
+
+
+# the class prompt of configs/papers/ort-thesis/*dreambooth*.yaml
+SD_CLASS_PROMPT = "a chest xray"
+
+
+@pytest.fixture(scope="session")
+def sd_class_images(
+    tiny_sd: Path, ray_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """(the untrained export, the class images it drew): DreamBooth's first two commands,
+    `synmed generator init` and `synmed sample --prompt`, on the tiny SD at 16 px, 1 channel, in
+    this process (so on the session's Ray, which ``ray_address`` started here)."""
+    from suite.cli import main
+
+    root = tmp_path_factory.mktemp("sd-class")
+    recipe = REPO / "configs/papers/ort-thesis/sd15_dreambooth.yaml"
+    tiny = [f"model.base={tiny_sd}", "model.image_size=16", "model.channels=1"]
+    assert main(["generator", "init", str(recipe), *tiny, "--out", str(root / "init")]) == 0
+    argv = ["sample", "--checkpoint", str(root / "init"), "--prompt", SD_CLASS_PROMPT,
+            "--num-images", "4", "--shard-size", "2", "--batch-size", "2", "--sampling-steps",
+            "2", "--out", str(root / "class")]  # fmt: skip
+    assert main(argv) == 0
+    return root / "init", root / "class"
