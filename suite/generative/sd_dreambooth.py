@@ -12,6 +12,7 @@ the class rows'; both halves go through one UNet call, as the script's ``torch.c
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -47,10 +48,12 @@ class SDDreamBooth(SDLoRA):
         from suite.data.transforms import to_float
 
         path = Path(cfg.class_images)
+        # into a new folder: model.class_images may hold another sampling job already
         make = (
             "sample them from the base model: synmed generator init CONFIG --out BASE; "
-            f"synmed sample --checkpoint BASE --prompt {cfg.class_prompt!r} "
-            f"--num-images {cfg.min_class_images} --out {path}"
+            f"synmed sample --checkpoint BASE --prompt {shlex.quote(cfg.class_prompt)} "
+            f"--num-images {cfg.min_class_images} --out NEW_DIR, then set "
+            "model.class_images=NEW_DIR"
         )
         if not (path / MANIFEST).is_file():
             raise DataError(f"model.class_images {path} is not a shard set", make)

@@ -179,11 +179,6 @@ def test_unusable_class_images_are_one_error_and_no_run(
         assert verify_shard_set(class_images).count == 4  # the input is untouched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: suite/generative/sd_dreambooth.py's fix samples into model.class_images itself, "
-    "which already holds another sampling job's shards, so synmed sample refuses it",
-)
 def test_following_the_fix_for_too_few_class_images_gives_a_set_that_trains(
     tiny_sd: Path,
     instance: Path,
