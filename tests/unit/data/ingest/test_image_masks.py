@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from suite.data.dataset import ShardDataset
 from suite.data.ingest.adapters import resolve_adapter
@@ -16,33 +15,7 @@ from suite.data.ingest.image_masks import ImageMasksAdapter
 from suite.data.ingest.options import IngestOptions
 from suite.data.ingest.pipeline import ingest
 from suite.errors import DataError
-
-
-def _square(size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
-    """(H, W) uint8: 255 inside box (top, left, bottom, right), 0 outside."""
-    out = np.zeros(size, dtype=np.uint8)
-    top, left, bottom, right = box
-    out[top:bottom, left:right] = 255
-    return out
-
-
-def _save(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
-
-def make_busi(root: Path, per_class: int = 3, size: tuple[int, int] = (16, 16)) -> Path:
-    """benign/ and malignant/ with one bright square per image and its mask at the same place;
-    the first benign image has two masks (its second square in NAME_mask_1.png)."""
-    for c, name in enumerate(("benign", "malignant")):
-        for i in range(per_class):
-            box = (2 + i, 3 + c, 8 + i, 10 + c)
-            image = np.full(size, 20, dtype=np.uint8) + _square(size, box) // 2
-            stem = f"{name} ({i + 1})"
-            _save(root / name / f"{stem}.png", image)
-            _save(root / name / f"{stem}_mask.png", _square(size, box))
-    _save(root / "benign" / "benign (1)_mask_1.png", _square(size, (12, 12, 15, 15)))
-    return root
+from tests.unit.data.helpers import make_busi, save_png, square
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -77,8 +50,8 @@ def test_mask_follows_the_image_under_resize_and_pad(tmp_path: Path) -> None:
     src = tmp_path / "src"
     # a 16x8 (W x H) image: pad letterboxes it to 16x16 with 4 rows above and below
     box = (2, 4, 6, 12)
-    _save(src / "a" / "x.png", _square((8, 16), box))
-    _save(src / "a" / "x_mask.png", _square((8, 16), box))
+    save_png(src / "a" / "x.png", square((8, 16), box))
+    save_png(src / "a" / "x_mask.png", square((8, 16), box))
     out = tmp_path / "out"
     ingest(src, out, IngestOptions(image_size=16, aspect="pad"), progress=False)
     sample = ShardDataset(out)[0]
@@ -100,7 +73,7 @@ def test_min_mask_pixels_counts_at_the_stored_size(tmp_path: Path) -> None:
 
 def test_min_mask_pixels_needs_masks(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    _save(src / "a" / "x.png", np.zeros((16, 16), np.uint8))
+    save_png(src / "a" / "x.png", np.zeros((16, 16), np.uint8))
     with pytest.raises(DataError, match="has no masks"):
         ingest(src, tmp_path / "out", IngestOptions(min_mask_pixels=1), progress=False)
     assert not (tmp_path / "out").exists()
@@ -108,7 +81,7 @@ def test_min_mask_pixels_needs_masks(tmp_path: Path) -> None:
 
 def test_mask_of_another_size_is_one_error(tmp_path: Path) -> None:
     src = make_busi(tmp_path / "busi")
-    _save(src / "malignant" / "malignant (2)_mask.png", np.zeros((12, 16), np.uint8))
+    save_png(src / "malignant" / "malignant (2)_mask.png", np.zeros((12, 16), np.uint8))
     out = tmp_path / "out"
     with pytest.raises(DataError, match=r"malignant \(2\)_mask.png is 16x12 but its image") as err:
         ingest(src, out, IngestOptions(), progress=False)
@@ -143,8 +116,8 @@ def test_mask_without_image_is_an_error(tmp_path: Path) -> None:
 
 def test_zero_one_mask_is_an_error_naming_the_threshold(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    _save(src / "a" / "x.png", np.zeros((16, 16), np.uint8))
-    _save(src / "a" / "x_mask.png", _square((16, 16), (0, 0, 4, 4)) // 255)  # 0/1 values
+    save_png(src / "a" / "x.png", np.zeros((16, 16), np.uint8))
+    save_png(src / "a" / "x_mask.png", square((16, 16), (0, 0, 4, 4)) // 255)  # 0/1 values
     with pytest.raises(DataError, match=r"x_mask.png has pixels above 0 but none") as err:
         ingest(src, tmp_path / "out", IngestOptions(), progress=False)
     assert not (tmp_path / "out").exists()
