@@ -7,9 +7,9 @@ per source row, in the source's order, with the source row's ``index`` (as ``ind
 generator sampled with ``--conditions EDGES`` writes images whose ``source_index`` names the real
 image+mask row they were drawn for.
 
-The mask boundary is DiffBoost's kernel (segmentation/preprocess/utils.py, get_2dmask_boundary):
-the magnitude of the mask's complex Scharr gradient (real part d/dx, imaginary part d/dy, borders
-mirrored), clipped to [0, 1]. For integer label maps every nonzero gradient has magnitude >= 1, so
+The mask boundary is DiffBoost's kernel (get_2dmask_boundary in
+NUBagciLab/DiffBoost:segmentation/preprocess/utils.py): the magnitude of the mask's complex Scharr
+gradient (real part d/dx, imaginary part d/dy, borders mirrored), clipped to [0, 1]. For integer label maps every nonzero gradient has magnitude >= 1, so
 it marks the pixels on both sides of every label change: the 3x3 morphological gradient (dilation
 minus erosion) except where opposite neighbours cancel (a 1-pixel-wide line). The seed joins it
 with HED edges of the image; HED needs a weights file the suite does not ship, so Canny
