@@ -54,6 +54,12 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--canny-sigma", type=float, default=1.0, help="Gaussian sigma (pixels)")
     p.add_argument("--canny-low", type=float, default=0.1, help="low hysteresis threshold")
     p.add_argument("--canny-high", type=float, default=0.2, help="high hysteresis threshold")
+    p.add_argument(
+        "--hed",
+        type=Path,
+        metavar="WEIGHTS",
+        help="HED edges from this local network-bsds500.pth instead of Canny (the seed's choice)",
+    )
     p.add_argument("--shard-size", type=int, default=2048)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -203,6 +209,7 @@ def cmd_data_edges(args: argparse.Namespace) -> int:
         args.dir,
         args.out,
         canny=canny,
+        hed=args.hed,
         shard_size=args.shard_size,
         overwrite=args.overwrite,
         progress=not args.quiet,

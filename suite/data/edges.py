@@ -1,7 +1,8 @@
 """`synmed data edges`: a shard set with masks -> its edge maps, as a conditioning shard set.
 
 An edge map (DiffBoost's ControlNet condition) is the mask boundary joined (pixel-wise max) with
-Canny edges of the image, in [0, 1], stored as uint8 0/255 images (1, H, W). The set has one row
+Canny edges of the image, in [0, 1], stored as uint8 0/255 images (1, H, W) (grey values too
+with HED). The set has one row
 per source row, in the source's order, with the source row's ``index`` (as ``index`` and as
 ``source_index``) and its ``labels``, ``masks``, ``split``, ``source`` and ``group``, so a
 generator sampled with ``--conditions EDGES`` writes images whose ``source_index`` names the real
@@ -13,7 +14,8 @@ gradient (real part d/dx, imaginary part d/dy, borders mirrored), clipped to [0,
 it marks the pixels on both sides of every label change: the 3x3 morphological gradient (dilation
 minus erosion) except where opposite neighbours cancel (a 1-pixel-wide line). The seed joins it
 with HED edges of the image; HED needs a weights file the suite does not ship, so Canny
-(scikit-image) takes its place. Both maps are binary, so the seed's clip(sum) equals the max.
+(scikit-image) takes its place unless ``hed`` names a local weights file (:mod:`suite.data.hed`).
+The maps are joined by the seed's clip(sum), which for the two binary maps is their max.
 """
 
 from __future__ import annotations
@@ -89,10 +91,14 @@ def canny_edges(image: np.ndarray, settings: CannySettings) -> np.ndarray:
     return edges.astype(np.float32)
 
 
+def join(boundary: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(H, W) maps in [0, 1] -> (1, H, W) uint8: the seed's clip(sum), the max of binary maps."""
+    return np.rint(np.clip(boundary + edges, 0.0, 1.0) * 255.0).astype(np.uint8)[None]
+
+
 def edge_map(image: np.ndarray, mask: np.ndarray, settings: CannySettings) -> np.ndarray:
     """One row's edge map: (1, H, W) uint8, 255 on the mask boundary or a Canny edge."""
-    joined = np.maximum(mask_boundary(mask[0]), canny_edges(image, settings))
-    return np.rint(joined * 255.0).astype(np.uint8)[None]
+    return join(mask_boundary(mask[0]), canny_edges(image, settings))
 
 
 def write_edge_set(
@@ -100,12 +106,17 @@ def write_edge_set(
     out: Path,
     *,
     canny: CannySettings | None = None,
+    hed: Path | None = None,
     shard_size: int = 2048,
     compression: str = "lzf",
     overwrite: bool = False,
     progress: bool = True,
 ) -> Manifest:
-    """Write the edge maps of every row of ``source`` (a set with masks) as the set ``out``."""
+    """Write the edge maps of every row of ``source`` (a set with masks) as the set ``out``.
+
+    ``hed``: a local HED weights file; its edge probabilities replace Canny (as in the seed), and
+    the map then holds grey values where HED is unsure.
+    """
     settings = canny or CannySettings()
     settings.check()
     if shard_size < 1:
@@ -126,13 +137,22 @@ def write_edge_set(
         for key in ("class_names", "label_kind", "mask_names")
         if key in manifest.attrs
     }
+    network = None
+    conditioning: dict[str, Any] = {"kind": "edges", "mask_boundary": "scharr"}
+    if hed is not None:
+        from suite.data.hed import load_hed
+
+        network = load_hed(Path(hed))
+        conditioning["hed"] = {"weights": str(Path(hed).resolve()), "sha256": sha256_file(hed)}
+    else:
+        conditioning["canny"] = {
+            "sigma": settings.sigma,
+            "low": settings.low,
+            "high": settings.high,
+        }
     attrs.update(
         source="conditioning",
-        conditioning={
-            "kind": "edges",
-            "mask_boundary": "scharr",
-            "canny": {"sigma": settings.sigma, "low": settings.low, "high": settings.high},
-        },
+        conditioning=conditioning,
         edges_of={
             "path": str(source.resolve()),
             "count": manifest.count,
@@ -150,9 +170,18 @@ def write_edge_set(
                     for k in ("images", "index", *CARRIED)
                     if k in h5
                 }
+            if network is not None:
+                from suite.data.hed import hed_edges
+
+                edges = hed_edges(network, columns["images"])
             for r in range(rec.count):
                 row = {k: v[r] for k, v in columns.items() if k != "images"}
-                row["images"] = edge_map(columns["images"][r], columns["masks"][r], settings)
+                image, mask = columns["images"][r], columns["masks"][r]
+                row["images"] = (
+                    join(mask_boundary(mask[0]), edges[r])
+                    if network is not None
+                    else edge_map(image, mask, settings)
+                )
                 row["source_index"] = row["index"]
                 writer.add(row)
                 bar.update(1)

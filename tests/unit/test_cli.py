@@ -70,7 +70,8 @@ OPTIONS: dict[str, str] = {
     "data export": "-h/--help dir --to --split --limit --overwrite",
     "data merge": "-h/--help inputs --out --shard-size --overwrite",
     "data edges": (
-        "-h/--help dir --out --canny-sigma --canny-low --canny-high --shard-size --overwrite --quiet"
+        "-h/--help dir --out --canny-sigma --canny-low --canny-high --hed --shard-size --overwrite "
+        "--quiet"
     ),
     "data demo": "-h/--help",
     "data": "-h/--help {ingest,verify,info,export,merge,edges,demo}",

@@ -97,3 +97,19 @@ def make_busi(root: Path, per_class: int = 3, size: tuple[int, int] = (16, 16)) 
             save_png(root / name / f"{stem}_mask.png", square(size, box))
     save_png(root / "benign" / "benign (1)_mask_1.png", square(size, (12, 12, 15, 15)))
     return root
+
+
+def make_square_mask_set(directory: Path, n: int = 6) -> Path:
+    """Rows whose image is a bright square exactly where the mask is (moving with the row)."""
+    directory.mkdir(parents=True)
+    attrs = {"source": "real", "class_names": ["a", "b"], "label_kind": "multiclass",
+             "mask_names": ["background", "foreground"]}  # fmt: skip
+    writer = ShardSetWriter(directory, attrs, shard_size=4)
+    for i in range(n):
+        mask = np.zeros((1, 16, 16), np.uint8)
+        mask[0, 3 + i : 9 + i, 4:12] = 1
+        writer.add({"images": (20 + 200 * mask).astype(np.uint8), "masks": mask,
+                    "index": 100 + i, "labels": i % 2, "split": i % 3,
+                    "source": f"img{i}.png", "group": f"g{i}"})  # fmt: skip
+    writer.close()
+    return directory

@@ -13,25 +13,8 @@ from scipy.ndimage import binary_dilation, binary_erosion
 from suite.data.dataset import ShardDataset
 from suite.data.edges import CannySettings, canny_edges, edge_map, mask_boundary, write_edge_set
 from suite.data.verify import verify_shard_set
-from suite.data.writer import ShardSetWriter
 from suite.errors import ConfigError, ShardError
-from tests.unit.data.helpers import make_busi, make_shard_set
-
-
-def _square_set(directory: Path, n: int = 6) -> Path:
-    """Rows whose image is a bright square exactly where the mask is (moving with the row)."""
-    directory.mkdir(parents=True)
-    attrs = {"source": "real", "class_names": ["a", "b"], "label_kind": "multiclass",
-             "mask_names": ["background", "foreground"]}  # fmt: skip
-    writer = ShardSetWriter(directory, attrs, shard_size=4)
-    for i in range(n):
-        mask = np.zeros((1, 16, 16), np.uint8)
-        mask[0, 3 + i : 9 + i, 4:12] = 1
-        writer.add({"images": (20 + 200 * mask).astype(np.uint8), "masks": mask,
-                    "index": 100 + i, "labels": i % 2, "split": i % 3,
-                    "source": f"img{i}.png", "group": f"g{i}"})  # fmt: skip
-    writer.close()
-    return directory
+from tests.unit.data.helpers import make_busi, make_shard_set, make_square_mask_set
 
 
 def test_boundary_is_the_morphological_gradient_of_a_filled_shape() -> None:
@@ -76,7 +59,7 @@ def test_edge_map_joins_boundary_and_canny() -> None:
 
 
 def test_edge_set_keeps_rows_paired(tmp_path: Path) -> None:
-    src = _square_set(tmp_path / "src")
+    src = make_square_mask_set(tmp_path / "src")
     manifest = write_edge_set(src, tmp_path / "edges", progress=False)
     verify_shard_set(tmp_path / "edges")
     assert manifest.attrs["source"] == "conditioning"
@@ -104,7 +87,7 @@ def test_set_without_masks_is_refused(tmp_path: Path) -> None:
 
 
 def test_bad_canny_thresholds_via_cli(tmp_path: Path) -> None:
-    src = _square_set(tmp_path / "src")
+    src = make_square_mask_set(tmp_path / "src")
     with pytest.raises(ConfigError, match="not 0 <= low <= high"):
         write_edge_set(src, tmp_path / "e", canny=CannySettings(1.0, 0.3, 0.2), progress=False)
     result = subprocess.run(
