@@ -1,21 +1,21 @@
 """`synmed data edges`: a shard set with masks -> its edge maps, as a conditioning shard set.
 
-An edge map (DiffBoost's ControlNet condition) is the mask boundary joined (pixel-wise max) with
-Canny edges of the image, in [0, 1], stored as uint8 0/255 images (1, H, W) (grey values too
-with HED). The set has one row
-per source row, in the source's order, with the source row's ``index`` (as ``index`` and as
-``source_index``) and its ``labels``, ``masks``, ``split``, ``source`` and ``group``, so a
+An edge map (DiffBoost's ControlNet condition) is the mask boundary joined with Canny edges of the
+image, in [0, 1], stored as uint8 0/255 images (1, H, W) (grey values too with HED). The set has
+one row per source row, in the source's order, with the source row's ``index`` (as ``index`` and
+as ``source_index``) and its ``labels``, ``masks``, ``split``, ``source`` and ``group``, so a
 generator sampled with ``--conditions EDGES`` writes images whose ``source_index`` names the real
 image+mask row they were drawn for.
 
 The mask boundary is DiffBoost's kernel (get_2dmask_boundary in
 NUBagciLab/DiffBoost:segmentation/preprocess/utils.py): the magnitude of the mask's complex Scharr
-gradient (real part d/dx, imaginary part d/dy, borders mirrored), clipped to [0, 1]. For integer label maps every nonzero gradient has magnitude >= 1, so
-it marks the pixels on both sides of every label change: the 3x3 morphological gradient (dilation
-minus erosion) except where opposite neighbours cancel (a 1-pixel-wide line). The seed joins it
-with HED edges of the image; HED needs a weights file the suite does not ship, so Canny
-(scikit-image) takes its place unless ``hed`` names a local weights file (:mod:`suite.data.hed`).
-The maps are joined by the seed's clip(sum), which for the two binary maps is their max.
+gradient (real part d/dx, imaginary part d/dy, borders mirrored), clipped to [0, 1]. For integer
+label maps every nonzero gradient has magnitude >= 1, so it marks the pixels on both sides of
+every label change: the 3x3 morphological gradient (dilation minus erosion) except where opposite
+neighbours cancel (a 1-pixel-wide line). The seed joins it with HED edges of the image; HED needs
+a weights file the suite does not ship, so Canny (scikit-image) takes its place unless ``hed``
+names a local weights file (:mod:`suite.data.hed`). The maps are joined by the seed's clip(sum),
+which for the two binary maps is their pixel-wise max.
 """
 
 from __future__ import annotations
