@@ -58,7 +58,8 @@ class IngestOptions:
     dicom_window: Literal["file", "none"] = "file"
     window_center: float | None = None  # both set: a manual window that overrides the file's
     window_width: PositiveFloat | None = None
-    # NIfTI: masks are one integer label volume or several probability maps (one class each).
+    # NIfTI: masks are one integer label volume or several probability maps (one class each);
+    # mask_threshold also binarises image_masks PNG masks (a fraction of the full scale).
     mask: list[Path] = field(default_factory=list, metadata={"must_exist": True})
     mask_names: list[str] | None = None
     mask_threshold: float = 0.5
