@@ -46,18 +46,28 @@ def test_busi_layout_is_sniffed_and_pairs_stay_aligned(tmp_path: Path) -> None:
     assert data[sources.index("malignant/malignant (2).png")]["label"] == 1
 
 
-def test_mask_follows_the_image_under_resize_and_pad(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("aspect", "shape", "box"),
+    [
+        ("pad", (24, 32), (4, 8, 12, 24)),  # scaled by 1/2 to 12x16, 2 rows padded above
+        ("crop", (32, 48), (8, 16, 24, 32)),  # scaled by 1/2 to 16x24, 4 columns cropped left
+        ("stretch", (32, 16), (8, 4, 24, 12)),  # rows halved, columns kept
+    ],
+)
+def test_mask_follows_the_image_under_each_aspect(
+    tmp_path: Path, aspect: str, shape: tuple[int, int], box: tuple[int, int, int, int]
+) -> None:
     src = tmp_path / "src"
-    # a 16x8 (W x H) image: pad letterboxes it to 16x16 with 4 rows above and below
-    box = (2, 4, 6, 12)
-    save_png(src / "a" / "x.png", square((8, 16), box))
-    save_png(src / "a" / "x_mask.png", square((8, 16), box))
-    out = tmp_path / "out"
-    ingest(src, out, IngestOptions(image_size=16, aspect="pad"), progress=False)
-    sample = ShardDataset(out)[0]
+    save_png(src / "a" / "x.png", square(shape, box))
+    save_png(src / "a" / "x_mask.png", square(shape, box))
+    ingest(src, tmp_path / "out", IngestOptions(image_size=16, aspect=aspect), progress=False)
+    sample = ShardDataset(tmp_path / "out")[0]
     image, mask = sample["image"][0].numpy(), sample["mask"][0].numpy()
-    assert mask[6:10, 4:12].all() and int(mask.sum()) == 4 * 8
-    np.testing.assert_array_equal(image > 127, mask == 1)
+    bottom = 8 if aspect == "pad" else 12
+    assert mask[4:bottom, 4:12].all()  # the box, moved and scaled as the image was
+    assert int(mask.sum()) == (bottom - 4) * 8
+    inside = mask == 1
+    assert image[inside].min() > 127 and image[~inside].max() < 128
 
 
 def test_min_mask_pixels_counts_at_the_stored_size(tmp_path: Path) -> None:
