@@ -1,4 +1,4 @@
-"""`synmed data ingest|verify|info|export|merge|demo`: shard sets in and out.
+"""`synmed data ingest|verify|info|export|merge|edges|demo`: shard sets in and out.
 
 suite/cli.py adds the group with ``add_parser(groups)``. Heavy imports (numpy, h5py, the format
 readers) happen only when a command runs.
@@ -17,7 +17,7 @@ from suite.errors import SynmedError
 
 def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``data`` group and its subcommands to the top-level ``synmed`` subparsers."""
-    group = groups.add_parser("data", help="shard sets: ingest, verify, info, export, merge")
+    group = groups.add_parser("data", help="shard sets: ingest, verify, info, export, merge, edges")
     data = group.add_subparsers(dest="cmd", required=True)
     _add_ingest_parser(data)
     p = data.add_parser(
@@ -45,6 +45,25 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=2048)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_data_merge)
+    p = data.add_parser(
+        "edges",
+        help="edge maps (mask boundary + Canny) of a set with masks, as a conditioning set",
+    )
+    p.add_argument("dir", type=Path, help="a shard set with masks")
+    p.add_argument("--out", required=True, type=Path, help="the conditioning set to create")
+    p.add_argument("--canny-sigma", type=float, default=1.0, help="Gaussian sigma (pixels)")
+    p.add_argument("--canny-low", type=float, default=0.1, help="low hysteresis threshold")
+    p.add_argument("--canny-high", type=float, default=0.2, help="high hysteresis threshold")
+    p.add_argument(
+        "--hed",
+        type=Path,
+        metavar="WEIGHTS",
+        help="HED edges from this local network-bsds500.pth instead of Canny (the seed's choice)",
+    )
+    p.add_argument("--shard-size", type=int, default=2048)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_edges)
     p = data.add_parser(
         "demo", help="list the demo:NAME sources (real data shipped in installed packages)"
     )
@@ -179,6 +198,23 @@ def cmd_data_merge(args: argparse.Namespace) -> int:
         args.inputs, args.out, shard_size=args.shard_size, overwrite=args.overwrite
     )
     print(f"merged {len(args.inputs)} sets, {n} images, into {args.out}")
+    return 0
+
+
+def cmd_data_edges(args: argparse.Namespace) -> int:
+    from suite.data.edges import CannySettings, write_edge_set
+
+    canny = CannySettings(args.canny_sigma, args.canny_low, args.canny_high)
+    manifest = write_edge_set(
+        args.dir,
+        args.out,
+        canny=canny,
+        hed=args.hed,
+        shard_size=args.shard_size,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(f"wrote {manifest.count} edge maps of {args.dir} to {args.out}")
     return 0
 
 

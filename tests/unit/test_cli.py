@@ -60,16 +60,21 @@ OPTIONS: dict[str, str] = {
     "jobs": "-h/--help --runs",
     "data ingest": (
         "-h/--help source --out --config --overwrite --quiet --format --image-size --aspect "
-        "--channels --clip-percentiles --class-names --split-fractions --seed --shard-size "
+        "--channels --clip-percentiles --hu-floor --class-names --split-fractions --seed --shard-size "
         "--compression --limit --dicom-window --window-center --window-width --mask --mask-names "
-        "--mask-threshold --axis --plane-labels --min-foreground --images-dir overrides"
+        "--mask-threshold --missing-masks --axis --plane-labels --min-foreground --min-mask-pixels "
+        "--images-dir overrides"
     ),
     "data verify": "-h/--help dirs --no-digests",
     "data info": "-h/--help dir --json",
     "data export": "-h/--help dir --to --split --limit --overwrite",
     "data merge": "-h/--help inputs --out --shard-size --overwrite",
+    "data edges": (
+        "-h/--help dir --out --canny-sigma --canny-low --canny-high --hed --shard-size --overwrite "
+        "--quiet"
+    ),
     "data demo": "-h/--help",
-    "data": "-h/--help {ingest,verify,info,export,merge,demo}",
+    "data": "-h/--help {ingest,verify,info,export,merge,edges,demo}",
     "models tiny-sd": "-h/--help --out --seed --image-size --overwrite",
     "models": "-h/--help {tiny-sd}",
     "": (
@@ -102,6 +107,7 @@ OWNERS = {
     "data info": "suite.data.cli",
     "data export": "suite.data.cli",
     "data merge": "suite.data.cli",
+    "data edges": "suite.data.cli",
     "data demo": "suite.data.cli",
     "models tiny-sd": "suite.models.cli",
 }

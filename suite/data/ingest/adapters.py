@@ -26,6 +26,7 @@ ADAPTERS: Registry[type[SourceAdapter]] = Registry(
         "nih": "suite.data.ingest.nih:NIHAdapter",
         "covidx": "suite.data.ingest.covidx:COVIDxAdapter",
         "dicom": "suite.data.ingest.dicom:DicomAdapter",
+        "image_masks": "suite.data.ingest.image_masks:ImageMasksAdapter",
         "folder": "suite.data.ingest.folder:FolderAdapter",
     },
 )

@@ -55,17 +55,20 @@ class FolderAdapter(SourceAdapter):
         self.files: list[tuple[Path, int]] = []
         for label, name in enumerate(self.class_names):
             folder = inside(source, source / name, f"class folder of class {name!r}")
-            if not folder.is_dir():
-                continue
-            for path in list_images(folder):
-                if any(part in SKIPPED_SUBFOLDERS for part in path.relative_to(folder).parts[:-1]):
-                    continue
-                self.files.append((path, label))
+            if folder.is_dir():
+                self._add_class(folder, label)
         if not self.files:
             raise DataError(
                 f"{source}: the class folders hold no image files",
                 "put PNG/JPEG/TIFF/BMP images in SOURCE/<class name>/",
             )
+
+    def _add_class(self, folder: Path, label: int) -> None:
+        """Collect the image files of one class folder into ``self.files``."""
+        for path in list_images(folder):
+            if any(part in SKIPPED_SUBFOLDERS for part in path.relative_to(folder).parts[:-1]):
+                continue
+            self.files.append((path, label))
 
     @classmethod
     def sniff(cls, source: Path) -> bool:

@@ -9,11 +9,13 @@ from typing import Annotated, Literal
 from suite.config import (
     Fraction,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     PositiveSum,
     Range,
     RegistryName,
+    added_field,
 )
 from suite.data.ingest.adapters import ADAPTERS
 
@@ -38,6 +40,9 @@ class IngestOptions:
     channels: Literal[1, 3] = 1
     # Intensity clipping for non-uint8 sources (DICOM, NIfTI, 16-bit PNG), then scaled to 0..255.
     clip_percentiles: tuple[Percent, Percent] = (0.5, 99.5)
+    # CT: the lower clipping bound is at least this (HU), so air (-1000) does not take up the
+    # range; DiffBoost uses -256 for spleen CT. Applies where percentiles clip (not DICOM windows).
+    hu_floor: float | None = added_field(None)
     # Class order fixes label ids. None: the source's own order (sorted folder names, known lists).
     class_names: list[str] | None = None
     # train / val / test. Sources with official splits (MedMNIST, NIH lists, COVIDx, IDX) keep them
@@ -53,14 +58,20 @@ class IngestOptions:
     dicom_window: Literal["file", "none"] = "file"
     window_center: float | None = None  # both set: a manual window that overrides the file's
     window_width: PositiveFloat | None = None
-    # NIfTI: masks are one integer label volume or several probability maps (one class each).
+    # NIfTI: masks are one integer label volume or several probability maps (one class each);
+    # mask_threshold also binarises image_masks PNG masks (a fraction of the full scale).
     mask: list[Path] = field(default_factory=list, metadata={"must_exist": True})
     mask_names: list[str] | None = None
     mask_threshold: float = 0.5
+    # image_masks folders: an image without a mask file is an error, or gets an empty mask
+    missing_masks: Literal["error", "empty"] = added_field("error")
     axis: Literal[0, 1, 2] = 2
     # Slice along all three axes instead, each slice labelled by its plane (sagittal, coronal,
     # axial): a real label for classification on an unlabelled volume; splits stay per plane slab.
     plane_labels: bool = False
-    min_foreground: Fraction = 0.05  # keep slices whose foreground fraction is at least this
+    min_foreground: Fraction = 0.05  # NIfTI: keep slices whose foreground fraction is at least this
+    # any source with masks: keep rows whose mask has at least this many pixels > 0, counted at
+    # the stored size (after --image-size); DiffBoost keeps slices with more than 20 (here 21)
+    min_mask_pixels: NonNegativeInt = added_field(0)
     # NIH ChestX-ray14 / COVIDx: where the image files are; None searches below the source folder.
     images_dir: Path | None = field(default=None, metadata={"must_exist": True})

@@ -72,6 +72,13 @@ def ingest(
     adapter_cls = resolve_adapter(source, options.format)
     adapter = adapter_cls(source, options)
     info = adapter.info()
+    if options.min_mask_pixels and not info.mask_names:
+        raise DataError(
+            f"--min-mask-pixels {options.min_mask_pixels} counts mask pixels, but {source} "
+            f"({info.description or adapter_cls.name}) has no masks",
+            "drop --min-mask-pixels, or ingest a source with masks (NIfTI with --mask or "
+            "labelsTr/, or an image_masks folder)",
+        )
     inputs = (source, options.images_dir, *options.mask)
     with staged_output(out, overwrite=overwrite, inputs=inputs) as staging:
         scratch = _Scratch(staging / SCRATCH, info)
@@ -195,6 +202,7 @@ def _read_all(
     meta = _Meta([], [], [], [])
     shape: tuple[int, ...] | None = None
     first_source = ""
+    dropped, largest = 0, 0
     bar = tqdm(
         total=_bar_total(options.limit, info.expected_count),
         desc=f"ingest {info.description}".strip(),
@@ -217,6 +225,11 @@ def _read_all(
                 raise DataError(
                     f"{record.source}: {err}", "convert it to a 2D grayscale or RGB image"
                 ) from None
+            if mask is not None and options.min_mask_pixels:
+                pixels = int(np.count_nonzero(mask))
+                if pixels < options.min_mask_pixels:
+                    dropped, largest = dropped + 1, max(largest, pixels)
+                    continue
             if shape is None:
                 shape, first_source = image.shape, record.source
             elif image.shape != shape:
@@ -234,6 +247,14 @@ def _read_all(
     finally:
         bar.close()
         scratch.close()
+    if not meta.sources and dropped:
+        raise DataError(
+            f"all {dropped} images were dropped by --min-mask-pixels {options.min_mask_pixels}; "
+            f"the largest mask has {largest} pixels > 0 (at the stored size)",
+            f"pass --min-mask-pixels {largest} or less to keep the fullest, or 0 to keep every image"
+            if largest
+            else "every mask is empty: pass --min-mask-pixels 0 to keep every image",
+        )
     if not meta.sources:
         raise DataError(
             f"no images found in the source ({info.description or 'empty'})",

@@ -9,13 +9,17 @@ from suite.data.ingest.options import IngestOptions
 
 
 def to_uint8(
-    image: np.ndarray, intensity: str, clip_percentiles: tuple[float, float]
+    image: np.ndarray,
+    intensity: str,
+    clip_percentiles: tuple[float, float],
+    floor: float | None = None,
 ) -> np.ndarray:
     """Scale intensities to 0..255.
 
     uint8 images pass unchanged; "unit" images (already in [0, 1]) are scaled by 255; anything else
     (12/16-bit, float) is clipped at the given percentiles and mapped linearly, the usual CT/MR/CR
-    normalisation (e.g. DiffBoost clips at 0.5/99.5).
+    normalisation (e.g. DiffBoost clips at 0.5/99.5). ``floor`` raises the lower bound to at least
+    that value (DiffBoost's -256 HU for CT, where the 0.5th percentile is air at -1000 HU).
     """
     if intensity == "unit":
         return np.clip(np.rint(image.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
@@ -26,6 +30,8 @@ def to_uint8(
     if finite.size == 0:
         return np.zeros(image.shape, dtype=np.uint8)
     lo, hi = np.percentile(finite, clip_percentiles)
+    if floor is not None:
+        lo = max(float(lo), floor)
     if hi <= lo:
         return np.zeros(image.shape, dtype=np.uint8)
     data = np.nan_to_num(data, nan=lo)
@@ -88,7 +94,7 @@ def prepare(
     """One record's image (and mask) in stored form: (C, H, W) uint8 and (1, H, W) uint8."""
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
         raise ValueError(f"image has shape {image.shape}: expected (H, W) or (H, W, 1|3|4)")
-    pixels = to_uint8(image, intensity, options.clip_percentiles)
+    pixels = to_uint8(image, intensity, options.clip_percentiles, options.hu_floor)
     pixels = to_channels(pixels, options.channels)
     out_mask = None
     if mask is not None:

@@ -70,3 +70,46 @@ def make_class_folders(
                 root / name / "masks" / f"{name}-{i}.png"
             )
     return root
+
+
+def square(size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """(H, W) uint8: 255 inside box (top, left, bottom, right), 0 outside."""
+    out = np.zeros(size, dtype=np.uint8)
+    top, left, bottom, right = box
+    out[top:bottom, left:right] = 255
+    return out
+
+
+def save_png(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def make_busi(root: Path, per_class: int = 3, size: tuple[int, int] = (16, 16)) -> Path:
+    """benign/ and malignant/ with one bright square per image and its mask at the same place;
+    the first benign image has two masks (its second square in NAME_mask_1.png)."""
+    for c, name in enumerate(("benign", "malignant")):
+        for i in range(per_class):
+            box = (2 + i, 3 + c, 8 + i, 10 + c)
+            image = np.full(size, 20, dtype=np.uint8) + square(size, box) // 2
+            stem = f"{name} ({i + 1})"
+            save_png(root / name / f"{stem}.png", image)
+            save_png(root / name / f"{stem}_mask.png", square(size, box))
+    save_png(root / "benign" / "benign (1)_mask_1.png", square(size, (12, 12, 15, 15)))
+    return root
+
+
+def make_square_mask_set(directory: Path, n: int = 6) -> Path:
+    """Rows whose image is a bright square exactly where the mask is (moving with the row)."""
+    directory.mkdir(parents=True)
+    attrs = {"source": "real", "class_names": ["a", "b"], "label_kind": "multiclass",
+             "mask_names": ["background", "foreground"]}  # fmt: skip
+    writer = ShardSetWriter(directory, attrs, shard_size=4)
+    for i in range(n):
+        mask = np.zeros((1, 16, 16), np.uint8)
+        mask[0, 3 + i : 9 + i, 4:12] = 1
+        writer.add({"images": (20 + 200 * mask).astype(np.uint8), "masks": mask,
+                    "index": 100 + i, "labels": i % 2, "split": i % 3,
+                    "source": f"img{i}.png", "group": f"g{i}"})  # fmt: skip
+    writer.close()
+    return directory

@@ -331,3 +331,31 @@ def test_every_slice_dropped_names_the_threshold_and_the_largest_fraction(
                   progress=False).count == 1  # fmt: skip
     assert ingest(tmp_path / "ct.nii.gz", out, options(**opts, min_foreground=0), overwrite=True,
                   progress=False).count == 8  # fmt: skip
+
+
+def test_ct_floor_and_positive_slices_by_mask_pixels(tmp_path: Path) -> None:
+    """A synthetic CT: air at -1000 HU around tissue at 40 HU; a label volume whose axial
+    slices hold 0, 5, 30 and 60 foreground pixels."""
+    ct = np.full((16, 16, 4), -1000.0, np.float32)
+    ct[4:12, 4:12] = 40.0
+    ct[6:8, 6:8] = 300.0
+    labels = np.zeros(ct.shape, np.uint8)
+    for z, n in enumerate((0, 5, 30, 60)):
+        labels.reshape(-1, 4)[:n, z] = 1
+    nib.save(nib.Nifti1Image(ct, np.eye(4)), tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "seg.nii.gz")
+    common = dict(mask=[tmp_path / "seg.nii.gz"], min_foreground=0.0, clip_percentiles=(0, 100))
+    ingest(tmp_path / "ct.nii.gz", tmp_path / "raw", options(**common), progress=False)
+    ingest(
+        tmp_path / "ct.nii.gz", tmp_path / "floor",
+        options(**common, hu_floor=-256, min_mask_pixels=21), progress=False,
+    )  # fmt: skip
+    raw, floored = ShardDataset(tmp_path / "raw"), ShardDataset(tmp_path / "floor")
+    assert len(raw) == 4
+    assert sorted(slice_index(s) for s in floored.read_column("source")) == [2, 3]
+    assert all(int(floored[i]["mask"].sum()) >= 21 for i in range(len(floored)))
+    # 40 HU on [-256, 300] and on [-1000, 300]: the floor gives soft tissue the grey range back
+    assert set(np.unique(floored[0]["image"])) == {0, round(296 * 255 / 556), 255}
+    assert set(np.unique(raw[0]["image"])) == {0, round(1040 * 255 / 1300), 255}
+    attrs = floored.manifest.attrs["ingest_options"]
+    assert attrs["hu_floor"] == -256 and attrs["min_mask_pixels"] == 21

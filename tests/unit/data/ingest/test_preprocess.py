@@ -45,3 +45,18 @@ def test_masks_stay_labels() -> None:
     chw, m = prepare(image, "raw", IngestOptions(image_size=20), mask)
     assert chw.shape == (1, 20, 20) and m is not None and m.shape == (1, 20, 20)
     assert set(np.unique(m).tolist()) == {0, 2}
+
+
+def test_floor_raises_the_lower_clip_bound() -> None:
+    ct = np.full((10, 10), -1000.0, np.float32)  # air
+    ct[:, 5:] = np.linspace(0, 400, 50).reshape(10, 5)  # tissue
+    lo, hi = -256.0, float(np.percentile(ct, 99.5))
+    out = to_uint8(ct, "raw", (0.5, 99.5), floor=-256)
+    np.testing.assert_array_equal(
+        out, np.clip(np.rint((ct - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    )
+    assert out[0, 0] == 0 and out[0, 5] == round(256 * 255 / (hi + 256))
+    # above the floor the percentile stays: the floor only lifts a bound below it
+    np.testing.assert_array_equal(
+        to_uint8(ct[:, 5:], "raw", (0, 100), floor=-256), to_uint8(ct[:, 5:], "raw", (0, 100))
+    )
