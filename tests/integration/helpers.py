@@ -34,6 +34,19 @@ def synmed(
     )
 
 
+def synmed_here(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`synmed ARGS` in this process (``suite.cli.main``, output through ``capsys``), as
+    :func:`synmed` returns it. For a command that only refuses or finds everything done, where a
+    fresh interpreter's imports would be most of its time; the test that uses it runs the same
+    command through :func:`synmed` too, so the process path stays covered."""
+    from suite.cli import main
+
+    capsys.readouterr()  # what the test printed before is not this command's output
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["synmed", *args], code, out.out, out.err)
+
+
 def own_ray_env() -> dict[str, str]:
     """``ENV`` without ``RAY_ADDRESS``: a command run with it starts (and stops) a local Ray of its
     own, as a user's does, even in a test that has the session's Ray joined (``joined_ray``)."""
