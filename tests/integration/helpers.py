@@ -41,9 +41,11 @@ def synmed_here(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.Co
     command through :func:`synmed` too, so the process path stays covered."""
     from suite.cli import main
 
-    capsys.readouterr()  # what the test printed before is not this command's output
+    before = capsys.readouterr()  # what the test printed before is not this command's output
     code = main(list(args))
     out = capsys.readouterr()
+    sys.stdout.write(before.out)  # put back, for the report of a failing test
+    sys.stderr.write(before.err)
     return subprocess.CompletedProcess(["synmed", *args], code, out.out, out.err)
 
 

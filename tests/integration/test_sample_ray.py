@@ -24,7 +24,7 @@ from suite.data.dataset import ShardDataset
 from suite.data.verify import verify_shard_set
 from suite.generative.export import load_generator
 from suite.sampling.job import plan_from_dict, sample_rows
-from tests.integration.helpers import ENV, own_ray_env, synmed, wait_until
+from tests.integration.helpers import ENV, own_ray_env, synmed, synmed_here, wait_until
 from tests.unit.sampling.test_job import flip_byte, rewrite_valid
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("joined_ray")]
@@ -199,26 +199,30 @@ def test_sigkilled_worker_is_retried_and_every_index_lands_once(
     assert not list(out.glob("*.tmp"))
 
 
-def test_folder_of_another_job_is_refused(generator: Path, tmp_path: Path) -> None:
+def test_folder_of_another_job_is_refused(
+    generator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert synmed(*sample_args(generator, tmp_path / "s", 8)).returncode == 0
-    other = synmed(*sample_args(generator, tmp_path / "s", 8, "--seed", "3"))
+    # the refusals in this process: a fresh interpreter's imports would be most of their time
+    other = synmed_here(capsys, *sample_args(generator, tmp_path / "s", 8, "--seed", "3"))
     assert other.returncode == 2
     assert "another sampling job" in other.stderr and "seed 0 != 3" in other.stderr
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
-    refused = synmed(*sample_args(generator, tmp_path / "mine", 8))
+    refused = synmed_here(capsys, *sample_args(generator, tmp_path / "mine", 8))
     assert refused.returncode == 2 and "not empty" in refused.stderr
 
 
-def test_bad_arguments(generator: Path, tmp_path: Path) -> None:
-    proc = synmed(*sample_args(generator, tmp_path / "a", 8, "--per-class", "2"))
+def test_bad_arguments(generator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # refused in this process: a fresh interpreter's imports would be most of each command's time
+    proc = synmed_here(capsys, *sample_args(generator, tmp_path / "a", 8, "--per-class", "2"))
     assert proc.returncode == 2 and "class-conditional" in proc.stderr
-    proc = synmed("sample", "--checkpoint", str(generator), "--num-images", "4", "--sampling-steps", "999",
-                  "--out", str(tmp_path / "b"))  # fmt: skip
+    proc = synmed_here(capsys, "sample", "--checkpoint", str(generator), "--num-images", "4",
+                       "--sampling-steps", "999", "--out", str(tmp_path / "b"))  # fmt: skip
     assert proc.returncode == 2 and "outside 1..50" in proc.stderr
     (tmp_path / "not-a-run").mkdir()
-    proc = synmed("sample", "--checkpoint", str(tmp_path / "not-a-run"), "--num-images", "4",
-                  "--out", str(tmp_path / "c"))  # fmt: skip
+    proc = synmed_here(capsys, "sample", "--checkpoint", str(tmp_path / "not-a-run"),
+                       "--num-images", "4", "--out", str(tmp_path / "c"))  # fmt: skip
     assert proc.returncode == 2 and "not a synmed generator export" in proc.stderr
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
@@ -260,7 +264,9 @@ def test_labels_follow_the_class_plan() -> None:
     )  # a shard's labels need no other shard
 
 
-def test_conditioned_sampling_pairs_each_row_with_its_source(tmp_path: Path) -> None:
+def test_conditioned_sampling_pairs_each_row_with_its_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A class-conditional DDPM conditioned row by row on a labelled set, 2 outputs per row, on
     Ray: every output carries its conditioning row's label and index."""
     from tests.unit.data.helpers import make_shard_set
@@ -287,10 +293,10 @@ def test_conditioned_sampling_pairs_each_row_with_its_source(tmp_path: Path) -> 
     assert manifest["attrs"]["conditions_digest"] and manifest["schema_version"] == 2
     summary = json.loads((out / "sample_summary.json").read_text())
     assert summary["per_condition"] == 2 and summary["conditions"] == str(labelled.resolve())
-    # an inconsistent request fails before Ray starts or --out is made
-    bad = synmed("sample", "--checkpoint", str(tmp_path / "tiny-diffusers"), "--conditions",
-                 str(labelled), "--num-images", "5", "--sampler", "ddim", "--sampling-steps", "2",
-                 "--out", str(tmp_path / "bad"))  # fmt: skip
+    # an inconsistent request fails before Ray starts or --out is made (here, in this process)
+    bad = synmed_here(capsys, "sample", "--checkpoint", str(tmp_path / "tiny-diffusers"),
+                      "--conditions", str(labelled), "--num-images", "5", "--sampler", "ddim",
+                      "--sampling-steps", "2", "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2 and "--num-images 5 differs" in bad.stderr
     assert not (tmp_path / "bad").exists()
 
