@@ -53,6 +53,19 @@ def scratch_file(scratch: Path, number: int) -> Path:
     return scratch / f"features-{number:05d}.npy"
 
 
+def actor_encoder(encoder: EncoderSpec, threads: int) -> tuple[str, Any]:
+    """``(device, encoder)`` for an actor of an encoding pool: its GPU if it has one."""
+    import torch
+
+    from suite.features.encoders import build_encoder
+
+    # Ray sets OMP_NUM_THREADS from the actor's CPU share (1 for a fraction); torch's own pool
+    # must match it, or two actors on two cores each spawn a thread per core and thrash.
+    torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device, build_encoder(encoder, device)
+
+
 class EncodeShards:
     """The actor-pool stage: build the encoder once, then encode whole shards, one per call."""
 
@@ -65,15 +78,7 @@ class EncodeShards:
         scratch: str,
         threads: int,
     ) -> None:
-        import torch
-
-        from suite.features.encoders import build_encoder
-
-        # Ray sets OMP_NUM_THREADS from the actor's CPU share (1 for a fraction); torch's own pool
-        # must match it, or two actors on two cores each spawn a thread per core and thrash.
-        torch.set_num_threads(threads)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoder = build_encoder(encoder, self.device)
+        self.device, self.encoder = actor_encoder(encoder, threads)
         self.directory = Path(directory)
         self.files = files
         self.batch_size = batch_size

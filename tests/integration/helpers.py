@@ -45,6 +45,21 @@ def synmed_on_two_gloo_ranks(*args: str, timeout: float = 300) -> subprocess.Com
     )  # fmt: skip
 
 
+def synmed_here(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`synmed ARGS` in this process (``suite.cli.main``, output through ``capsys``), as
+    :func:`synmed` returns it. For a command that only refuses or finds everything done, where a
+    fresh interpreter's imports would be most of its time; the test that uses it runs the same
+    command through :func:`synmed` too, so the process path stays covered."""
+    from suite.cli import main
+
+    before = capsys.readouterr()  # what the test printed before is not this command's output
+    code = main(list(args))
+    out = capsys.readouterr()
+    sys.stdout.write(before.out)  # put back, for the report of a failing test
+    sys.stderr.write(before.err)
+    return subprocess.CompletedProcess(["synmed", *args], code, out.out, out.err)
+
+
 def own_ray_env() -> dict[str, str]:
     """``ENV`` without ``RAY_ADDRESS``: a command run with it starts (and stops) a local Ray of its
     own, as a user's does, even in a test that has the session's Ray joined (``joined_ray``)."""

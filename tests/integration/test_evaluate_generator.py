@@ -16,7 +16,7 @@ import pytest
 
 from suite.data.shards import read_manifest
 from suite.data.writer import ShardSetWriter
-from tests.integration.helpers import synmed
+from tests.integration.helpers import synmed, synmed_here
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("joined_ray")]
 
@@ -35,7 +35,9 @@ def noised_copy(real: Path, out: Path, sigma: float, every: int = 9) -> Path:
     return out
 
 
-def test_evaluate_generator_cli(mni16: Path, tmp_path: Path) -> None:
+def test_evaluate_generator_cli(
+    mni16: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # the test split and every 9th slice: the Inception-v3 at 299 px runs a few images/s on 2 cores
     fake = noised_copy(mni16, tmp_path / "fake", sigma=24.0)
     out, cache = tmp_path / "eval", tmp_path / "cache"
@@ -65,9 +67,10 @@ def test_evaluate_generator_cli(mni16: Path, tmp_path: Path) -> None:
     assert f"fid           {metrics['fid']:.6g}" in proc.stdout
     print(f"\n{proc.stdout}")
 
-    # a bad input: exit status 2, the error and its fix, no traceback, no output
-    bad = synmed("evaluate", "generator", "--real", str(mni16), "--fake", str(tmp_path / "nope"),
-                 "--out", str(tmp_path / "bad"))  # fmt: skip
+    # a bad input: exit status 2, the error and its fix, no traceback, no output (in this process:
+    # a fresh interpreter's imports would be most of the command's time)
+    bad = synmed_here(capsys, "evaluate", "generator", "--real", str(mni16), "--fake",
+                      str(tmp_path / "nope"), "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2
     lines = bad.stderr.strip().splitlines()
     assert lines[0].startswith("error: --fake: shard set") and lines[1].startswith("  fix: ")

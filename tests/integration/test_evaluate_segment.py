@@ -18,7 +18,7 @@ import pytest
 
 from suite.data.dataset import ShardDataset
 from suite.data.writer import ShardSetWriter
-from tests.integration.helpers import REPO, demo_shards, synmed
+from tests.integration.helpers import REPO, demo_shards, synmed, synmed_here
 
 CONFIG = REPO / "configs/evaluate/segment_mni152.yaml"
 DICE_FLOOR = 0.40  # measured 0.471 (mean of the two seeds)
@@ -85,11 +85,15 @@ def test_merging_masks_with_a_synthetic_set(mni32: Path, tmp_path: Path) -> None
     assert 0.0 < result["metrics"]["dice"]["mean"] <= 1.0
 
 
-def test_bad_input_is_one_message_and_no_output(mni32: Path, tmp_path: Path) -> None:
+def test_bad_input_is_one_message_and_no_output(
+    mni32: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     small = demo_shards("mni152", tmp_path / "mni16", image_size=16)
     out = tmp_path / "never"
-    proc = synmed("evaluate", "segment", str(CONFIG), f"data.shards={mni32}",
-                  "train.training_data=mixed", f"data.synthetic={small}", "--out", str(out))  # fmt: skip
+    # refused in this process: a fresh interpreter's imports would be most of the command's time
+    proc = synmed_here(capsys, "evaluate", "segment", str(CONFIG), f"data.shards={mni32}",
+                       "train.training_data=mixed", f"data.synthetic={small}",
+                       "--out", str(out))  # fmt: skip
     assert proc.returncode == 2
     assert "image/mask sizes differ" in proc.stderr and "fix:" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()

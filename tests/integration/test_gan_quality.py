@@ -3,14 +3,17 @@ the suite trains for 300 steps must beat the same network before training and a 
 (the seed's 768-d Inception features), and a classifier trained on the real images must read its
 intended classes above chance.
 
-Measured on this data (1,000 images ingested, 762 train; 64 images per scored set; the ACGAN of
+Measured on this data (1,000 images ingested, 762 train; the ACGAN of
 configs/generator/tiny_acgan.yaml with latent 32, batch 32, 300 steps, seed 0):
-  FID-768 trained 1.92, untrained 3.20, uniform noise 3.02; real test split 0.26;
+  FID-768 with 64 images per scored set: trained 1.92, untrained 3.20, uniform noise 3.02; real
+  test split 0.26; with 48 (what the test scores): trained 1.96, untrained 3.33, noise 2.99, the
+  ACGAN's images read 0.33 (32 images: 2.03, 3.33, 2.95, 0.34);
   FID-2048 (same sets) trained 271, untrained 313, noise 447;
   pixel logistic regression on real train images: 0.77 on the real test split, 0.34 on the
   ACGAN's images, 0.11 on the untrained network's (chance 0.10).
 The test asserts the orderings (trained below both) and accuracy at least twice chance, well
-inside those gaps (trained is 40% below the untrained network on FID-768; 3.4x chance).
+inside those gaps (at 48 images trained is 41% below the untrained network and 35% below noise
+on FID-768; 3.3x chance). 48 images instead of 64 cut the Inception passes from 54 s to 43 s.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ from tests.integration.helpers import REPO, demo_shards, synmed
 
 pytestmark = pytest.mark.slow
 
-N = 64  # images per scored set: enough for the ordering, cheap through the Inception-v3
+N = 48  # images per scored set: the ordering holds as at 64 (see above), 11 s less Inception-v3
 STEPS = 300
 CHANCE = 0.10
-ABOVE_CHANCE = 2.0  # measured 3.4x chance on the ACGAN's images
+ABOVE_CHANCE = 2.0  # measured 3.3x chance on the ACGAN's 48 images (3.4x on 64)
 
 
 @pytest.fixture(scope="module")

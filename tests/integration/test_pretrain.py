@@ -17,7 +17,7 @@ from suite.features.encoders import build_encoder, resolve_encoder
 from suite.models.backbones import load_backbone, read_backbone_spec
 from suite.train import run_state
 from tests.conftest import need
-from tests.integration.helpers import ENV, REPO, demo_shards, synmed
+from tests.integration.helpers import ENV, REPO, demo_shards, synmed, synmed_here
 
 DINO = str(REPO / "configs" / "ssl" / "tiny_dino_vit.yaml")
 SIMCLR = str(REPO / "configs" / "ssl" / "tiny_simclr.yaml")
@@ -168,13 +168,18 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(mni16: Path, tmp_path
     assert all(torch.equal(our_export[k], v) for k, v in ref_export.items())
 
 
-def test_bad_pretrain_configs_name_the_fix(mni16: Path, tmp_path: Path) -> None:
-    proc = synmed("pretrain", DINO, f"pretrain.sources.real={mni16}", "pretrain.mix=synthetic",
+def test_bad_pretrain_configs_name_the_fix(
+    mni16: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # refused in this process: a fresh interpreter's imports would be most of each command's time
+    proc = synmed_here(capsys, "pretrain", DINO, f"pretrain.sources.real={mni16}", "pretrain.mix=synthetic",
                   f"run.out_dir={tmp_path}")  # fmt: skip
     assert proc.returncode == 2 and "'synthetic', which is not a source" in proc.stderr
-    proc = synmed("pretrain", DINO, f"pretrain.sources.real={tmp_path}", f"run.out_dir={tmp_path}")
+    proc = synmed_here(capsys, "pretrain", DINO, f"pretrain.sources.real={tmp_path}",
+                       f"run.out_dir={tmp_path}")  # fmt: skip
     assert proc.returncode == 2 and "not a shard set" in proc.stderr
-    proc = synmed("pretrain", DINO, f"pretrain.sources.real={mni16}", "pretrain.backbone.arch=vgg",
+    proc = synmed_here(capsys, "pretrain", DINO, f"pretrain.sources.real={mni16}",
+                       "pretrain.backbone.arch=vgg",
                   f"run.out_dir={tmp_path}")  # fmt: skip
     assert proc.returncode == 2 and "arch 'vgg' is not supported" in proc.stderr
     assert not (tmp_path / "tiny-dino-vit" / "checkpoints").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import REPO, synmed
+from tests.integration.helpers import REPO, synmed, synmed_here
 
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
 # the quickstart at a size that runs in about a minute: same stages, same code paths
@@ -29,7 +29,9 @@ TINY = [
 
 
 @pytest.mark.usefixtures("joined_ray")
-def test_local_run_skips_refuses_and_forces(tmp_path: Path) -> None:
+def test_local_run_skips_refuses_and_forces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["run", QUICKSTART, *TINY, f"run.out_dir={tmp_path}"]
     first = synmed(*args, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -47,15 +49,17 @@ def test_local_run_skips_refuses_and_forces(tmp_path: Path) -> None:
     fid = json.loads((run_dir / "eval_generator" / "result.json").read_text())
     assert fid["metrics"]["fd_random_32"] >= 0
 
-    again = synmed(*args, timeout=300)
+    # the reruns in this process, where a fresh interpreter's imports would be most of their time
+    # (the first run went through a real one)
+    again = synmed_here(capsys, *args)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skipped (complete, same config)") == len(stages)
 
-    changed = synmed(*args, "eval_classify.config.knn.k=3", timeout=300)
+    changed = synmed_here(capsys, *args, "eval_classify.config.knn.k=3")
     assert changed.returncode == 2 and "stage eval_classify ran" in changed.stderr
     assert "--force" in changed.stderr
-    forced = synmed(*args, "eval_classify.config.knn.k=3", "--only", "eval_classify", "--force",
-                    timeout=600)  # fmt: skip
+    forced = synmed_here(capsys, *args, "eval_classify.config.knn.k=3", "--only", "eval_classify",
+                         "--force")  # fmt: skip
     assert forced.returncode == 0, forced.stderr[-3000:]
     after = json.loads((run_dir / "stages" / "eval_classify.json").read_text())
     assert after["digest"] != records["eval_classify"]["digest"]

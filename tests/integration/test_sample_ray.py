@@ -24,7 +24,7 @@ from suite.data.dataset import ShardDataset
 from suite.data.verify import verify_shard_set
 from suite.generative.export import load_generator
 from suite.sampling.job import plan_from_dict, sample_rows
-from tests.integration.helpers import ENV, own_ray_env, synmed, wait_until
+from tests.integration.helpers import ENV, own_ray_env, synmed, synmed_here, wait_until
 from tests.unit.sampling.test_job import flip_byte, rewrite_valid
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("joined_ray")]
@@ -46,11 +46,14 @@ def sample_args(generator: Path, out: Path, n: int = 24, *extra: str) -> list[st
             "--batch-size", "2", "--sampler", "ddim", "--sampling-steps", "4", "--out", str(out), *extra]  # fmt: skip
 
 
-def test_one_and_two_workers_give_identical_images(generator: Path, tmp_path: Path) -> None:
-    # a Ray of its own (the path a user's command takes), then the session's: the same bytes
+def test_one_and_two_workers_give_identical_images(
+    generator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a process with a Ray of its own (the path a user's command takes), then the session's
+    # from this process (the actors sample either way): the same bytes
     one = synmed(*sample_args(generator, tmp_path / "one", 16, "--workers", "1"), env=own_ray_env())
     assert one.returncode == 0, one.stderr
-    two = synmed(*sample_args(generator, tmp_path / "two", 16, "--workers", "2"))
+    two = synmed_here(capsys, *sample_args(generator, tmp_path / "two", 16, "--workers", "2"))
     assert two.returncode == 0, two.stderr
     for out in ("one", "two"):
         report = verify_shard_set(tmp_path / out)
@@ -114,7 +117,9 @@ def recorded_shards(out: Path) -> list[str]:
     )
 
 
-def test_killed_driver_resumes_writing_only_missing_shards(generator: Path, tmp_path: Path) -> None:
+def test_killed_driver_resumes_writing_only_missing_shards(
+    generator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "s"
     args = sample_args(generator, out, 40)
     proc = subprocess.Popen([sys.executable, "-m", "suite", *args], env=ENV,
@@ -131,7 +136,7 @@ def test_killed_driver_resumes_writing_only_missing_shards(generator: Path, tmp_
     rewrite_valid(out / changed)
     (out / ".records" / unrecorded.replace(".h5", ".json")).unlink()
     before = {name: (out / name).stat().st_mtime_ns for name in kept}
-    again = synmed(*args)
+    again = synmed_here(capsys, *args)  # the rerun from this process, on the same Ray
     assert again.returncode == 0, again.stderr
     assert f"{out / changed} differs from the sha256 recorded" in again.stdout
     assert f"{out / unrecorded} has no record of its writer" in again.stdout
@@ -147,29 +152,35 @@ def test_killed_driver_resumes_writing_only_missing_shards(generator: Path, tmp_
     assert not (out / ".records").exists()  # the manifest holds the records now
 
 
-def test_changed_shard_of_a_finished_set_is_sampled_again(generator: Path, tmp_path: Path) -> None:
-    """Before: a rerun re-hashed whatever was on disk into the manifest, and verify then passed."""
+def test_changed_shard_of_a_finished_set_is_sampled_again(
+    generator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a rerun re-hashed whatever was on disk into the manifest, and verify then passed.
+    The commands run in this process (the actors sample either way; a fresh interpreter's imports
+    would be most of their time)."""
     out = tmp_path / "s"
     args = sample_args(generator, out, 12)
-    assert synmed(*args).returncode == 0
+    assert synmed_here(capsys, *args).returncode == 0
     manifest_bytes = (out / "manifest.json").read_bytes()
-    whole = synmed(*args)  # every shard verified, nothing to do: the manifest stays as it was
+    whole = synmed_here(
+        capsys, *args
+    )  # every shard verified, nothing to do: the manifest stays as it was
     assert whole.returncode == 0 and "sampling it again" not in whole.stdout
     assert (out / "manifest.json").read_bytes() == manifest_bytes
     original = {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.h5"))}
     digests = {s["file"]: s["sha256"] for s in json.loads((out / "manifest.json").read_text())["shards"]}  # fmt: skip
     flip_byte(out / "shard-00000.h5")
     rewrite_valid(out / "shard-00002.h5")  # a valid shard of the right job and count
-    refused = synmed("data", "verify", str(out))
+    refused = synmed_here(capsys, "data", "verify", str(out))
     assert refused.returncode == 2 and "shard-00000.h5" in refused.stderr
-    again = synmed(*args)
+    again = synmed_here(capsys, *args)
     assert again.returncode == 0, again.stderr
     redone = [line for line in again.stdout.splitlines() if "sampling it again" in line]
     assert len(redone) == 2 and "shard-00000.h5" in redone[0] and "shard-00002.h5" in redone[1]
     assert {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.h5"))} == original
     manifest = json.loads((out / "manifest.json").read_text())
     assert {s["file"]: s["sha256"] for s in manifest["shards"]} == digests  # the original digests
-    assert synmed("data", "verify", str(out)).returncode == 0
+    assert synmed_here(capsys, "data", "verify", str(out)).returncode == 0
     assert json.loads((out / "sample_summary.json").read_text())["sampled_this_run"] == 8
 
 
@@ -199,26 +210,30 @@ def test_sigkilled_worker_is_retried_and_every_index_lands_once(
     assert not list(out.glob("*.tmp"))
 
 
-def test_folder_of_another_job_is_refused(generator: Path, tmp_path: Path) -> None:
-    assert synmed(*sample_args(generator, tmp_path / "s", 8)).returncode == 0
-    other = synmed(*sample_args(generator, tmp_path / "s", 8, "--seed", "3"))
+def test_folder_of_another_job_is_refused(
+    generator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert synmed_here(capsys, *sample_args(generator, tmp_path / "s", 8)).returncode == 0
+    # the refusals in this process: a fresh interpreter's imports would be most of their time
+    other = synmed_here(capsys, *sample_args(generator, tmp_path / "s", 8, "--seed", "3"))
     assert other.returncode == 2
     assert "another sampling job" in other.stderr and "seed 0 != 3" in other.stderr
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
-    refused = synmed(*sample_args(generator, tmp_path / "mine", 8))
+    refused = synmed_here(capsys, *sample_args(generator, tmp_path / "mine", 8))
     assert refused.returncode == 2 and "not empty" in refused.stderr
 
 
-def test_bad_arguments(generator: Path, tmp_path: Path) -> None:
-    proc = synmed(*sample_args(generator, tmp_path / "a", 8, "--per-class", "2"))
+def test_bad_arguments(generator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # refused in this process: a fresh interpreter's imports would be most of each command's time
+    proc = synmed_here(capsys, *sample_args(generator, tmp_path / "a", 8, "--per-class", "2"))
     assert proc.returncode == 2 and "class-conditional" in proc.stderr
-    proc = synmed("sample", "--checkpoint", str(generator), "--num-images", "4", "--sampling-steps", "999",
-                  "--out", str(tmp_path / "b"))  # fmt: skip
+    proc = synmed_here(capsys, "sample", "--checkpoint", str(generator), "--num-images", "4",
+                       "--sampling-steps", "999", "--out", str(tmp_path / "b"))  # fmt: skip
     assert proc.returncode == 2 and "outside 1..50" in proc.stderr
     (tmp_path / "not-a-run").mkdir()
-    proc = synmed("sample", "--checkpoint", str(tmp_path / "not-a-run"), "--num-images", "4",
-                  "--out", str(tmp_path / "c"))  # fmt: skip
+    proc = synmed_here(capsys, "sample", "--checkpoint", str(tmp_path / "not-a-run"),
+                       "--num-images", "4", "--out", str(tmp_path / "c"))  # fmt: skip
     assert proc.returncode == 2 and "not a synmed generator export" in proc.stderr
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
@@ -260,7 +275,9 @@ def test_labels_follow_the_class_plan() -> None:
     )  # a shard's labels need no other shard
 
 
-def test_conditioned_sampling_pairs_each_row_with_its_source(tmp_path: Path) -> None:
+def test_conditioned_sampling_pairs_each_row_with_its_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A class-conditional DDPM conditioned row by row on a labelled set, 2 outputs per row, on
     Ray: every output carries its conditioning row's label and index."""
     from tests.unit.data.helpers import make_shard_set
@@ -271,10 +288,10 @@ def test_conditioned_sampling_pairs_each_row_with_its_source(tmp_path: Path) -> 
                    "train.max_steps=2", "train.batch_size=2")  # fmt: skip
     assert train.returncode == 0, train.stderr
     out = tmp_path / "paired"
-    proc = synmed("sample", "--checkpoint", str(tmp_path / "tiny-diffusers"), "--conditions",
-                  str(labelled), "--per-condition", "2", "--shard-size", "4", "--batch-size", "3",
-                  "--sampler", "ddim", "--sampling-steps", "2", "--workers", "1",
-                  "--out", str(out))  # fmt: skip
+    proc = synmed_here(capsys, "sample", "--checkpoint", str(tmp_path / "tiny-diffusers"),
+                       "--conditions", str(labelled), "--per-condition", "2", "--shard-size", "4",
+                       "--batch-size", "3", "--sampler", "ddim", "--sampling-steps", "2",
+                       "--workers", "1", "--out", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     source = ShardDataset(labelled, split="train")
     label_of = {int(source.indices[i]): int(source.labels[i]) for i in range(len(source))}
@@ -287,10 +304,10 @@ def test_conditioned_sampling_pairs_each_row_with_its_source(tmp_path: Path) -> 
     assert manifest["attrs"]["conditions_digest"] and manifest["schema_version"] == 2
     summary = json.loads((out / "sample_summary.json").read_text())
     assert summary["per_condition"] == 2 and summary["conditions"] == str(labelled.resolve())
-    # an inconsistent request fails before Ray starts or --out is made
-    bad = synmed("sample", "--checkpoint", str(tmp_path / "tiny-diffusers"), "--conditions",
-                 str(labelled), "--num-images", "5", "--sampler", "ddim", "--sampling-steps", "2",
-                 "--out", str(tmp_path / "bad"))  # fmt: skip
+    # an inconsistent request fails before Ray starts or --out is made (here, in this process)
+    bad = synmed_here(capsys, "sample", "--checkpoint", str(tmp_path / "tiny-diffusers"),
+                      "--conditions", str(labelled), "--num-images", "5", "--sampler", "ddim",
+                      "--sampling-steps", "2", "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2 and "--num-images 5 differs" in bad.stderr
     assert not (tmp_path / "bad").exists()
 
@@ -315,7 +332,7 @@ LIMITED_DRIVER = (
 
 
 def test_full_disk_in_a_worker_is_one_error_and_the_rerun_completes(
-    generator: Path, tmp_path: Path
+    generator: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "s"
     args = ["sample", "--checkpoint", str(generator), "--num-images", "300", "--shard-size", "300",
@@ -337,7 +354,7 @@ def test_full_disk_in_a_worker_is_one_error_and_the_rerun_completes(
     assert "fix: raise the file-size limit" in full.stderr
     assert not any("Traceback" in line for line in driver)  # no Ray dump from the driver
     assert not list(out.glob("*.tmp")) and not (out / "manifest.json").exists()
-    again = synmed(*args)
+    again = synmed_here(capsys, *args)  # the rerun from this process, on the session's Ray
     assert again.returncode == 0, again.stderr
     assert verify_shard_set(out).count == 300
 
@@ -370,7 +387,7 @@ def tiny_acgan(tmp_path_factory: pytest.TempPathFactory) -> Path:
 )
 def test_gans_sample_per_class_counts_identically_on_one_and_two_workers(
     tmp_path: Path, request: pytest.FixtureRequest, config: str, extra: list[str],
-    workers: tuple[str, ...],
+    workers: tuple[str, ...], capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     if config == "tiny_acgan.yaml":
         run = request.getfixturevalue("tiny_acgan")
@@ -381,9 +398,10 @@ def test_gans_sample_per_class_counts_identically_on_one_and_two_workers(
         outs[n] = tmp_path / f"w{n}"
         # --sampler defaults to the family's own ("gan"): the first run names it, the others not
         named = ["--sampler", "gan"] if n == workers[0] else []
-        proc = synmed("sample", "--checkpoint", str(run), "--per-class", "4", "--shard-size", "4",
-                      "--batch-size", "3", *named, "--workers", n,
-                      "--out", str(outs[n]))  # fmt: skip
+        # from this process: the actors sample either way
+        proc = synmed_here(capsys, "sample", "--checkpoint", str(run), "--per-class", "4",
+                           "--shard-size", "4", "--batch-size", "3", *named, "--workers", n,
+                           "--out", str(outs[n]))  # fmt: skip
         assert proc.returncode == 0, proc.stderr
     images = [images_by_index(out) for out in outs.values()]
     assert sorted(images[0]) == list(range(12))

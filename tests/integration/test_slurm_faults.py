@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from suite.data.dataset import ShardDataset
 from suite.data.verify import verify_shard_set
 from suite.train import run_state
-from tests.integration.helpers import REPO, synmed, wait_until
+from tests.integration.helpers import REPO, synmed, synmed_here, wait_until
 from tests.integration.slurm_jobs import job_state, run
 
 pytestmark = pytest.mark.slurm
@@ -115,7 +115,10 @@ def raylets_of(job: str, node_index: int) -> list[int]:
 @pytest.mark.ray
 @pytest.mark.usefixtures("joined_ray")  # the reference run (not the job) joins the session's Ray
 def test_ray_worker_node_lost_mid_sampling_every_index_once(
-    netns_slurm: dict[str, object], tmp_path: Path, tiny_generator: Path
+    netns_slurm: dict[str, object],
+    tmp_path: Path,
+    tiny_generator: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "synthetic"
     proc = run(
@@ -150,7 +153,9 @@ def test_ray_worker_node_lost_mid_sampling_every_index_once(
     assert sum(summary["images_per_worker"].values()) == 24
     got = images_by_index(out)
     assert sorted(got) == list(range(24))  # every index exactly once
-    ref = synmed(*sample_args(tiny_generator, tmp_path / "ref", 1))
+    # the reference in this process, on the session's Ray (sampling as a process of its own is
+    # tests/integration/test_sample_ray.py's)
+    ref = synmed_here(capsys, *sample_args(tiny_generator, tmp_path / "ref", 1))
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert got == images_by_index(tmp_path / "ref")  # the same bytes, index by index
     left = raylets_of(job, 0) + raylets_of(job, 1)

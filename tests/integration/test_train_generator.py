@@ -22,7 +22,7 @@ from suite.data.ingest.pipeline import ingest
 from suite.generative.export import load_generator
 from suite.train import run_state
 from tests.conftest import need
-from tests.integration.helpers import ENV, demo_shards, synmed
+from tests.integration.helpers import ENV, demo_shards, synmed, synmed_here
 from tests.unit.data.helpers import make_class_folders
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,9 +141,14 @@ def test_class_conditional_diffusers_trains_and_exports(fashion16: Path, tmp_pat
     )
 
 
-def test_bad_inputs_fail_with_one_clear_error(mni16: Path, fashion16: Path, tmp_path: Path) -> None:
+def test_bad_inputs_fail_with_one_clear_error(
+    mni16: Path, fashion16: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # each refused in this process: a fresh interpreter's imports would be most of each command's
+    # time (the exit status 2 of a real process is the NaN and lr-1e30 tests')
     # images of another size than the model
-    proc = synmed(
+    proc = synmed_here(
+        capsys,
         "train",
         "generator",
         LUCID,
@@ -157,7 +162,8 @@ def test_bad_inputs_fail_with_one_clear_error(mni16: Path, fashion16: Path, tmp_
         and "Traceback" not in proc.stderr
     )
     # a class filter on an unlabelled set
-    proc = synmed(
+    proc = synmed_here(
+        capsys,
         "train",
         "generator",
         LUCID,
@@ -169,12 +175,18 @@ def test_bad_inputs_fail_with_one_clear_error(mni16: Path, fashion16: Path, tmp_
     # a selection with no images (two images, both in train: val is empty)
     src = make_class_folders(tmp_path / "two", per_class=1, size=(16, 16))
     ingest(src, tmp_path / "two-shards", IngestOptions(format="folder"), progress=False)
-    proc = synmed(
-        "train", "generator", LUCID, f"data.shards={tmp_path / 'two-shards'}", "data.split=val"
+    proc = synmed_here(
+        capsys,
+        "train",
+        "generator",
+        LUCID,
+        f"data.shards={tmp_path / 'two-shards'}",
+        "data.split=val",
     )
     assert proc.returncode == 2 and "has no images for split=val" in proc.stderr
     # class-conditional with the wrong class count
-    proc = synmed(
+    proc = synmed_here(
+        capsys,
         "train",
         "generator",
         DIFF,
@@ -184,7 +196,7 @@ def test_bad_inputs_fail_with_one_clear_error(mni16: Path, fashion16: Path, tmp_
     )
     assert proc.returncode == 2 and "has 10 classes" in proc.stderr
     # a missing shard set
-    proc = synmed("train", "generator", LUCID, f"data.shards={tmp_path / 'nope'}")
+    proc = synmed_here(capsys, "train", "generator", LUCID, f"data.shards={tmp_path / 'nope'}")
     assert proc.returncode == 2 and "data.shards" in proc.stderr and "does not exist" in proc.stderr
     assert not (tmp_path / "tiny-lucidrains" / "checkpoints").exists()
 
@@ -277,13 +289,16 @@ def test_a_checkpoint_write_past_the_file_size_limit_is_one_error_then_reruns(
 
 
 def test_resume_refuses_another_config_and_fresh_run_refuses_old_folder(
-    mni16: Path, tmp_path: Path
+    mni16: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = [LUCID, f"data.shards={mni16}", f"run.out_dir={tmp_path}", "train.max_steps=3"]
     assert synmed("train", "generator", *base).returncode == 0
-    proc = synmed("train", "generator", *base, "train.lr=0.5", "model.dim=16", "--resume")
+    # the refusals in this process (they end before any step); the runs around them are processes
+    proc = synmed_here(
+        capsys, "train", "generator", *base, "train.lr=0.5", "model.dim=16", "--resume"
+    )
     assert proc.returncode == 2 and "model.dim, train.lr" in proc.stderr
-    proc = synmed("train", "generator", *base)
+    proc = synmed_here(capsys, "train", "generator", *base)
     assert (
         proc.returncode == 2
         and "already holds checkpoints" in proc.stderr

@@ -47,8 +47,9 @@ from suite.evaluation.generator.stats import (
     DEFAULT_MAX_SAMPLES,
     SetStats,
     StatsCache,
+    StatsRequest,
     cache_key,
-    compute_set_stats,
+    compute_stats,
     default_cache_dir,
 )
 from suite.features.encoders import EncoderSpec, resolve_encoder
@@ -268,25 +269,28 @@ def evaluate_generator(
         scratch = staging / SCRATCH
         with ray_session(options.ray_address):
             for number, encoder in enumerate(encoders):
-                common = {
-                    "workers": options.workers,
-                    "batch_size": options.batch_size,
-                    "ray_address": options.ray_address,
-                    "max_samples": options.max_samples,
-                    "seed": options.seed,
-                }
                 digest, key = cache_key(
                     real_set.path, encoder, options.real_split, options.max_samples, options.seed
                 )
                 cached = cache.load(digest, key, encoder.dim) if options.use_cache else None
+                subsample = {"max_samples": options.max_samples, "seed": options.seed}
+                requests = [StatsRequest(fake_set.path, scratch / f"fake-{number}", **subsample)]
                 if cached is None:
-                    cached = compute_set_stats(
-                        real_set.path,
-                        encoder,
-                        scratch / f"real-{number}",
-                        split=options.real_split,
-                        **common,
+                    real_scratch = scratch / f"real-{number}"
+                    requests.insert(
+                        0,
+                        StatsRequest(real_set.path, real_scratch, options.real_split, **subsample),
                     )
+                # one actor pool for both sets: its encoders load once, not once per set
+                computed = compute_stats(
+                    requests,
+                    encoder,
+                    workers=options.workers,
+                    batch_size=options.batch_size,
+                    ray_address=options.ray_address,
+                )
+                if cached is None:
+                    cached = computed[0]
                     file = cache.save(digest, key, cached) if options.use_cache else None
                     hit = False
                 else:
@@ -300,9 +304,7 @@ def evaluate_generator(
                     }
                 )
                 real_stats.append(cached)
-                fake_stats.append(
-                    compute_set_stats(fake_set.path, encoder, scratch / f"fake-{number}", **common)
-                )
+                fake_stats.append(computed[-1])
         result = _result(
             real_set, fake_set, encoders, classes, class_note, real_stats, fake_stats, options
         )

@@ -1,8 +1,9 @@
 """Feature statistics of a shard set, per shard on Ray and merged exactly; the reference-stats cache.
 
-The job reuses the feature-extraction actor pool (:class:`suite.features.extract.EncodeShards`:
-one encoder per actor, one whole shard per task): :class:`ShardStats` encodes the selected rows of
-its shard and writes, into a scratch folder, the shard's sufficient statistics (count, sum, sum of
+The job runs an actor pool as feature extraction does (:mod:`suite.features.extract`: one encoder
+per actor, one whole shard per task), one pool for all the sets of a job (the real set and the
+fake one, so the encoders load once): :class:`ShardStats` encodes the selected rows of its shard
+and writes, into the set's scratch folder, the shard's sufficient statistics (count, sum, sum of
 outer products in float64, overall and per class: :class:`suite.evaluation.frechet.FeatureStats`)
 and, when asked, its features. The driver streams the results, merges the statistics in shard
 order (so a run is bit-for-bit reproducible whatever the completion order) and deletes each file
@@ -35,7 +36,7 @@ from suite.data.shards import MANIFEST, SPLITS, read_manifest
 from suite.errors import ConfigError, DataError
 from suite.evaluation.frechet import FeatureStats
 from suite.features.encoders import RANDOM_SEED, EncoderSpec
-from suite.features.extract import EncodeShards, scratch_file
+from suite.features.extract import actor_encoder, scratch_file
 
 CACHE_FORMAT = 1  # bump when the stored arrays or the key change meaning
 DEFAULT_MAX_SAMPLES = 10_000  # rows kept for KID/PRDC (Naeem et al. 2020 use 10k per set)
@@ -87,25 +88,39 @@ def class_members(labels: np.ndarray, num_classes: int) -> list[np.ndarray]:
     return [labels == c for c in range(num_classes)]
 
 
-class ShardStats(EncodeShards):
-    """The actor-pool stage: encode a shard's selected rows, write its statistics (and features)."""
+@dataclass(frozen=True, slots=True)
+class StatsRequest:
+    """One shard set for :func:`compute_stats`: the rows of ``split`` (all when None), a scratch
+    folder of its own (per-shard files are named by shard number), and whether to keep a seeded
+    subsample of ``max_samples`` rows' features."""
+
+    shards: Path
+    scratch: Path
+    split: str | None = None
+    keep_features: bool = True
+    max_samples: int = DEFAULT_MAX_SAMPLES
+    seed: int = 0
+
+
+class ShardStats:
+    """The actor-pool stage: encode a shard's selected rows, write its statistics (and features).
+
+    One pool serves every set of a job (the real and the fake set): task ``i`` is shard
+    ``tasks[i][1]`` of set ``tasks[i][0]``, so the encoder is built once per actor, not per set.
+    """
 
     def __init__(
         self,
-        directory: str,
-        files: list[str],
+        sets: list[dict[str, Any]],
+        tasks: list[tuple[int, int]],
         encoder: EncoderSpec,
         batch_size: int,
-        scratch: str,
         threads: int,
-        split: str | None,
-        num_classes: int,
-        keep_features: bool,
     ) -> None:
-        super().__init__(directory, files, encoder, batch_size, scratch, threads)
-        self.split = split
-        self.num_classes = num_classes
-        self.keep_features = keep_features
+        self.device, self.encoder = actor_encoder(encoder, threads)
+        self.sets = sets
+        self.tasks = tasks
+        self.batch_size = batch_size
 
     def encode_rows(self, images: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
         import torch
@@ -121,21 +136,24 @@ class ShardStats(EncodeShards):
         return features
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        numbers, counts, seconds = [], [], []
+        sets, numbers, counts, seconds = [], [], [], []
         dim = self.encoder.dim
-        for number in batch["id"].tolist():
+        for task in batch["id"].tolist():
             start = time.perf_counter()
-            with h5py.File(self.directory / self.files[number], "r") as h5:
-                rows = select_rows(h5, self.split)
+            which, number = self.tasks[task]
+            job = self.sets[which]
+            num_classes, scratch = job["num_classes"], Path(job["scratch"])
+            with h5py.File(Path(job["directory"]) / job["files"][number], "r") as h5:
+                rows = select_rows(h5, job["split"])
                 features = self.encode_rows(h5["images"], rows)
-                labels = h5["labels"][:][rows] if self.num_classes else None
+                labels = h5["labels"][:][rows] if num_classes else None
             total = FeatureStats.of(features)
             per_class = (
-                [FeatureStats.of(features[m]) for m in class_members(labels, self.num_classes)]
+                [FeatureStats.of(features[m]) for m in class_members(labels, num_classes)]
                 if labels is not None
                 else []
             )
-            final = stats_file(self.scratch, number)
+            final = stats_file(scratch, number)
             tmp = final.with_name(final.name + ".tmp.npz")  # np.savez appends .npz to other names
             np.savez(
                 tmp,
@@ -146,16 +164,18 @@ class ShardStats(EncodeShards):
                 class_total=np.asarray([s.total for s in per_class]).reshape(-1, dim),
                 class_outer=np.asarray([s.outer for s in per_class]).reshape(-1, dim, dim),
             )
-            if self.keep_features:
-                feat = scratch_file(self.scratch, number)
+            if job["keep_features"]:
+                feat = scratch_file(scratch, number)
                 feat_tmp = feat.with_name(feat.name + ".tmp.npy")
                 np.save(feat_tmp, features)
                 os.replace(feat_tmp, feat)
             os.replace(tmp, final)  # last: the stats file marks the shard as done
+            sets.append(which)
             numbers.append(number)
             counts.append(len(rows))
             seconds.append(time.perf_counter() - start)
         return {
+            "set": np.asarray(sets, dtype=np.int64),
             "shard": np.asarray(numbers, dtype=np.int64),
             "count": np.asarray(counts, dtype=np.int64),
             "seconds": np.asarray(seconds, dtype=np.float64),
@@ -195,13 +215,66 @@ def compute_set_stats(
     batch_size: int = 64,
     ray_address: str | None = None,
 ) -> SetStats:
-    """Statistics of the shard set ``shards`` (rows of ``split``) under ``encoder``, on Ray.
+    """Statistics of the shard set ``shards`` (rows of ``split``) under ``encoder``, on Ray: one
+    :class:`StatsRequest` of :func:`compute_stats`."""
+    request = StatsRequest(Path(shards), Path(scratch), split, keep_features, max_samples, seed)
+    (stats,) = compute_stats(
+        [request],
+        encoder,
+        workers=workers,
+        batch_size=batch_size,
+        ray_address=ray_address,
+    )
+    return stats
 
-    One Ray task per shard in an actor pool of ``workers`` encoders (one GPU each where the
-    cluster has GPUs, a CPU share otherwise); joins ``ray_address`` / ``RAY_ADDRESS`` or an already
-    initialised Ray, else starts a local one (:func:`suite.launch.ray_runtime.ray_session`).
-    Per-class statistics are computed for labelled sets. The shards' sha256 digests are not checked
-    here: the caller does that once per set.
+
+@dataclass(slots=True)
+class _Merge:
+    """The driver's running merge of one set: shard results merged in shard order."""
+
+    directory: Path
+    scratch: Path
+    files: list[str]
+    num_classes: int
+    keep_features: bool
+    merged: FeatureStats
+    merged_class: list[FeatureStats]
+    counts: dict[int, int] = field(default_factory=dict)
+    pids: set[int] = field(default_factory=set)
+    following: int = 0
+
+    def add(self, number: int, count: int, pid: int, dim: int) -> None:
+        self.counts.setdefault(number, count)
+        self.pids.add(pid)
+        while self.following in self.counts:
+            path = stats_file(self.scratch, self.following)
+            total, per_class = _load_shard_stats(path, dim, self.num_classes)
+            if total.n != self.counts[self.following]:
+                raise DataError(
+                    f"{path} counts {total.n} rows, its task {self.counts[self.following]}"
+                )
+            self.merged = self.merged.merge(total)
+            self.merged_class = [a.merge(b) for a, b in zip(self.merged_class, per_class)]
+            path.unlink()
+            self.following += 1
+
+
+def compute_stats(
+    requests: list[StatsRequest],
+    encoder: EncoderSpec,
+    *,
+    workers: int = 1,
+    batch_size: int = 64,
+    ray_address: str | None = None,
+) -> list[SetStats]:
+    """Statistics of each requested shard set under ``encoder``, on Ray, in one actor pool.
+
+    One Ray task per shard in a pool of ``workers`` encoders (one GPU each where the cluster has
+    GPUs, a CPU share otherwise), shared by all the sets: a pool and its encoders start once per
+    job, not once per set. Joins ``ray_address`` / ``RAY_ADDRESS`` or an already initialised Ray,
+    else starts a local one (:func:`suite.launch.ray_runtime.ray_session`). Per-class statistics
+    are computed for labelled sets. The shards' sha256 digests are not checked here: the caller
+    does that once per set.
     """
     from suite.launch.ray_runtime import (
         actor_resources,
@@ -210,18 +283,28 @@ def compute_set_stats(
         unwrap_synmed_errors,
     )
 
-    directory = Path(shards).resolve()
-    manifest = read_manifest(directory)
-    files = [rec.file for rec in manifest.shards]
-    num_classes = len(manifest.class_names) if manifest.attrs.get("label_kind") != "none" else 0
     dim = encoder.dim
-    scratch = Path(scratch).resolve()
-    scratch.mkdir(parents=True, exist_ok=True)
-
-    merged = empty_stats(dim)
-    merged_class = [empty_stats(dim) for _ in range(num_classes)]
-    counts: dict[int, int] = {}
-    pids: set[int] = set()
+    jobs: list[_Merge] = []
+    for request in requests:
+        directory = request.shards.resolve()
+        manifest = read_manifest(directory)
+        labelled = manifest.attrs.get("label_kind") != "none"
+        num_classes = len(manifest.class_names) if labelled else 0
+        scratch = request.scratch.resolve()
+        scratch.mkdir(parents=True, exist_ok=True)
+        jobs.append(
+            _Merge(
+                directory=directory,
+                scratch=scratch,
+                files=[rec.file for rec in manifest.shards],
+                num_classes=num_classes,
+                keep_features=request.keep_features,
+                merged=empty_stats(dim),
+                merged_class=[empty_stats(dim) for _ in range(num_classes)],
+            )
+        )
+    tasks = [(which, number) for which, job in enumerate(jobs) for number in range(len(job.files))]
+    pool = min(workers, len(tasks))
     with ray_session(ray_address) as ray:
         from ray.data import ActorPoolStrategy
 
@@ -229,76 +312,79 @@ def compute_set_stats(
         cpus = ray.cluster_resources().get("CPU", 1)
         threads = 1 if "num_gpus" in resources else max(1, int(cpus // workers))
         start = time.perf_counter()
-        ds = index_dataset(ray, len(files)).map_batches(
+        sets = [
+            {
+                "directory": str(job.directory),
+                "files": job.files,
+                "scratch": str(job.scratch),
+                "split": request.split,
+                "num_classes": job.num_classes,
+                "keep_features": job.keep_features,
+            }
+            for job, request in zip(jobs, requests)
+        ]
+        ds = index_dataset(ray, len(tasks)).map_batches(
             ShardStats,
             batch_size=1,  # one shard per call: a shard is the unit of work and of retry
-            compute=ActorPoolStrategy(
-                size=min(workers, len(files)), max_tasks_in_flight_per_actor=1
-            ),
+            compute=ActorPoolStrategy(size=pool, max_tasks_in_flight_per_actor=1),
             fn_constructor_kwargs={
-                "directory": str(directory),
-                "files": files,
+                "sets": sets,
+                "tasks": tasks,
                 "encoder": encoder,
                 "batch_size": batch_size,
-                "scratch": str(scratch),
                 "threads": threads,
-                "split": split,
-                "num_classes": num_classes,
-                "keep_features": keep_features,
             },
             **resources,
         )
         # Merge as results stream in, in shard order: the scratch folder holds only the shards
         # finished ahead of the next one to merge, and float64 sums always add in the same order.
-        following = 0
         with unwrap_synmed_errors():
             for row in ds.iter_rows():
-                number = int(row["shard"])
-                counts.setdefault(number, int(row["count"]))
-                pids.add(int(row["pid"]))
-                while following in counts:
-                    path = stats_file(scratch, following)
-                    total, per_class = _load_shard_stats(path, dim, num_classes)
-                    if total.n != counts[following]:
-                        raise DataError(
-                            f"{path} counts {total.n} rows, its task {counts[following]}"
-                        )
-                    merged = merged.merge(total)
-                    merged_class = [a.merge(b) for a, b in zip(merged_class, per_class)]
-                    path.unlink()
-                    following += 1
+                jobs[int(row["set"])].add(
+                    int(row["shard"]), int(row["count"]), int(row["pid"]), dim
+                )
         seconds = time.perf_counter() - start
 
-    if following != len(files):
-        missing = sorted(set(range(len(files))) - set(counts))
+    return [_finish(job, r, encoder, seconds, pool) for job, r in zip(jobs, requests)]
+
+
+def _finish(
+    job: _Merge, request: StatsRequest, encoder: EncoderSpec, seconds: float, pool: int
+) -> SetStats:
+    """The merged statistics of one set, checked whole and finite, with its features sample."""
+    files = job.files
+    if job.following != len(files):
+        missing = sorted(set(range(len(files))) - set(job.counts))
         raise DataError(
-            f"the statistics job returned {len(counts)} results for {len(files)} shards "
-            f"(missing {missing[:5]})",
+            f"the statistics job returned {len(job.counts)} results for {len(files)} shards "
+            f"of {job.directory} (missing {missing[:5]})",
             "rerun; if it repeats, check the Ray worker logs",
         )
+    merged = job.merged
     sample = rows = None
-    if keep_features:
-        rows = sample_positions(merged.n, max_samples, seed)
-        sample = _gather(scratch, [counts[i] for i in range(len(files))], rows, dim)
+    if job.keep_features:
+        rows = sample_positions(merged.n, request.max_samples, request.seed)
+        counts = [job.counts[i] for i in range(len(files))]
+        sample = _gather(job.scratch, counts, rows, encoder.dim)
         if not np.isfinite(sample).all():
             raise DataError(
-                f"the {encoder.spec} encoder produced NaN/inf features on {directory}",
+                f"the {encoder.spec} encoder produced NaN/inf features on {job.directory}",
                 "check the encoder weights (an SSL export that diverged?)",
             )
     if not (np.isfinite(merged.total).all() and np.isfinite(merged.outer).all()):
         raise DataError(
-            f"the {encoder.spec} encoder produced NaN/inf features on {directory}",
+            f"the {encoder.spec} encoder produced NaN/inf features on {job.directory}",
             "check the encoder weights (an SSL export that diverged?)",
         )
     return SetStats(
         encoder=encoder.spec,
         stats=merged,
-        class_stats=merged_class,
+        class_stats=job.merged_class,
         sample=sample,
         sample_rows=rows,
         seconds=seconds,
-        workers=min(workers, len(files)),
-        pids=sorted(pids),
+        workers=pool,
+        pids=sorted(job.pids),
     )
 
 

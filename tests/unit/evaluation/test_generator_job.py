@@ -25,7 +25,7 @@ from suite.data.writer import ShardSetWriter  # noqa: E402
 from suite.errors import ConfigError, DataError, ShardError  # noqa: E402
 from suite.evaluation.frechet import FeatureStats, frechet_distance  # noqa: E402
 from suite.evaluation.generator.job import GeneratorEvalOptions, evaluate_generator  # noqa: E402
-from suite.evaluation.generator.stats import compute_set_stats  # noqa: E402
+from suite.evaluation.generator.stats import StatsRequest, compute_stats  # noqa: E402
 from suite.features.encoders import resolve_encoder  # noqa: E402
 from tests.unit.data.helpers import make_shard_set, pattern  # noqa: E402
 
@@ -103,8 +103,13 @@ def test_per_class_scores_match_classes_by_name(first: dict, sets: dict[str, Pat
     assert list(per_class) == ["a", "b", "c"]  # the real set's order
     # the same features the job used (the encoder is deterministic), split by class here
     encoder = resolve_encoder(ENCODER)
-    real = compute_set_stats(sets["real"], encoder, sets["root"] / "s1")
-    fake = compute_set_stats(sets["fake"], encoder, sets["root"] / "s2")
+    real, fake = compute_stats(
+        [
+            StatsRequest(sets["real"], sets["root"] / "s1"),
+            StatsRequest(sets["fake"], sets["root"] / "s2"),
+        ],
+        encoder,
+    )
     real_labels = np.arange(30) % 3  # make_shard_set: label i % 3 over (a, b, c)
     fake_labels = np.arange(24) % 3  # write_fake: label i % 3 over (c, a, b)
     for name, entry in per_class.items():

@@ -20,7 +20,12 @@ need_module("ray", "a dependency of synmed-suite: bash scripts/setup.sh")
 
 from suite.data.shards import read_manifest  # noqa: E402
 from suite.evaluation.frechet import FeatureStats  # noqa: E402
-from suite.evaluation.generator.stats import compute_set_stats, sample_positions  # noqa: E402
+from suite.evaluation.generator.stats import (  # noqa: E402
+    StatsRequest,
+    compute_set_stats,
+    compute_stats,
+    sample_positions,
+)
 from suite.features.encoders import build_encoder, resolve_encoder  # noqa: E402
 from tests.unit.data.helpers import make_shard_set  # noqa: E402
 
@@ -75,9 +80,13 @@ def test_ray_per_shard_merge_equals_one_pass(ray_local, labelled: Path, tmp_path
 
 
 def test_split_filter_and_seeded_subsample(ray_local, labelled: Path, tmp_path: Path) -> None:
-    full = compute_set_stats(labelled, resolve_encoder(ENCODER), tmp_path / "a")
-    val = compute_set_stats(
-        labelled, resolve_encoder(ENCODER), tmp_path / "b", split="val", max_samples=4, seed=1
+    # two requests in one actor pool, as the evaluation job runs its real and fake sets
+    full, val = compute_stats(
+        [
+            StatsRequest(labelled, tmp_path / "a"),
+            StatsRequest(labelled, tmp_path / "b", split="val", max_samples=4, seed=1),
+        ],
+        resolve_encoder(ENCODER),
     )
     in_val = read_columns(labelled)["split"] == 1
     assert val.n == int(in_val.sum()) == 10
