@@ -17,7 +17,14 @@ from suite.features.encoders import build_encoder, resolve_encoder
 from suite.models.backbones import load_backbone, read_backbone_spec
 from suite.train import run_state
 from tests.conftest import need
-from tests.integration.helpers import ENV, REPO, demo_shards, synmed, synmed_here
+from tests.integration.helpers import (
+    ENV,
+    REPO,
+    demo_shards,
+    synmed,
+    synmed_here,
+    synmed_on_two_gloo_ranks,
+)
 
 DINO = str(REPO / "configs" / "ssl" / "tiny_dino_vit.yaml")
 SIMCLR = str(REPO / "configs" / "ssl" / "tiny_simclr.yaml")
@@ -84,13 +91,10 @@ def test_simclr_on_a_real_plus_synthetic_mix(mni16: Path, tmp_path: Path) -> Non
 
 
 def test_two_gloo_ranks_keep_student_teacher_and_centre_equal(mni16: Path, tmp_path: Path) -> None:
-    accelerate = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "suite", "pretrain", DINO,
-         f"pretrain.sources.real={mni16}", f"run.out_dir={tmp_path}", "pretrain.epochs=1",
-         "train.record_indices=true"],
-        capture_output=True, text=True, timeout=300, env=ENV,
+    proc = synmed_on_two_gloo_ranks(
+        "pretrain", DINO,
+        f"pretrain.sources.real={mni16}", f"run.out_dir={tmp_path}", "pretrain.epochs=1",
+        "train.record_indices=true",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "tiny-dino-vit"

@@ -22,7 +22,13 @@ from suite.data.ingest.pipeline import ingest
 from suite.generative.export import load_generator
 from suite.train import run_state
 from tests.conftest import need
-from tests.integration.helpers import ENV, demo_shards, synmed, synmed_here
+from tests.integration.helpers import (
+    ENV,
+    demo_shards,
+    synmed,
+    synmed_here,
+    synmed_on_two_gloo_ranks,
+)
 from tests.unit.data.helpers import make_class_folders
 
 REPO = Path(__file__).resolve().parents[2]
@@ -312,12 +318,9 @@ def test_resume_refuses_another_config_and_fresh_run_refuses_old_folder(
 
 @pytest.mark.slow
 def test_two_gloo_ranks_stay_equal_and_see_different_data(mni16: Path, tmp_path: Path) -> None:
-    accelerate = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "suite", "train", "generator", LUCID,
-         f"data.shards={mni16}", f"run.out_dir={tmp_path}", "train.record_indices=true"],
-        capture_output=True, text=True, timeout=300, env=ENV,
+    proc = synmed_on_two_gloo_ranks(
+        "train", "generator", LUCID,
+        f"data.shards={mni16}", f"run.out_dir={tmp_path}", "train.record_indices=true",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "tiny-lucidrains"
@@ -505,13 +508,10 @@ def test_a_gan_trained_briefly_is_closer_to_the_data_than_at_step_0(
 
 
 def test_two_gloo_ranks_train_a_per_class_dcgan_in_sync(fashion16: Path, tmp_path: Path) -> None:
-    accelerate = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "suite", "train", "generator", DCGAN,
-         f"data.shards={fashion16}", f"run.out_dir={tmp_path}", "model.mode=per_class",
-         "model.num_classes=10", "train.grad_accum=2"],
-        capture_output=True, text=True, timeout=300, env=ENV,
+    proc = synmed_on_two_gloo_ranks(
+        "train", "generator", DCGAN,
+        f"data.shards={fashion16}", f"run.out_dir={tmp_path}", "model.mode=per_class",
+        "model.num_classes=10", "train.grad_accum=2",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "tiny-dcgan" / "summary.json").read_text())
@@ -634,12 +634,9 @@ def test_class_conditional_pggan_trains_on_fashion_mnist(fashion16: Path, tmp_pa
 
 @pytest.mark.slow
 def test_pggan_on_two_gloo_ranks_with_inactive_scales(mni16: Path, tmp_path: Path) -> None:
-    accelerate = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "suite", "train", "generator", PGGAN,
-         f"data.shards={mni16}", f"run.out_dir={tmp_path}", "train.record_indices=true"],
-        capture_output=True, text=True, timeout=300, env=ENV,
+    proc = synmed_on_two_gloo_ranks(
+        "train", "generator", PGGAN,
+        f"data.shards={mni16}", f"run.out_dir={tmp_path}", "train.record_indices=true",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "tiny-pggan"
