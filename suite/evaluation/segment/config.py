@@ -20,12 +20,17 @@ from suite.config import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    added_field,
     load_config,
 )
 from suite.errors import ConfigError
 from suite.schema import RunConfig
 
 TrainingData = Literal["real", "mixed", "merging"]
+# seed 002's baseline augmentations, as MONAI transforms (suite/evaluation/segment/augment.py)
+AugmentName = Literal[
+    "contrast", "gamma", "brightness", "noise", "blur", "mirror", "rotate", "scale"
+]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -86,6 +91,10 @@ class SegmentTrainConfig:
     lambda_ce: NonNegativeFloat = 1.0
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     threads: PositiveInt | None = None  # torch intra-op threads; None leaves torch's default
+    # training-set augmentations (real and mixed-in synthetic rows; not merging partners), each
+    # applied with probability augment_prob, seeded per (seed, epoch, row)
+    augment: tuple[AugmentName, ...] = added_field(())
+    augment_prob: Fraction = added_field(0.5)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -167,6 +176,11 @@ def check_config(cfg: SegmentEvalConfig) -> None:
         raise ConfigError(
             "train.lambda_dice and train.lambda_ce are both 0: the loss would be 0",
             "set train.lambda_dice=1 train.lambda_ce=1 (DiffBoost's weights)",
+        )
+    if len(set(train.augment)) != len(train.augment):
+        raise ConfigError(
+            f"train.augment={list(train.augment)} names an augmentation twice",
+            f"list each once, e.g. train.augment={sorted(set(train.augment))}",
         )
     if cfg.report.figure_cases < 0:
         raise ConfigError("report.figure_cases must be >= 0", "e.g. 4")

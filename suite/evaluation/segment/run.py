@@ -90,6 +90,8 @@ def _training_data(cfg: SegmentEvalConfig) -> dict[str, Any]:
         out["synthetic_ratio"] = tc.synthetic_ratio
     if kind == "merging":
         out.update(alpha=tc.alpha, merge_patch=tc.merge_patch, alpha_means="P(patch stays real)")
+    if tc.augment:
+        out["augment"] = {"names": list(tc.augment), "prob": tc.augment_prob, "library": "monai"}
     return out
 
 

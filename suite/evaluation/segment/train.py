@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from suite.data.dataset import ShardDataset
+from suite.evaluation.segment.augment import BaselineAugment
 from suite.evaluation.segment.config import SegmentEvalConfig, SegmentModelConfig
 from suite.evaluation.segment.data import SegmentSets, to_batch, training_set
 from suite.evaluation.segment.losses import dice_ce_loss
@@ -115,6 +116,7 @@ def fit(model: Model, sets: SegmentSets, cfg: SegmentEvalConfig, seed: int) -> F
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     loss_fn = dice_ce_loss(lambda_dice=tc.lambda_dice, lambda_ce=tc.lambda_ce)
+    augment = BaselineAugment(list(tc.augment), tc.augment_prob, seed)
     g = torch.Generator().manual_seed(seed)
     data: Dataset = training_set(sets, tc, seed)
     # shuffle=True: the seed's loader had none, so every epoch saw the same order
@@ -129,6 +131,7 @@ def fit(model: Model, sets: SegmentSets, cfg: SegmentEvalConfig, seed: int) -> F
             net.encoder.eval()  # type: ignore[union-attr]  # frozen BN statistics too
         losses = []
         for samples in loader:
+            samples = [augment(s, epoch) for s in samples]
             images, masks = to_batch(samples, model.mean, model.std)
             logits = net(images)
             if tc.training_data == "merging":
