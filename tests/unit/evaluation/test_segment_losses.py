@@ -15,7 +15,7 @@ from suite.evaluation.segment.losses import SMOOTH, dice_ce_loss
 def _old_soft_dice(
     logits: torch.Tensor, target: torch.Tensor, include_background: bool
 ) -> torch.Tensor:
-    """The pre-MONAI suite's soft Dice loss (losses.py before commit 'segment loss: MONAI')."""
+    """The pre-MONAI suite's soft Dice loss (losses.py at commit 7608949)."""
     probs = logits.softmax(dim=1)
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
     if not include_background:
