@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import monai
 import numpy as np
 import torch
 
@@ -189,6 +190,8 @@ def evaluate_segmentation(
                 "scored_classes": [names[k] for k in foreground],
                 "image_shape": list(sets.image_shape),
                 "hd95_unit": "pixels",
+                # loss, metrics and the monai_* networks come from it: their values follow it
+                "monai_version": monai.__version__,
                 "epochs": tc.epochs,
             },
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import monai
 import pytest
 import torch
 from monai.networks.nets import AttentionUnet, UNet
@@ -49,6 +50,7 @@ def test_a_tiny_run_trains_and_records_the_network(tmp_path: Path, kind: str) ->
     result = evaluate_segmentation(cfg, tmp_path / "out")
     enc = result["context"]["encoder"]
     assert enc["encoder"] == kind and enc["channels"] == [4, 8, 16]
+    assert result["context"]["monai_version"] == monai.__version__
     assert (
         enc["network"]
         == f"monai.networks.nets.{'UNet' if kind == 'monai_unet' else 'AttentionUnet'}"
@@ -65,3 +67,20 @@ def test_a_size_mismatch_is_refused_before_anything_is_written(tmp_path: Path) -
     with pytest.raises(ConfigError, match="20x20"):
         evaluate_segmentation(cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_prints_the_size_error_with_its_fix_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from suite.cli import main
+
+    real = make_shard_set(tmp_path / "real", n=9, masks=True, size=20)
+    config = Path(__file__).resolve().parents[3] / "configs/evaluate/segment_mni152.yaml"
+    out = tmp_path / "out"
+    argv = ["evaluate", "segment", str(config), f"data.shards={real}",
+            "model.encoder=monai_attention_unet", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.encoder=monai_attention_unet" in err and "20x20" in err
+    assert "model.channels=[16, 32, 64]" in err and "Traceback" not in err
+    assert not out.exists()
