@@ -1,7 +1,7 @@
 """`synmed evaluate segment CONFIG [KEY=VALUE ...]`: train and score U-Nets on image+mask shards.
 
 suite/evaluation/cli.py adds it to the ``evaluate`` group with ``add_parser(subparsers)``. Heavy
-imports (torch, scipy, matplotlib) happen only when it runs.
+imports (torch, MONAI, matplotlib) happen only when it runs.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add ``segment`` to the ``synmed evaluate`` subparsers."""
     p = subparsers.add_parser(
         "segment",
-        help="2D U-Net segmentation (Dice+CE, AdamW): real, real+synthetic or merging masks",
+        help="2D U-Net segmentation (MONAI Dice+CE, AdamW): real, real+synthetic or merging masks",
         description=(
-            "Train a U-Net (conv encoder, or a ResNet encoder optionally initialised from an SSL "
-            "backbone export) per seed on data.shards (plus data.synthetic), keep the epoch with "
+            "Train a U-Net (conv encoder, a ResNet encoder optionally initialised from an SSL "
+            "backbone export, or MONAI's UNet / AttentionUnet) per seed on data.shards (plus data.synthetic), keep the epoch with "
             "the best validation Dice, and score the report split per case: Dice, IoU, precision, "
             "recall, HD95. Writes OUT/result.json, per_case.csv, cases.png, history.json."
         ),

@@ -1,7 +1,7 @@
 """The ``synmed evaluate segment`` config: typed sections loaded with :func:`suite.config.load_config`.
 
 Defaults follow DiffBoost's segmentation recipe (Zhang et al., IEEE TMI 2024; seed 002 in
-docs/papers.md): MONAI-style ``DiceCELoss(include_background=False)``, AdamW at a constant 1e-3,
+docs/papers.md): MONAI's ``DiceCELoss(include_background=False)``, AdamW at a constant 1e-3,
 batch 8, merging masks with ``alpha`` 0.6 on 64 px patches (at 384 px; scale ``merge_patch`` with
 the image size). Unlike the seed, the epoch kept is chosen on the validation split and the report is
 computed on a split the selection never saw.
@@ -20,12 +20,17 @@ from suite.config import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    added_field,
     load_config,
 )
 from suite.errors import ConfigError
 from suite.schema import RunConfig
 
 TrainingData = Literal["real", "mixed", "merging"]
+# seed 002's baseline augmentations, as MONAI transforms (suite/evaluation/segment/augment.py)
+AugmentName = Literal[
+    "contrast", "gamma", "brightness", "noise", "blur", "mirror", "rotate", "scale"
+]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -50,10 +55,12 @@ class SegmentDataConfig:
 
 @dataclass(kw_only=True, slots=True)
 class SegmentModelConfig:
-    """The network: the suite's conv U-Net, or a U-Net whose encoder is a torchvision ResNet."""
+    """The network: the suite's conv U-Net, a U-Net whose encoder is a torchvision ResNet, or
+    MONAI's UNet or AttentionUnet (seed 002's network)."""
 
-    encoder: Literal["conv", "resnet"] = "conv"
-    # conv encoder: widths per level (each level halves the resolution)
+    encoder: Literal["conv", "resnet", "monai_unet", "monai_attention_unet"] = "conv"
+    # conv and MONAI networks: widths per level (each level halves the resolution; the MONAI ones
+    # need H and W divisible by 2 ** (levels - 1))
     channels: list[PositiveInt] = field(default_factory=lambda: [16, 32, 64, 128])
     # resnet encoder built from scratch (ignored when ``backbone`` is set: its spec decides)
     arch: str = "resnet18"
@@ -80,10 +87,14 @@ class SegmentTrainConfig:
     batch_size: PositiveInt = 8
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 1e-2  # torch's AdamW default, which DiffBoost uses
-    lambda_dice: float = 1.0
-    lambda_ce: float = 1.0
+    lambda_dice: NonNegativeFloat = 1.0
+    lambda_ce: NonNegativeFloat = 1.0
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     threads: PositiveInt | None = None  # torch intra-op threads; None leaves torch's default
+    # training-set augmentations (real and mixed-in synthetic rows; not merging partners), each
+    # applied with probability augment_prob, seeded per (seed, epoch, row)
+    augment: tuple[AugmentName, ...] = added_field(())
+    augment_prob: Fraction = added_field(0.5)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -136,9 +147,15 @@ def check_config(cfg: SegmentEvalConfig) -> None:
             f"train.seeds={train.seeds} must be a non-empty list of distinct seeds",
             "e.g. [0, 1, 2]",
         )
-    if model.encoder == "conv" and (not model.channels or min(model.channels) < 1):
+    if model.encoder != "resnet" and (not model.channels or min(model.channels) < 1):
         raise ConfigError(
             f"model.channels={model.channels} needs positive widths", "e.g. [16, 32, 64, 128]"
+        )
+    if model.encoder.startswith("monai") and len(model.channels) < 2:
+        raise ConfigError(
+            f"model.encoder={model.encoder} needs at least 2 levels, model.channels="
+            f"{model.channels} has {len(model.channels)}",
+            "give 2 or more widths, e.g. model.channels=[16, 32, 64, 128]",
         )
     if model.encoder == "resnet" and (len(model.decoder_channels) != 5):
         raise ConfigError(
@@ -148,7 +165,22 @@ def check_config(cfg: SegmentEvalConfig) -> None:
         )
     if model.backbone is not None and model.encoder != "resnet":
         raise ConfigError(
-            "model.backbone is set but model.encoder=conv", "set model.encoder=resnet"
+            f"model.backbone is set but model.encoder={model.encoder}", "set model.encoder=resnet"
+        )
+    if model.freeze_encoder and model.encoder != "resnet":
+        raise ConfigError(
+            f"model.freeze_encoder=true needs a pretrained encoder, model.encoder={model.encoder}",
+            "set model.encoder=resnet with model.backbone=EXPORT, or model.freeze_encoder=false",
+        )
+    if train.lambda_dice == 0 and train.lambda_ce == 0:
+        raise ConfigError(
+            "train.lambda_dice and train.lambda_ce are both 0: the loss would be 0",
+            "set train.lambda_dice=1 train.lambda_ce=1 (DiffBoost's weights)",
+        )
+    if len(set(train.augment)) != len(train.augment):
+        raise ConfigError(
+            f"train.augment={list(train.augment)} names an augmentation twice",
+            f"list each once, e.g. train.augment={sorted(set(train.augment))}",
         )
     if cfg.report.figure_cases < 0:
         raise ConfigError("report.figure_cases must be >= 0", "e.g. 4")

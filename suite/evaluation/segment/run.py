@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import monai
 import numpy as np
 import torch
 
@@ -90,6 +91,8 @@ def _training_data(cfg: SegmentEvalConfig) -> dict[str, Any]:
         out["synthetic_ratio"] = tc.synthetic_ratio
     if kind == "merging":
         out.update(alpha=tc.alpha, merge_patch=tc.merge_patch, alpha_means="P(patch stays real)")
+    if tc.augment:
+        out["augment"] = {"names": list(tc.augment), "prob": tc.augment_prob, "library": "monai"}
     return out
 
 
@@ -187,6 +190,8 @@ def evaluate_segmentation(
                 "scored_classes": [names[k] for k in foreground],
                 "image_shape": list(sets.image_shape),
                 "hd95_unit": "pixels",
+                # loss, metrics and the monai_* networks come from it: their values follow it
+                "monai_version": monai.__version__,
                 "epochs": tc.epochs,
             },
         )

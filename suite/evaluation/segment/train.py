@@ -1,4 +1,4 @@
-"""One seed of a segmentation run: build the network, fit it with Dice+CE and AdamW, keep the epoch
+"""One seed of a segmentation run: build the network, fit it with MONAI's Dice+CE and AdamW, keep the epoch
 with the best validation Dice, predict a split.
 
 Model selection reads the validation split only. DiffBoost (seed 002) monitored ``quick_dice`` on the
@@ -18,15 +18,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from suite.data.dataset import ShardDataset
+from suite.evaluation.segment.augment import BaselineAugment
 from suite.evaluation.segment.config import SegmentEvalConfig, SegmentModelConfig
 from suite.evaluation.segment.data import SegmentSets, to_batch, training_set
-from suite.evaluation.segment.losses import DiceCELoss
+from suite.evaluation.segment.losses import dice_ce_loss
 from suite.evaluation.segment.merging import merge, merge_labels, random_merging_mask
 from suite.evaluation.segment.metrics import quick_dice
+from suite.evaluation.segment.monai_nets import monai_network
 from suite.evaluation.segment.resnet_unet import ResNetUNet, resnet_unet
 from suite.evaluation.segment.unet import UNet
 
-# The conv U-Net sees pixels scaled to [-1, 1] (DiffBoost's preprocessing scales to [-1, 1]).
+# The conv and MONAI U-Nets see pixels scaled to [-1, 1] (DiffBoost's preprocessing scales to [-1, 1]).
 CONV_MEAN, CONV_STD = 0.5, 0.5
 
 
@@ -42,11 +44,18 @@ class Model:
 
 def build_model(cfg: SegmentModelConfig, sets: SegmentSets) -> Model:
     """The configured U-Net for this data (the caller seeds torch first)."""
-    channels, height, _ = sets.image_shape
+    channels, height, width = sets.image_shape
     if cfg.encoder == "conv":
         net: nn.Module = UNet(channels, sets.num_classes, cfg.channels)
         mean, std = (CONV_MEAN,) * channels, (CONV_STD,) * channels
         description = {"encoder": "conv", "channels": list(cfg.channels), "init": "random"}
+    elif cfg.encoder in ("monai_unet", "monai_attention_unet"):
+        net = monai_network(
+            cfg.encoder, channels, sets.num_classes, list(cfg.channels), (height, width)
+        )
+        mean, std = (CONV_MEAN,) * channels, (CONV_STD,) * channels
+        description = {"encoder": cfg.encoder, "network": f"monai.networks.nets.{type(net).__name__}",
+                       "channels": list(cfg.channels), "init": "random"}  # fmt: skip
     else:
         net = resnet_unet(
             in_channels=channels,
@@ -101,13 +110,13 @@ def fit(model: Model, sets: SegmentSets, cfg: SegmentEvalConfig, seed: int) -> F
     """Train for ``train.epochs`` epochs; leave ``model.net`` at the best validation epoch."""
     tc = cfg.train
     net = model.net
-    encoder_params = net.encoder_parameters()  # type: ignore[operator]
-    if cfg.model.freeze_encoder:
-        for p in encoder_params:
+    if cfg.model.freeze_encoder:  # check_config allows it for the ResNet encoder only
+        for p in net.encoder_parameters():  # type: ignore[operator]
             p.requires_grad_(False)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    loss_fn = DiceCELoss(lambda_dice=tc.lambda_dice, lambda_ce=tc.lambda_ce)
+    loss_fn = dice_ce_loss(lambda_dice=tc.lambda_dice, lambda_ce=tc.lambda_ce)
+    augment = BaselineAugment(list(tc.augment), tc.augment_prob, seed)
     g = torch.Generator().manual_seed(seed)
     data: Dataset = training_set(sets, tc, seed)
     # shuffle=True: the seed's loader had none, so every epoch saw the same order
@@ -122,6 +131,7 @@ def fit(model: Model, sets: SegmentSets, cfg: SegmentEvalConfig, seed: int) -> F
             net.encoder.eval()  # type: ignore[union-attr]  # frozen BN statistics too
         losses = []
         for samples in loader:
+            samples = [augment(s, epoch) for s in samples]
             images, masks = to_batch(samples, model.mean, model.std)
             logits = net(images)
             if tc.training_data == "merging":
@@ -137,7 +147,7 @@ def fit(model: Model, sets: SegmentSets, cfg: SegmentEvalConfig, seed: int) -> F
                 )
                 logits = merge(m, logits, net(syn_images))
                 masks = merge_labels(m[:, 0], masks, syn_masks)
-            loss = loss_fn(logits, masks)
+            loss = loss_fn(logits, masks[:, None])  # MONAI takes (B, 1, H, W) class ids
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

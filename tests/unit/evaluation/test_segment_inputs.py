@@ -79,6 +79,12 @@ def test_config_rules(tmp_path: Path, sets: dict[str, Path]) -> None:
     _fails(tmp_path, ConfigError, "'train.alpha' = 1.2 is out of range", shards, "train.alpha=1.2")
     _fails(tmp_path, ConfigError, "data.shards is not set")
     _fails(tmp_path, ConfigError, "does not exist", "data.shards=/nonexistent/set")
+    _fails(tmp_path, ConfigError, "freeze_encoder=true needs a pretrained encoder", shards,
+           "model.freeze_encoder=true")  # fmt: skip
+    _fails(tmp_path, ConfigError, "'train.lambda_ce' = -1", shards, "train.lambda_ce=-1")
+    _fails(tmp_path, ConfigError, "both 0", shards, "train.lambda_ce=0", "train.lambda_dice=0")
+    _fails(tmp_path, ConfigError, "needs at least 2 levels", shards, "model.encoder=monai_unet",
+           "model.channels=[8]")  # fmt: skip
 
 
 def test_a_non_empty_output_folder_is_refused_before_training(
