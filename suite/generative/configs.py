@@ -166,10 +166,8 @@ class PGGANConfig(GANConfig):
 
 
 @dataclass(kw_only=True, slots=True)
-class SDLoRAConfig:
-    """LoRA fine-tuning of a local Stable Diffusion folder (Hu et al. 2021, arXiv:2106.09685), as
-    diffusers' ``examples/text_to_image/train_text_to_image_lora.py``; seed 003's preset is
-    configs/papers/aiding-diagnosis/sd15_lora_pathmnist.yaml.
+class StableDiffusionConfig:
+    """What the families on a local Stable Diffusion folder share (suite/generative/stable_diffusion.py).
 
     ``base`` is a local diffusers folder in SD 1.5's layout (SD 2.x folders load through the same
     code; ``synmed models tiny-sd`` makes a tiny one); nothing is fetched at run time. The prompt
@@ -177,13 +175,11 @@ class SDLoRAConfig:
     ``metadata.jsonl``, matched to the rows' source files), the row's ``prompts`` column (a
     sampled shard set), its class's entry in ``class_prompts``, ``prompt_template`` with the
     class name, or ``prompt``. ``noise_offset`` (Guttenberg 2023) and ``snr_gamma`` (Min-SNR
-    weighting, Hang et al. 2023, arXiv:2303.09556; 0 = plain MSE) are the script's options.
-    ``channels: 1`` feeds grey images to the RGB VAE as three equal channels and returns the
-    channel mean.
+    weighting, Hang et al. 2023, arXiv:2303.09556; 0 = plain MSE) are diffusers' training
+    scripts' options. ``channels: 1`` feeds grey images to the RGB VAE as three equal channels
+    and returns the channel mean.
     """
 
-    implementation: ClassVar[str] = "suite.generative.sd_lora:SDLoRA"
-    kind: Literal["sd_lora"] = "sd_lora"
     # where `synmed models tiny-sd --out` or a copied SD 1.5 download puts it (docs/latent-diffusion.md)
     base: str = "models/stable-diffusion-v1-5"
     image_size: PositiveInt = 512
@@ -193,6 +189,24 @@ class SDLoRAConfig:
     prompt_template: str = "{class_name}"
     class_prompts: dict[str, str] | None = None
     captions: str | None = None
+    noise_offset: NonNegativeFloat = 0.0
+    snr_gamma: NonNegativeFloat = 0.0
+    adam_eps: PositiveFloat = 1e-8
+    # sampling defaults (``synmed sample --guidance-scale`` overrides the scale)
+    guidance_scale: NonNegativeFloat = 7.5
+    negative_prompt: str = ""
+
+
+@dataclass(kw_only=True, slots=True)
+class SDLoRAConfig(StableDiffusionConfig):
+    """LoRA fine-tuning of a local Stable Diffusion folder (Hu et al. 2021, arXiv:2106.09685), as
+    diffusers' ``examples/text_to_image/train_text_to_image_lora.py``; seed 003's preset is
+    configs/papers/aiding-diagnosis/sd15_lora_pathmnist.yaml. Adapters of ``lora_rank`` and
+    ``lora_alpha`` on the UNet's ``lora_targets`` and, with ``train_text_encoder``, on the text
+    encoder's ``text_encoder_targets``."""
+
+    implementation: ClassVar[str] = "suite.generative.sd_lora:SDLoRA"
+    kind: Literal["sd_lora"] = "sd_lora"
     lora_rank: PositiveInt = 4
     lora_alpha: PositiveFloat = 4.0
     lora_dropout: Fraction = 0.0
@@ -200,12 +214,6 @@ class SDLoRAConfig:
     lora_targets: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
     train_text_encoder: bool = False
     text_encoder_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
-    noise_offset: NonNegativeFloat = 0.0
-    snr_gamma: NonNegativeFloat = 0.0
-    adam_eps: PositiveFloat = 1e-8
-    # sampling defaults (``synmed sample --guidance-scale`` overrides the scale)
-    guidance_scale: NonNegativeFloat = 7.5
-    negative_prompt: str = ""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -224,3 +232,23 @@ class SDDreamBoothConfig(SDLoRAConfig):
     class_prompt: str = ""
     prior_loss_weight: NonNegativeFloat = 1.0
     min_class_images: PositiveInt = 100
+
+
+@dataclass(kw_only=True, slots=True)
+class ControlNetConfig(StableDiffusionConfig):
+    """ControlNet (Zhang et al. 2023, arXiv:2302.05543) on a locked local Stable Diffusion, as
+    diffusers' ``examples/controlnet/train_controlnet.py``: ``ControlNetModel.from_unet`` copies
+    the base UNet's encoder, with a ``conditioning_channels`` hint (seed 002's edge maps: one
+    channel) embedded by ``conditioning_embedding_out_channels`` (its length sets the hint's
+    downsampling, which must equal the VAE's: SD's four blocks for SD, two for the tiny one).
+    The training rows' hints are the rows of ``hints`` (a conditioning set, ``synmed data edges``)
+    whose ``source_index`` is the row's index; sampling reads them through ``--conditions``.
+    Seed 002's preset (DDIM 20 steps, CFG 9) is configs/papers/diffboost/controlnet.yaml."""
+
+    implementation: ClassVar[str] = "suite.generative.controlnet:ControlNet"
+    kind: Literal["controlnet"] = "controlnet"
+    hints: str | None = None
+    conditioning_channels: PositiveInt = 1
+    conditioning_embedding_out_channels: tuple[PositiveInt, ...] = (16, 32, 96, 256)
+    conditioning_scale: NonNegativeFloat = 1.0
+    guidance_scale: NonNegativeFloat = 9.0

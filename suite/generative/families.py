@@ -26,6 +26,7 @@ GENERATORS = Registry(
         "pggan": "suite.generative.configs:PGGANConfig",
         "sd_lora": "suite.generative.configs:SDLoRAConfig",
         "sd_dreambooth": "suite.generative.configs:SDDreamBoothConfig",
+        "controlnet": "suite.generative.configs:ControlNetConfig",
     },
 )
 FAMILIES: Registry[type[Generator]] = GENERATORS.follow("implementation")

@@ -821,7 +821,10 @@ def condition_source(model: Any, conditions: Path, split: str | None) -> Conditi
         "images": True,
         "prompts": data.read_column("prompts") is not None,
     }
-    kinds = tuple(k for k in declared if have.get(k, False))
+    # a generator without classes reads no labels, even where its family can (a ControlNet)
+    kinds = tuple(
+        k for k in declared if have.get(k, False) and (k != "labels" or model.num_classes)
+    )
     if not kinds:
         raise ShardError(
             f"{conditions} has none of the conditions this generator reads ({', '.join(declared)})",

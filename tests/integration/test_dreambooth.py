@@ -67,7 +67,7 @@ def test_the_class_images_are_the_base_models_samples_of_the_class_prompt(
     for row in range(len(data)):
         got = data[row]["image"].numpy()
         assert got.dtype == np.uint8 and got.tobytes() == want.images[row].tobytes(), indices[row]
-    digest = model.adapter_digest()
+    digest = model.trained_digest()
     assert {json.loads(m)["adapter_sha256"] for m in data.read_column("metadata")} == {digest}
 
 

@@ -102,7 +102,7 @@ def test_ray_sampling_gives_each_index_its_own_image_and_records_prompts(
     assert labels == [0, 1, 2, 0, 1, 2]
     assert prompts == [f"a medical image of {NAMES[c]}" for c in labels]
     model, _ = load_generator(lora_run)
-    assert {m["adapter_sha256"] for m in meta} == {model.adapter_digest()}
+    assert {m["adapter_sha256"] for m in meta} == {model.trained_digest()}
     assert [m["prompt_sha256"] for m in meta] == [sha256_text(p) for p in prompts]
     # every index is the model's own image for (seed 0, index), whichever of the two actors and
     # whatever batch made it: here all six in one in-process batch

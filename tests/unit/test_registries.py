@@ -226,6 +226,14 @@ def test_every_generator_family_builds_from_its_default_config(
     fast = {"timesteps": 4} if "timesteps" in names else {}
     if "base" in names:  # a frozen base model: the tiny Stable Diffusion folder
         fast["base"] = str(request.getfixturevalue("tiny_sd"))
+    if "hints" in names:  # a ControlNet: edge maps of a tiny image+mask set, at the tiny VAE's 2x
+        from suite.data.edges import write_edge_set
+        from tests.unit.data.helpers import make_shard_set
+
+        tmp = request.getfixturevalue("tmp_path")
+        shards = make_shard_set(tmp / "s", n=2, classes=("a", "b"), size=16, masks=True)
+        write_edge_set(shards, tmp / "edges", progress=False)
+        fast.update(hints=str(tmp / "edges"), conditioning_embedding_out_channels=(16, 32))
     # the defaults but for size (16 px: ACGAN's D halves four times) and a diffusion's steps
     config = cls(image_size=16, **fast)
     family = FAMILIES.get(kind)
@@ -233,10 +241,17 @@ def test_every_generator_family_builds_from_its_default_config(
     torch.manual_seed(0)
     model = build_generator(config)
     assert model.samplers and model.trainable_modules()
-    batch = {"image": torch.rand(2, config.channels, 16, 16), "label": torch.tensor([0, 1])}
+    if "hints" in names:
+        from suite.data.dataset import ShardDataset
+
+        model.bind_rows(ShardDataset(shards))
+    batch = {"image": torch.rand(2, config.channels, 16, 16), "label": torch.tensor([0, 1]),
+             "index": torch.tensor([0, 1])}  # fmt: skip
     for objective in getattr(family, "step_order", ("model",)):  # a GAN's D and G objectives
         loss = model(batch, objective)
         assert loss.ndim == 0 and torch.isfinite(loss), objective
     labels = Conditions(labels=np.zeros(1, dtype=np.int64)) if model.num_classes else None
+    if "images" in family.conditions:  # a conditioning image per row
+        labels = Conditions(images=np.zeros((1, 1, 16, 16), dtype=np.uint8))
     out = model.sample([0], 0, labels, SampleOptions(sampler=model.samplers[0], steps=2))
     assert out.images.shape == (1, config.channels, 16, 16)

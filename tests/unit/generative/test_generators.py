@@ -32,9 +32,10 @@ TINY_ALL = {
     "pggan": REPO / "configs/generator/tiny_pggan.yaml",
     "sd_lora": REPO / "configs/generator/tiny_sd_lora.yaml",
     "sd_dreambooth": REPO / "configs/generator/tiny_sd_lora.yaml",
+    "controlnet": REPO / "configs/generator/tiny_controlnet.yaml",
 }
 # the latent-diffusion families build on the tiny Stable Diffusion folder (a session fixture)
-ON_TINY_SD = ("sd_lora", "sd_dreambooth")
+ON_TINY_SD = ("sd_lora", "sd_dreambooth", "controlnet")
 
 
 def tiny(kind: str, *overrides: str):

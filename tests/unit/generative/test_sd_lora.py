@@ -228,7 +228,7 @@ def test_sampled_rows_carry_their_prompt_and_the_adapter_digest(
     out = model.sample([3, 4], 0, Conditions(labels=np.array([1, 0])), options)
     assert out.images.shape == (2, 1, 16, 16) and out.images.dtype == np.uint8
     assert out.prompts == ["a medical image of mucus", "a medical image of adipose"]
-    digest = model.adapter_digest()
+    digest = model.trained_digest()
     assert [m["adapter_sha256"] for m in out.metadata] == [digest] * 2
     assert [m["prompt_sha256"] for m in out.metadata] == [sha256_text(p) for p in out.prompts]
     # the same index and attempt give the same image; another attempt draws other noise
