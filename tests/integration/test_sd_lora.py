@@ -1,5 +1,6 @@
-"""The sd_lora family end to end on the tiny Stable Diffusion: two gloo ranks, two SLURM nodes,
-and sampling through Ray with prompts and adapter digests in the shards."""
+"""The Stable Diffusion families end to end on the tiny base: sd_lora on two gloo ranks and two SLURM
+nodes, sampling through Ray with prompts and adapter digests in the shards, and a ControlNet on two
+gloo ranks."""
 
 from __future__ import annotations
 
@@ -113,3 +114,21 @@ def test_ray_sampling_gives_each_index_its_own_image_and_records_prompts(
     ]
     summary = json.loads((out / "sample_summary.json").read_text())
     assert len(summary["actors"]) == 2 and summary["negative_prompt"] == "blurry"
+
+
+def test_two_gloo_ranks_train_a_controlnet_in_sync(tiny_sd: Path, tmp_path: Path) -> None:
+    from suite.data.edges import write_edge_set
+    from tests.unit.data.helpers import make_shard_set
+
+    shards = make_shard_set(tmp_path / "s", n=8, classes=("a", "b"), size=16, masks=True)
+    write_edge_set(shards, tmp_path / "edges", progress=False)
+    proc = synmed_on_two_gloo_ranks(
+        "train", "generator", str(REPO / "configs/generator/tiny_controlnet.yaml"),
+        f"model.base={tiny_sd}", f"data.shards={shards}", "data.split=null",
+        f"model.hints={tmp_path / 'edges'}", f"run.out_dir={tmp_path}", "train.batch_size=2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "tiny-controlnet" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_batch"] == 4
+    assert summary["model_equal_across_ranks"] and summary["ema_equal_across_ranks"]
+    assert (tmp_path / "tiny-controlnet" / "export" / "controlnet" / "config.json").is_file()
