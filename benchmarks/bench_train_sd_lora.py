@@ -48,7 +48,7 @@ from step_clock import (  # benchmarks/step_clock.py: a script's folder is on sy
     StepClock,
     load,
     pseudo_xray_shards,
-    run_child,
+    run_script,
     timed_generator_trainer,
     tiny_sd,
 )
@@ -128,7 +128,9 @@ def run_diffusers(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> 
         gradient_accumulation_steps=1,
         mixed_precision="no",
         log_with="tensorboard",  # the script's default --report_to
-        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
+        project_config=ProjectConfiguration(
+            project_dir=str(out_dir), logging_dir=str(out_dir / "logs")
+        ),
     )
     set_seed(args.seed)
     noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler")
@@ -190,7 +192,9 @@ def run_diffusers(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> 
         train_loss = 0.0
         for batch in train_dataloader:
             with accelerator.accumulate(unet):
-                latents = vae.encode(batch["pixel_values"].to(dtype=weight_dtype)).latent_dist.sample()
+                latents = vae.encode(
+                    batch["pixel_values"].to(dtype=weight_dtype)
+                ).latent_dist.sample()
                 latents = latents * vae.config.scaling_factor
                 noise = torch.randn_like(latents)
                 bsz = latents.shape[0]
@@ -262,7 +266,7 @@ def bench(args: argparse.Namespace, root: Path) -> None:
     print(f"load average at start (1, 5, 15 min; {os.cpu_count()} CPUs): {load()}")
 
     def one(loop: str, profile: bool) -> dict[str, Any]:
-        return run_child(__file__, child_argv(loop, args, root, profile), args.threads)
+        return run_script(__file__, child_argv(loop, args, root, profile), args.threads)
 
     results: dict[str, list[dict[str, Any]]] = {loop: [] for loop in LOOPS}
     for r in range(args.rounds):

@@ -2,9 +2,11 @@
 
 A loop calls :meth:`StepClock.tick` at the end of every step; the clock keeps wall-clock and CPU
 timestamps, and over the timed steps (after ``warmup``) the minor page faults, peak RSS of the
-process and its reaped workers, and an optional cProfile. :func:`run_child` runs one loop of a
+process and its reaped workers, and an optional cProfile. :func:`run_script` runs one loop of a
 benchmark in its own process; :func:`synmed` runs the CLI; :func:`pseudo_xray_shards` and
-:func:`tiny_sd` make the data and the tiny Stable Diffusion the latent benchmarks share.
+:func:`tiny_sd` make the data and the tiny Stable Diffusion the latent benchmarks share;
+:func:`write_h5_shard` and :func:`check_same_images` are the bare sampling loops' shard writer and
+their check against ``synmed sample``'s shards.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def run_child(script: str, argv: list[str], threads: int) -> dict[str, Any]:
+def run_script(script: str, argv: list[str], threads: int) -> dict[str, Any]:
     """Run ``script`` (a benchmark's ``--run LOOP`` child) with ``argv`` and ``threads`` OpenMP
     threads; returns the JSON of its RESULT line."""
     # one OpenMP thread by default: on 2 shared cores, 2 threads stall whenever another process
@@ -123,8 +125,9 @@ def synmed(*argv: str) -> None:
         raise SystemExit(f"synmed {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
 
 
-def pseudo_xray_shards(out: Path, n: int, size: int, seed: int) -> Path:
-    """``n`` pseudo X-rays (``bench_shards.pseudo_xray``) as a one-split shard set in ``out``."""
+def pseudo_xray_shards(out: Path, n: int, size: int, seed: int, channels: int = 1) -> Path:
+    """``n`` pseudo X-rays (``bench_shards.pseudo_xray``) as a one-split shard set in ``out``,
+    the grey image repeated to ``channels``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     pseudo_xray = importlib.import_module("bench_shards").pseudo_xray
     from suite.data.writer import ShardSetWriter
@@ -135,7 +138,8 @@ def pseudo_xray_shards(out: Path, n: int, size: int, seed: int) -> Path:
     writer = ShardSetWriter(out, attrs, shard_size=n)
     for i in range(n):
         image = pseudo_xray(rng, size, int(rng.integers(0, 4)))
-        writer.add({"images": image[None], "index": i, "split": 0})  # split 0 = "train"
+        images = np.repeat(image[None], channels, axis=0)
+        writer.add({"images": images, "index": i, "split": 0})  # split 0 = "train"
     writer.close()
     return out
 
@@ -146,3 +150,27 @@ def tiny_sd(root: Path, image_size: int) -> Path:
     if not (base / "model_index.json").is_file():
         synmed("models", "tiny-sd", "--out", str(base), "--image-size", str(image_size))
     return base
+
+
+def write_h5_shard(path: Path, images: np.ndarray, start: int) -> None:
+    """``images`` (rows ``start``..) with h5py as the suite's shards are laid out (one LZF chunk
+    per image, an index dataset)."""
+    import h5py
+
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("images", data=images, chunks=(1, *images.shape[1:]), compression="lzf")
+        h5.create_dataset("index", data=np.arange(start, start + len(images), dtype=np.int64))
+
+
+def check_same_images(bare: Path, ray: Path, tolerance: int = 0) -> None:
+    """Both loops made the same images (the same rows from the same (seed, index) noise), to
+    ``tolerance`` grey levels."""
+    import h5py
+
+    files = sorted(p.name for p in bare.glob("shard-*.h5"))
+    assert files == sorted(p.name for p in ray.glob("shard-*.h5")), files
+    for name in files:
+        with h5py.File(bare / name) as a, h5py.File(ray / name) as b:
+            assert np.array_equal(a["index"][:], b["index"][:]), name
+            diff = np.abs(a["images"][:].astype(np.int16) - b["images"][:].astype(np.int16))
+            assert diff.max() <= tolerance, (name, int(diff.max()))
