@@ -58,7 +58,7 @@ def train_export(args: argparse.Namespace, root: Path) -> Path:
     """A briefly trained sd_lora run (its export), trained through ``synmed train generator``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     train = importlib.import_module("bench_train_sd_lora")
-    settings = argparse.Namespace(**{**vars(args), "steps": args.train_steps})
+    settings = argparse.Namespace(**{**vars(args), "steps": args.train_steps, "log_every": 1})
     # the config's EMA (every step), so the export holds trained adapters
     overrides = [
         o

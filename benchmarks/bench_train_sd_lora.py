@@ -98,7 +98,7 @@ def suite_overrides(args: argparse.Namespace, root: Path, out_dir: Path) -> list
         f"train.ema_update_every={never}",  # the script has no EMA
         f"train.ema_update_after_step={never}",
         "train.num_workers=0",
-        "train.log_every=1",
+        f"train.log_every={args.log_every}",
         f"train.checkpoint_every={never}",
         f"train.sample_every={never}",
     ]
@@ -250,7 +250,7 @@ def child(args: argparse.Namespace) -> int:
 
 def child_argv(loop: str, args: argparse.Namespace, root: Path, profile: bool) -> list[str]:
     argv = ["--run", loop, "--data", str(root)]
-    for name in ("image_size", "rank", "batch_size", "steps", "warmup", "lr", "seed"):
+    for name in ("image_size", "rank", "batch_size", "steps", "warmup", "lr", "seed", "log_every"):
         argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     return argv + (["--cprofile"] if profile else [])
 
@@ -278,19 +278,20 @@ def bench(args: argparse.Namespace, root: Path) -> None:
 
     print(
         f"{'loop':<11}{'images/s':>10}{'min-max':>15}{'ms/step':>9}{'CPU ms/step':>13}"
-        f"{'peak RSS MB':>13}{'threads':>9}"
+        f"{'faults/step':>13}{'peak RSS MB':>13}{'threads':>9}"
     )
     for loop in LOOPS:
         rates = [res["images_per_s"] for res in results[loop]]
         print(
             f"{loop:<11}{med(loop, 'images_per_s'):>10.1f}"
             f"{f'{min(rates):.1f}-{max(rates):.1f}':>15}{med(loop, 'median_step_ms'):>9.1f}"
-            f"{med(loop, 'cpu_ms_per_step'):>13.1f}"
+            f"{med(loop, 'cpu_ms_per_step'):>13.1f}{med(loop, 'faults_per_step'):>13.0f}"
             f"{med(loop, 'peak_rss_mb'):>13.0f}{results[loop][0]['torch_threads']:>9}"
         )
     for loop in LOOPS:
         steps = " ".join(f"{res['median_step_ms']:.1f}" for res in results[loop])
-        print(f"median step ms per round, {loop}: {steps}")
+        cpu = " ".join(f"{res['cpu_ms_per_step']:.1f}" for res in results[loop])
+        print(f"per round, {loop}: median step ms {steps}; CPU ms/step {cpu}")
     paired = [
         s["images_per_s"] / d["images_per_s"]
         for s, d in zip(results["suite"], results["diffusers"], strict=True)
@@ -321,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of both loops")
+    parser.add_argument(
+        "--log-every", type=int, default=1, help="the suite's train.log_every (the script: 1)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="runs of each loop; medians")
     parser.add_argument(
         "--profile",
