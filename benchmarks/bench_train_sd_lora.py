@@ -307,7 +307,9 @@ def bench(args: argparse.Namespace, root: Path) -> None:
     step = med("diffusers", "median_step_ms") / med("suite", "median_step_ms")
     cpu = med("diffusers", "cpu_ms_per_step") / med("suite", "cpu_ms_per_step")
     print(f"median-step time diffusers/suite: {step:.2f}x")
-    print(f"CPU time per step diffusers/suite: {cpu:.2f}x (hardly moved by other load)")
+    print(
+        f"CPU time per step diffusers/suite: {cpu:.2f}x (less moved by other load than wall-clock)"
+    )
     print(f"ratio suite/diffusers images/s: {ratio:.2f}x (goal >= 1.0x)")
 
 
