@@ -40,7 +40,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,13 +49,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from step_clock import (  # benchmarks/step_clock.py: a script's folder is on sys.path
+    REPO,
+    RESULT,
     StepClock,
+    check_same_images,
+    load,
+    run_script,
+    synmed,
     timed_generator_trainer,
+    write_h5_shard,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "configs" / "generator" / "tiny_dcgan.yaml"
-RESULT = "BENCH_RESULT "  # prefix of the child's one JSON line on stdout
 LOOPS = ("suite", "examples")
 
 
@@ -258,25 +262,13 @@ def child(args: argparse.Namespace) -> int:
 
 
 def run_child(loop: str, args: argparse.Namespace, data: Path, profile: bool) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run", loop, "--data", str(data)]
+    argv = ["--run", loop, "--data", str(data)]
     for name in ("image_size", "nz", "ngf", "ndf", "batch_size", "steps", "warmup", "lr", "seed",
                  "workers", "log_every"):  # fmt: skip
-        cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+        argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if profile:
-        cmd.append("--cprofile")
-    # one OpenMP thread by default: on 2 shared cores, 2 threads stall whenever another process
-    # holds a core (bench_ssl.py's note), and the ratio then measures the load
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
-        raise RuntimeError(f"the {loop} run failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len(RESULT) :])
-
-
-def load() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+        argv.append("--cprofile")
+    return run_script(__file__, argv, args.threads)
 
 
 def bench_train(args: argparse.Namespace, root: Path) -> None:
@@ -334,15 +326,6 @@ def bench_train(args: argparse.Namespace, root: Path) -> None:
 # (b) sampling
 
 
-def synmed(*argv: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per Ray worker, as the bare loop
-    proc = subprocess.run(
-        [sys.executable, "-m", "suite", *argv], capture_output=True, text=True, cwd=REPO, env=env
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"synmed {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
-
-
 def train_export(args: argparse.Namespace, root: Path) -> Path:
     """A briefly trained DCGAN (its export), trained through ``synmed train generator``."""
     overrides = suite_overrides(args, root / "shards", root / "runs")
@@ -355,7 +338,6 @@ def train_export(args: argparse.Namespace, root: Path) -> Path:
 def bare_sampling(checkpoint: Path, out: Path, n: int, batch: int, shard_size: int) -> float:
     """images/s of ``model.sample`` batch by batch, written with h5py as the suite's shards are
     laid out (one LZF chunk per image, an index dataset)."""
-    import h5py
     import torch
 
     from suite.generative.base import SampleOptions
@@ -374,23 +356,8 @@ def bare_sampling(checkpoint: Path, out: Path, n: int, batch: int, shard_size: i
                 for s in range(start, stop, batch)
             ]  # fmt: skip
         )
-        with h5py.File(out / f"shard-{number:05d}.h5", "w") as h5:
-            h5.create_dataset("images", data=images, chunks=(1, *images.shape[1:]),
-                              compression="lzf")  # fmt: skip
-            h5.create_dataset("index", data=np.arange(start, stop, dtype=np.int64))
+        write_h5_shard(out / f"shard-{number:05d}.h5", images, start)
     return n / (time.perf_counter() - t0)
-
-
-def check_same_images(bare: Path, ray: Path) -> None:
-    """Both loops made the same images (the same rows from the same (seed, index) latents)."""
-    import h5py
-
-    files = sorted(p.name for p in bare.glob("shard-*.h5"))
-    assert files == sorted(p.name for p in ray.glob("shard-*.h5")), files
-    for name in files:
-        with h5py.File(bare / name) as a, h5py.File(ray / name) as b:
-            assert np.array_equal(a["index"][:], b["index"][:]), name
-            assert np.array_equal(a["images"][:], b["images"][:]), name
 
 
 def ray_sampling(checkpoint: Path, out: Path, n: int, batch: int, shard_size: int) -> dict:

@@ -1,20 +1,33 @@
-"""The per-step clock of the training benchmarks (bench_train_ddpm.py, bench_train_gan.py).
+"""The per-step clock of the training benchmarks (bench_train_*.py) and the helpers they share.
 
 A loop calls :meth:`StepClock.tick` at the end of every step; the clock keeps wall-clock and CPU
 timestamps, and over the timed steps (after ``warmup``) the minor page faults, peak RSS of the
-process and its reaped workers, and an optional cProfile.
+process and its reaped workers, and an optional cProfile. :func:`run_script` runs one loop of a
+benchmark in its own process; :func:`synmed` runs the CLI; :func:`pseudo_xray_shards` and
+:func:`tiny_sd` make the data and the tiny Stable Diffusion the latent benchmarks share;
+:func:`write_h5_shard` and :func:`check_same_images` are the bare sampling loops' shard writer and
+their check against ``synmed sample``'s shards.
 """
 
 from __future__ import annotations
 
 import cProfile
+import importlib
 import io
+import json
+import os
 import pstats
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT = "BENCH_RESULT "  # prefix of a child's one JSON line on stdout
 
 
 class StepClock:
@@ -80,3 +93,84 @@ def timed_generator_trainer(config: Any, overrides: list[str], clock: StepClock)
             clock.tick()
 
     return TimedTrainer(load_config(config, overrides))
+
+
+def load() -> str:
+    """The load average (1, 5, 15 min)."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def run_script(script: str, argv: list[str], threads: int) -> dict[str, Any]:
+    """Run ``script`` (a benchmark's ``--run LOOP`` child) with ``argv`` and ``threads`` OpenMP
+    threads; returns the JSON of its RESULT line."""
+    # one OpenMP thread by default: on 2 shared cores, 2 threads stall whenever another process
+    # holds a core (bench_ssl.py's note), and the ratio then measures the load
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, str(Path(script).resolve()), *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
+        raise RuntimeError(f"{' '.join(argv[:2])} failed (exit {proc.returncode})")
+    return json.loads(lines[-1][len(RESULT) :])
+
+
+def synmed(*argv: str) -> None:
+    """``synmed ARGV`` in a subprocess, one OpenMP thread (per Ray worker, as the bare loops)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "suite", *argv], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"synmed {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
+
+
+def pseudo_xray_shards(out: Path, n: int, size: int, seed: int, channels: int = 1) -> Path:
+    """``n`` pseudo X-rays (``bench_shards.pseudo_xray``) as a one-split shard set in ``out``,
+    the grey image repeated to ``channels``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    pseudo_xray = importlib.import_module("bench_shards").pseudo_xray
+    from suite.data.writer import ShardSetWriter
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True)
+    attrs = {"class_names": [], "label_kind": "none", "source": "benchmarks"}
+    writer = ShardSetWriter(out, attrs, shard_size=n)
+    for i in range(n):
+        image = pseudo_xray(rng, size, int(rng.integers(0, 4)))
+        images = np.repeat(image[None], channels, axis=0)
+        writer.add({"images": images, "index": i, "split": 0})  # split 0 = "train"
+    writer.close()
+    return out
+
+
+def tiny_sd(root: Path, image_size: int) -> Path:
+    """``synmed models tiny-sd`` in ``root/tiny-sd`` (reused if there)."""
+    base = root / "tiny-sd"
+    if not (base / "model_index.json").is_file():
+        synmed("models", "tiny-sd", "--out", str(base), "--image-size", str(image_size))
+    return base
+
+
+def write_h5_shard(path: Path, images: np.ndarray, start: int) -> None:
+    """``images`` (rows ``start``..) with h5py as the suite's shards are laid out (one LZF chunk
+    per image, an index dataset)."""
+    import h5py
+
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("images", data=images, chunks=(1, *images.shape[1:]), compression="lzf")
+        h5.create_dataset("index", data=np.arange(start, start + len(images), dtype=np.int64))
+
+
+def check_same_images(bare: Path, ray: Path, tolerance: int = 0) -> None:
+    """Both loops made the same images (the same rows from the same (seed, index) noise), to
+    ``tolerance`` grey levels."""
+    import h5py
+
+    files = sorted(p.name for p in bare.glob("shard-*.h5"))
+    assert files == sorted(p.name for p in ray.glob("shard-*.h5")), files
+    for name in files:
+        with h5py.File(bare / name) as a, h5py.File(ray / name) as b:
+            assert np.array_equal(a["index"][:], b["index"][:]), name
+            diff = np.abs(a["images"][:].astype(np.int16) - b["images"][:].astype(np.int16))
+            assert diff.max() <= tolerance, (name, int(diff.max()))
