@@ -75,18 +75,8 @@ class SDLoRA(StableDiffusionFamily):
     def trains_text_encoder(self) -> bool:
         return self.text_lora is not None
 
-    def train(self, mode: bool = True) -> SDLoRA:
-        """Switch the UNet (and a LoRA'd text encoder) only; the frozen VAE and text encoder stay
-        in eval mode, as in diffusers' script. The training loop calls this before every step:
-        walking all of SD's modules each time (729 in the tiny pipeline) cost about 2 ms of a
-        50 ms step (benchmarks/bench_train_sd_lora.py), so a mode already set is left alone."""
-        trained = [self.unet] + ([self.text_encoder] if self.text_lora is not None else [])
-        if self.training == mode and all(m.training == mode for m in trained):
-            return self
-        self.training = mode
-        for module in trained:
-            module.train(mode)
-        return self
+    def modules_in_training(self) -> list[nn.Module]:
+        return [self.unet] + ([self.text_encoder] if self.text_lora is not None else [])
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         modules: dict[str, nn.Module] = {"unet_lora": self.unet_lora}
