@@ -275,7 +275,6 @@ def run_lightly(args: argparse.Namespace, clock: Any, out_dir: Path) -> float:
 
 def child(args: argparse.Namespace) -> int:
     """One loop in this process; prints one JSON line (RESULT prefix) on stdout."""
-
     if args.torch_profile:
         return torch_profile(args)
     clock = StepClock(args.warmup, args.steps, args.cprofile)
