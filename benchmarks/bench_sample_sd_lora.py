@@ -34,15 +34,13 @@ import importlib
 import json
 import os
 import shutil
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import report  # benchmarks/report.py: a script's folder is on sys.path
 from step_clock import (  # benchmarks/step_clock.py: a script's folder is on sys.path
-    check_same_images,
     load,
     pseudo_xray_shards,
     synmed,
@@ -127,32 +125,16 @@ def bench(args: argparse.Namespace, root: Path, base: Path, run: Path) -> None:
         "1 thread"
     )
     print(f"load average at start (1, 5, 15 min; {os.cpu_count()} CPUs): {load()}")
-    bare, ray, startup = [], [], []
-    for r in range(args.rounds):
-        for kind in ("bare", "ray") if r % 2 == 0 else ("ray", "bare"):
-            out = root / f"sample-{kind}-{r}"
-            shutil.rmtree(out, ignore_errors=True)  # a failed run's, with --keep
-            if kind == "bare":
-                bare.append(bare_sampling(args, base, run, out))
-            else:
-                summary = ray_sampling(args, run, out)
-                ray.append(summary["steady_images_per_s"])
-                startup.append(summary["wall_seconds"] - summary["sampling_seconds"])
-        if r == 0:
-            check_same_images(root / "sample-bare-0", root / "sample-ray-0", tolerance=2)
-        for kind in ("bare", "ray"):
-            shutil.rmtree(root / f"sample-{kind}-{r}")
+    rates = report.sampling_rounds(
+        root,
+        args.rounds,
+        lambda out: bare_sampling(args, base, run, out),
+        lambda out: ray_sampling(args, run, out),
+        tolerance=2,
+    )
     print("  both made the same images into the same shards (to 2 grey levels; round 1)")
-    print(f"  bare StableDiffusionPipeline + h5py  {statistics.median(bare):8.2f} images/s "
-          f"(rounds {' '.join(f'{x:.2f}' for x in bare)})")  # fmt: skip
-    print(f"  synmed sample, 1 Ray worker          {statistics.median(ray):8.2f} images/s steady "
-          f"(rounds {' '.join(f'{x:.2f}' for x in ray)}; Ray start-up and model load "
-          f"{statistics.median(startup):.1f} s apart)")  # fmt: skip
-    paired = [r / b for r, b in zip(ray, bare, strict=True)]
-    print("  per-round ratios ray/bare: " + " ".join(f"{p:.2f}" for p in paired))
-    print(f"  load average at end: {load()}")
-    ratio = statistics.median(ray) / statistics.median(bare)
-    print(f"ratio ray/bare images/s: {ratio:.2f}x (goal >= 0.95x)")
+    labels = ("bare StableDiffusionPipeline + h5py  ", "synmed sample, 1 Ray worker          ")
+    report.print_sampling(rates, labels, ".2f", ".2f", "Ray start-up and model load")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,11 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TQDM_DISABLE", "1")
-    root = (
-        Path(tempfile.mkdtemp(prefix="bench_sample_sd_lora-")) if args.keep is None else args.keep
-    )
-    root.mkdir(parents=True, exist_ok=True)
-    try:
+    with report.bench_root("bench_sample_sd_lora-", args.keep) as root:
         start = time.perf_counter()
         if not (root / "shards" / "manifest.json").is_file():
             pseudo_xray_shards(root / "shards", args.num_images, args.image_size, args.seed, 3)
@@ -186,9 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         run = train_export(args, root)
         print(f"data, tiny SD and the export made in {time.perf_counter() - start:.1f} s\n")
         bench(args, root, base, run)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

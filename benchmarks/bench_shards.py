@@ -21,15 +21,14 @@ import cProfile
 import io
 import os
 import pstats
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import report  # benchmarks/report.py: a script's folder is on sys.path
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -279,9 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (epoch 1 is warm-up)")
 
-    root = Path(tempfile.mkdtemp(prefix="bench_shards-")) if args.keep is None else args.keep
-    root.mkdir(parents=True, exist_ok=True)
-    try:
+    with report.bench_root("bench_shards-", args.keep) as root:
         start = time.perf_counter()
         if (root / "png").is_dir() and (root / "shards" / "manifest.json").is_file():
             print(f"reusing the data in {root} (delete it to regenerate)")
@@ -370,9 +367,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"reader-bound ratio (num_workers=0): {reader_bound:.2f}x")
         print(f"ratio shard/ImageFolder: {ratio:.2f}x (goal >= 3x)")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

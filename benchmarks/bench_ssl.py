@@ -44,9 +44,7 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +53,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "configs" / "ssl" / "tiny_dino_vit.yaml"
-RESULT = "BENCH_RESULT "  # prefix of the child's one JSON line on stdout
 LOOPS = ("suite", "lightly")
 # lightly's examples/pytorch/dino.py: DINOProjectionHead(input_dim, 512, 64, 2048),
 # DINOLoss(output_dim=2048, warmup_teacher_temp_epochs=5), Adam(lr=0.001)
@@ -64,6 +61,9 @@ WARMUP_TEACHER_TEMP_EPOCHS = 5
 LR = 1e-3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402 (benchmarks/report.py, on the path just above)
+from step_clock import RESULT, child_result, load, print_result, run_in_tmp  # noqa: E402
+
 _ddpm = importlib.import_module("bench_train_ddpm")
 StepClock, current_rss_mb = _ddpm.StepClock, _ddpm.current_rss_mb
 
@@ -275,23 +275,12 @@ def run_lightly(args: argparse.Namespace, clock: Any, out_dir: Path) -> float:
 
 def child(args: argparse.Namespace) -> int:
     """One loop in this process; prints one JSON line (RESULT prefix) on stdout."""
-    import torch
-
     if args.torch_profile:
         return torch_profile(args)
     clock = StepClock(args.warmup, args.steps, args.cprofile)
-    out_dir = Path(tempfile.mkdtemp(prefix=f"bench_ssl-{args.run}-"))
-    try:
-        run = run_suite if args.run == "suite" else run_lightly
-        rss_start = run(args, clock, out_dir)
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    if len(clock.times) != args.steps:
-        raise RuntimeError(f"{args.run}: {len(clock.times)} steps timed, expected {args.steps}")
-    result = clock.result(args.batch_size)
-    result.update(loop=args.run, rss_start_mb=rss_start, torch_threads=torch.get_num_threads())
-    print(RESULT + json.dumps(result), flush=True)
-    return 0
+    run = run_suite if args.run == "suite" else run_lightly
+    rss_start = run_in_tmp(f"bench_ssl-{args.run}-", run, args, clock)
+    return print_result(clock, args, rss_start_mb=rss_start)
 
 
 def torch_profile(args: argparse.Namespace) -> int:
@@ -311,11 +300,8 @@ def torch_profile(args: argparse.Namespace) -> int:
             if len(self.times) == args.steps:
                 prof.__exit__(None, None, None)
 
-    out_dir = Path(tempfile.mkdtemp(prefix=f"bench_ssl-{args.run}-"))
-    try:
-        (run_suite if args.run == "suite" else run_lightly)(args, Clock(), out_dir)
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+    run = run_suite if args.run == "suite" else run_lightly
+    run_in_tmp(f"bench_ssl-{args.run}-", run, args, Clock())
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
     print(RESULT + json.dumps({"loop": args.run, "profile": table}), flush=True)
     return 0
@@ -330,7 +316,7 @@ def run_child(
 ) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run", loop, "--data", str(data)]
     cmd += ["--n-train", str(n_train)]
-    for name in (
+    names = (
         "arch",
         "image_size",
         "local_size",
@@ -343,17 +329,11 @@ def run_child(
         "warmup",
         "workers",
         "seed",
-    ):
-        cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    )
+    cmd += report.forward(args, names)
     if flag:
         cmd.append(flag)
-    env = {**os.environ, "TQDM_DISABLE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
-        raise RuntimeError(f"the {loop} run failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len(RESULT) :])
+    return child_result(cmd, {**os.environ, "TQDM_DISABLE": "1"}, f"the {loop} run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,28 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2, help="runs of each loop; medians")
     parser.add_argument(
-        "--profile",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="one more cProfiled run of each loop over the timed steps (auto: if the ratio < 1)",
-    )
-    parser.add_argument(
         "--torch-profile", action="store_true", help="print torch.profiler tables of both loops"
     )
-    parser.add_argument("--keep", type=Path, help="write the data here and keep it (or reuse it)")
-    parser.add_argument("--run", choices=LOOPS, help=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    report.add_loop_options(parser, LOOPS)
     parser.add_argument("--n-train", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--cprofile", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if not 1 <= args.warmup < args.steps:
-        parser.error("need 1 <= --warmup < --steps")
+    args = report.parse_loop_args(parser, argv)
     if args.run is not None:
         return child(args)
 
-    root = Path(tempfile.mkdtemp(prefix="bench_ssl-")) if args.keep is None else args.keep
-    root.mkdir(parents=True, exist_ok=True)
-    try:
+    with report.bench_root("bench_ssl-", args.keep) as root:
         start = time.perf_counter()
         if (root / "shards" / "manifest.json").is_file() and (root / "train.npy").is_file():
             print(f"reusing the data in {root} (delete it to regenerate)")
@@ -433,72 +400,49 @@ def main(argv: list[str] | None = None) -> int:
             Path("<shards>"),
             Path("<tmp>"),
         )
-        print(f"suite: {BASE_CONFIG.relative_to(REPO)} + {' '.join(shown)}")
+        report.print_start(BASE_CONFIG, shown, end="\n")
 
-        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"load average at start (1, 5, 15 min; {os.cpu_count()} CPUs): {load}\n", flush=True)
-        results: dict[str, list[dict[str, Any]]] = {loop: [] for loop in LOOPS}
-        for r in range(args.rounds):
-            for loop in LOOPS if r % 2 == 0 else LOOPS[::-1]:
-                res = run_child(loop, args, root, n_train)
-                results[loop].append(res)
-                print(
-                    f"round {r + 1} {loop:<8}{res['images_per_s']:8.1f} images/s  "
-                    f"median step {res['median_step_ms']:.0f} ms  slowest timed step "
-                    f"{max(res['step_ms'][args.warmup - 1 :]):.0f} ms  peak RSS "
-                    f"{res['peak_rss_mb']:.0f} MB",
-                    flush=True,
-                )
-
-        def med(loop: str, key: str) -> float:
-            return statistics.median(res[key] for res in results[loop])
-
-        print(
-            f"\n{'loop':<10}{'images/s':>9}{'min-max':>13}{'ms/step':>9}{'RSS start MB':>14}"
-            f"{'peak RSS MB':>13}{'worker peak MB':>16}{'threads':>9}"
-        )
-        for loop in LOOPS:
-            rates = [res["images_per_s"] for res in results[loop]]
-            spread = f"{min(rates):.1f}-{max(rates):.1f}"
+        def seen(r: int, loop: str, res: dict[str, Any]) -> None:
             print(
-                f"{loop:<10}{med(loop, 'images_per_s'):>9.1f}{spread:>13}"
-                f"{med(loop, 'median_step_ms'):>9.1f}{med(loop, 'rss_start_mb'):>14.0f}"
-                f"{med(loop, 'peak_rss_mb'):>13.0f}{med(loop, 'worker_peak_rss_mb'):>16.0f}"
-                f"{results[loop][0]['torch_threads']:>9}"
+                f"round {r + 1} {loop:<8}{res['images_per_s']:8.1f} images/s  "
+                f"median step {res['median_step_ms']:.0f} ms  slowest timed step "
+                f"{max(res['step_ms'][args.warmup - 1 :]):.0f} ms  peak RSS "
+                f"{res['peak_rss_mb']:.0f} MB",
+                flush=True,
             )
-        paired = [
-            s["images_per_s"] / lt["images_per_s"]
-            for s, lt in zip(results["suite"], results["lightly"], strict=True)
-        ]
+
+        results = report.alternating_rounds(
+            LOOPS, args.rounds, lambda loop: run_child(loop, args, root, n_train), seen
+        )
+        columns = [*report.rate_columns(9, 13), *report.RSS_COLUMNS, report.THREADS]
+        med = report.print_table(results, 10, columns, lead="\n")
+        paired = report.paired_ratios(results, "suite", "lightly")
         print(
             f"(medians over {args.rounds} round(s), order alternating; images/s over steps "
             f"{args.warmup + 1}..{args.steps}; ms/step = median step; RSS of the training "
             "process at the first step and peak at the end of the timed steps; worker peak = "
             "largest finished DataLoader worker)"
         )
-        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"load average at end (1, 5, 15 min): {load}")
+        print(f"load average at end (1, 5, 15 min): {load()}")
 
         ratio = statistics.median(paired)
-        if args.profile == "always" or (args.profile == "auto" and ratio < 1.0):
-            for loop in LOOPS:
-                res = run_child(loop, args, root, n_train, "--cprofile")
-                print(f"\n--- cProfile of {loop}, steps {args.warmup + 1}..{args.steps} ---")
-                print(res["profile"])
+        if report.wants_profile(args, ratio):
+            report.print_profiles(
+                args, LOOPS, lambda loop: run_child(loop, args, root, n_train, "--cprofile")
+            )
         if args.torch_profile:
-            for loop in LOOPS:
-                res = run_child(loop, args, root, n_train, "--torch-profile")
-                print(f"\n--- torch.profiler of {loop}, steps {args.warmup + 1}..{args.steps} ---")
-                print(res["profile"])
+            report.print_profiles(
+                args,
+                LOOPS,
+                lambda loop: run_child(loop, args, root, n_train, "--torch-profile"),
+                "torch.profiler",
+            )
         step = med("lightly", "median_step_ms") / med("suite", "median_step_ms")
         memory = med("suite", "peak_rss_mb") / med("lightly", "peak_rss_mb")
         print(f"\nmedian-step speed suite/lightly: {step:.2f}x (less sensitive to load spikes)")
         print(f"peak RSS suite/lightly: {memory:.2f}x (training process)")
         print("per-round ratios suite/lightly images/s: " + " ".join(f"{p:.2f}" for p in paired))
         print(f"median ratio suite/lightly images/s: {ratio:.2f}x (goal >= 1.0x)")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -27,28 +27,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import multiprocessing
-import os
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import report  # benchmarks/report.py: a script's folder is on sys.path
 from PIL import Image
-from step_clock import (  # benchmarks/step_clock.py: a script's folder is on sys.path
+from step_clock import (
     StepClock,
+    child_result,
+    load,
+    print_result,
+    run_in_tmp,
     timed_generator_trainer,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "configs" / "generator" / "tiny_lucidrains.yaml"
-RESULT = "BENCH_RESULT "  # prefix of the child's one JSON line on stdout
 LOOPS = ("suite", "lucidrains")
 
 
@@ -191,26 +189,10 @@ def run_lucidrains(args: argparse.Namespace, clock: StepClock, out_dir: Path) ->
 
 def child(args: argparse.Namespace) -> int:
     """One loop in this process; prints one JSON line (RESULT prefix) on stdout."""
-    import torch
-
     clock = StepClock(args.warmup, args.steps, args.cprofile)
-    out_dir = Path(tempfile.mkdtemp(prefix=f"bench_train_ddpm-{args.run}-"))
-    try:
-        run = run_suite if args.run == "suite" else run_lucidrains
-        rss_start = run(args, clock, out_dir)
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    if len(clock.times) != args.steps:
-        raise RuntimeError(f"{args.run}: {len(clock.times)} steps timed, expected {args.steps}")
-    result = clock.result(args.batch_size)
-    result.update(
-        loop=args.run,
-        rss_start_mb=rss_start,
-        torch_threads=torch.get_num_threads(),
-        workers=multiprocessing.cpu_count(),
-    )
-    print(RESULT + json.dumps(result), flush=True)
-    return 0
+    run = run_suite if args.run == "suite" else run_lucidrains
+    rss_start = run_in_tmp(f"bench_train_ddpm-{args.run}-", run, args, clock)
+    return print_result(clock, args, rss_start_mb=rss_start, workers=multiprocessing.cpu_count())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,16 +201,12 @@ def child(args: argparse.Namespace) -> int:
 
 def run_child(loop: str, args: argparse.Namespace, data: Path, profile: bool) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run", loop, "--data", str(data)]
-    for name in ("image_size", "dim", "batch_size", "steps", "warmup", "lr", "seed"):
-        cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    cmd += report.forward(
+        args, ("image_size", "dim", "batch_size", "steps", "warmup", "lr", "seed")
+    )
     if profile:
         cmd.append("--cprofile")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
-        raise RuntimeError(f"the {loop} run failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len(RESULT) :])
+    return child_result(cmd, None, f"the {loop} run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,25 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each loop; medians")
-    parser.add_argument(
-        "--profile",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="one more cProfiled run of each loop over the timed steps (auto: if the ratio < 1)",
-    )
-    parser.add_argument("--keep", type=Path, help="write the data here and keep it (or reuse it)")
-    parser.add_argument("--run", choices=LOOPS, help=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--cprofile", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if not 1 <= args.warmup < args.steps:
-        parser.error("need 1 <= --warmup < --steps")
+    report.add_loop_options(parser, LOOPS)
+    args = report.parse_loop_args(parser, argv)
     if args.run is not None:
         return child(args)
 
-    root = Path(tempfile.mkdtemp(prefix="bench_train_ddpm-")) if args.keep is None else args.keep
-    root.mkdir(parents=True, exist_ok=True)
-    try:
+    with report.bench_root("bench_train_ddpm-", args.keep) as root:
         start = time.perf_counter()
         if (root / "png").is_dir() and (root / "shards" / "manifest.json").is_file():
             print(f"reusing the data in {root} (delete it to regenerate)")
@@ -284,37 +249,15 @@ def main(argv: list[str] | None = None) -> int:
             f"num_workers=cpu_count()={multiprocessing.cpu_count()}"
         )
         shown = suite_overrides(args, Path("<shards>"), Path("<tmp>"))
-        print(f"suite: {BASE_CONFIG.relative_to(REPO)} + {' '.join(shown)}")
-
-        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"load average at start (1, 5, 15 min; {os.cpu_count()} CPUs): {load}\n")
-        results: dict[str, list[dict[str, Any]]] = {loop: [] for loop in LOOPS}
-        for r in range(args.rounds):
-            for loop in LOOPS if r % 2 == 0 else LOOPS[::-1]:
-                results[loop].append(run_child(loop, args, root, profile=False))
-
-        def med(loop: str, key: str) -> float:
-            return statistics.median(res[key] for res in results[loop])
-
-        print(
-            f"{'loop':<12}{'images/s':>9}{'min-max':>13}{'ms/step':>9}{'faults/step':>13}"
-            f"{'RSS start MB':>14}"
-            f"{'peak RSS MB':>13}{'worker peak MB':>16}{'threads':>9}{'workers':>9}"
+        report.print_start(BASE_CONFIG, shown, end="\n")
+        results = report.alternating_rounds(
+            LOOPS, args.rounds, lambda loop: run_child(loop, args, root, profile=False)
         )
-        for loop in LOOPS:
-            rates = [res["images_per_s"] for res in results[loop]]
-            spread = f"{min(rates):.1f}-{max(rates):.1f}"
-            print(
-                f"{loop:<12}{med(loop, 'images_per_s'):>9.1f}{spread:>13}"
-                f"{med(loop, 'median_step_ms'):>9.1f}"
-                f"{med(loop, 'faults_per_step'):>13.0f}{med(loop, 'rss_start_mb'):>14.0f}"
-                f"{med(loop, 'peak_rss_mb'):>13.0f}{med(loop, 'worker_peak_rss_mb'):>16.0f}"
-                f"{results[loop][0]['torch_threads']:>9}{results[loop][0]['workers']:>9}"
-            )
-        paired = [
-            s["images_per_s"] / lu["images_per_s"]
-            for s, lu in zip(results["suite"], results["lucidrains"], strict=True)
-        ]
+        med = report.print_table(results, 12, [
+            *report.rate_columns(9, 13), ("faults/step", 13, "faults_per_step", ".0f"),
+            *report.RSS_COLUMNS, report.THREADS, ("workers", 9, "workers", "first"),
+        ])  # fmt: skip
+        paired = report.paired_ratios(results, "suite", "lucidrains")
         print(
             f"(medians over {args.rounds} round(s), order alternating; images/s over steps "
             f"{args.warmup + 1}..{args.steps}; ms/step = median step; faults = minor page faults; RSS of the training process: "
@@ -322,15 +265,13 @@ def main(argv: list[str] | None = None) -> int:
             "finished DataLoader worker)"
         )
         print("per-round ratios suite/lucidrains: " + " ".join(f"{p:.2f}" for p in paired))
-        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"load average at end (1, 5, 15 min): {load}")
+        print(f"load average at end (1, 5, 15 min): {load()}")
 
         ratio = med("suite", "images_per_s") / med("lucidrains", "images_per_s")
-        if args.profile == "always" or (args.profile == "auto" and ratio < 1.0):
-            for loop in LOOPS:
-                res = run_child(loop, args, root, profile=True)
-                print(f"\n--- cProfile of {loop}, steps {args.warmup + 1}..{args.steps} ---")
-                print(res["profile"])
+        if report.wants_profile(args, ratio):
+            report.print_profiles(
+                args, LOOPS, lambda loop: run_child(loop, args, root, profile=True)
+            )
         step = med("lucidrains", "median_step_ms") / med("suite", "median_step_ms")
         memory = med("suite", "peak_rss_mb") / med("lucidrains", "peak_rss_mb")
         print(
@@ -339,9 +280,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"peak RSS suite/lucidrains: {memory:.2f}x (training process)")
         print(f"ratio suite/lucidrains images/s: {ratio:.2f}x (goal >= 1.0x)")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

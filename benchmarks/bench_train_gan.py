@@ -39,21 +39,20 @@ import importlib
 import json
 import os
 import shutil
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import report  # benchmarks/report.py: a script's folder is on sys.path
 from PIL import Image
-from step_clock import (  # benchmarks/step_clock.py: a script's folder is on sys.path
+from step_clock import (
     REPO,
-    RESULT,
     StepClock,
-    check_same_images,
     load,
+    print_result,
+    run_in_tmp,
     run_script,
     synmed,
     timed_generator_trainer,
@@ -245,27 +244,16 @@ def run_examples(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> N
 
 
 def child(args: argparse.Namespace) -> int:
-    import torch
-
     clock = StepClock(args.warmup, args.steps, args.cprofile)
-    out_dir = Path(tempfile.mkdtemp(prefix=f"bench_train_gan-{args.run}-"))
-    try:
-        (run_suite if args.run == "suite" else run_examples)(args, clock, out_dir)
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    if len(clock.times) != args.steps:
-        raise RuntimeError(f"{args.run}: {len(clock.times)} steps timed, expected {args.steps}")
-    result = clock.result(args.batch_size)
-    result.update(loop=args.run, torch_threads=torch.get_num_threads())
-    print(RESULT + json.dumps(result), flush=True)
-    return 0
+    run = run_suite if args.run == "suite" else run_examples
+    run_in_tmp(f"bench_train_gan-{args.run}-", run, args, clock)
+    return print_result(clock, args)
 
 
 def run_child(loop: str, args: argparse.Namespace, data: Path, profile: bool) -> dict[str, Any]:
-    argv = ["--run", loop, "--data", str(data)]
-    for name in ("image_size", "nz", "ngf", "ndf", "batch_size", "steps", "warmup", "lr", "seed",
-                 "workers", "log_every"):  # fmt: skip
-        argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    names = ("image_size", "nz", "ngf", "ndf", "batch_size", "steps", "warmup", "lr", "seed",
+             "workers", "log_every")  # fmt: skip
+    argv = ["--run", loop, "--data", str(data), *report.forward(args, names)]
     if profile:
         argv.append("--cprofile")
     return run_script(__file__, argv, args.threads)
@@ -278,40 +266,19 @@ def bench_train(args: argparse.Namespace, root: Path) -> None:
         f"{args.steps} steps ({args.warmup} warm-up not timed), {args.workers} DataLoader workers"
     )
     shown = suite_overrides(args, Path("<shards>"), Path("<tmp>"))
-    print(f"suite: {BASE_CONFIG.relative_to(REPO)} + {' '.join(shown)}")
-    print(f"load average at start (1, 5, 15 min; {os.cpu_count()} CPUs): {load()}")
-    results: dict[str, list[dict[str, Any]]] = {loop: [] for loop in LOOPS}
-    for r in range(args.rounds):
-        for loop in LOOPS if r % 2 == 0 else LOOPS[::-1]:
-            results[loop].append(run_child(loop, args, root, profile=False))
-
-    def med(loop: str, key: str) -> float:
-        return statistics.median(res[key] for res in results[loop])
-
-    print(
-        f"{'loop':<10}{'images/s':>10}{'min-max':>15}{'ms/step':>9}{'CPU ms/step':>13}"
-        f"{'peak RSS MB':>13}{'threads':>9}"
+    report.print_start(BASE_CONFIG, shown)
+    results = report.alternating_rounds(
+        LOOPS, args.rounds, lambda loop: run_child(loop, args, root, profile=False)
     )
-    for loop in LOOPS:
-        rates = [res["images_per_s"] for res in results[loop]]
-        print(
-            f"{loop:<10}{med(loop, 'images_per_s'):>10.1f}"
-            f"{f'{min(rates):.1f}-{max(rates):.1f}':>15}{med(loop, 'median_step_ms'):>9.1f}"
-            f"{med(loop, 'cpu_ms_per_step'):>13.1f}"
-            f"{med(loop, 'peak_rss_mb'):>13.0f}{results[loop][0]['torch_threads']:>9}"
-        )
-    paired = [
-        s["images_per_s"] / e["images_per_s"]
-        for s, e in zip(results["suite"], results["examples"], strict=True)
-    ]
+    cpu_col = ("CPU ms/step", 13, "cpu_ms_per_step", ".1f")
+    columns = [*report.rate_columns(10, 15), cpu_col, report.PEAK_RSS, report.THREADS]
+    med = report.print_table(results, 10, columns)
+    paired = report.paired_ratios(results, "suite", "examples")
     print("per-round ratios suite/examples: " + " ".join(f"{p:.2f}" for p in paired))
     print(f"load average at end: {load()}")
     ratio = med("suite", "images_per_s") / med("examples", "images_per_s")
-    if args.profile == "always" or (args.profile == "auto" and ratio < 1.0):
-        for loop in LOOPS:
-            res = run_child(loop, args, root, profile=True)
-            print(f"\n--- cProfile of {loop}, steps {args.warmup + 1}..{args.steps} ---")
-            print(res["profile"])
+    if report.wants_profile(args, ratio):
+        report.print_profiles(args, LOOPS, lambda loop: run_child(loop, args, root, profile=True))
     step = med("examples", "median_step_ms") / med("suite", "median_step_ms")
     cpu = med("examples", "cpu_ms_per_step") / med("suite", "cpu_ms_per_step")
     print(f"median-step speed suite/examples: {step:.2f}x")
@@ -374,31 +341,15 @@ def bench_sampling(args: argparse.Namespace, root: Path) -> None:
         f"batch {b}, shards of {shard}, 1 worker, 1 thread"
     )
     print(f"load average at start: {load()}")
-    bare, ray, startup = [], [], []
-    for r in range(args.rounds):
-        for kind in ("bare", "ray") if r % 2 == 0 else ("ray", "bare"):
-            out = root / f"sample-{kind}-{r}"
-            if kind == "bare":
-                bare.append(bare_sampling(checkpoint, out, n, b, shard))
-            else:
-                summary = ray_sampling(checkpoint, out, n, b, shard)
-                ray.append(summary["steady_images_per_s"])
-                startup.append(summary["wall_seconds"] - summary["sampling_seconds"])
-        if r == 0:
-            check_same_images(root / "sample-bare-0", root / "sample-ray-0")
-        for kind in ("bare", "ray"):
-            shutil.rmtree(root / f"sample-{kind}-{r}")
+    rates = report.sampling_rounds(
+        root,
+        args.rounds,
+        lambda out: bare_sampling(checkpoint, out, n, b, shard),
+        lambda out: ray_sampling(checkpoint, out, n, b, shard),
+    )
     print("  both wrote the same images into the same shards (checked in round 1)")
-    print(f"  bare in-process loop + h5py   {statistics.median(bare):8.1f} images/s "
-          f"(rounds {' '.join(f'{x:.0f}' for x in bare)})")  # fmt: skip
-    print(f"  synmed sample, 1 Ray worker   {statistics.median(ray):8.1f} images/s steady "
-          f"(rounds {' '.join(f'{x:.0f}' for x in ray)}; Ray start-up "
-          f"{statistics.median(startup):.1f} s apart)")  # fmt: skip
-    paired = [r / b for r, b in zip(ray, bare, strict=True)]
-    print("  per-round ratios ray/bare: " + " ".join(f"{p:.2f}" for p in paired))
-    print(f"  load average at end: {load()}")
-    ratio = statistics.median(ray) / statistics.median(bare)
-    print(f"ratio ray/bare images/s: {ratio:.2f}x (goal >= 0.95x)")
+    labels = ("bare in-process loop + h5py   ", "synmed sample, 1 Ray worker   ")
+    report.print_sampling(rates, labels, ".1f", ".0f", "Ray start-up")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,26 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-images", type=int, default=20000)
     parser.add_argument("--sample-batch", type=int, default=256)
     parser.add_argument("--shard-size", type=int, default=2000)
-    parser.add_argument(
-        "--profile",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="one more cProfiled run of each training loop (auto: if the ratio < 1)",
+    report.add_loop_options(
+        parser, LOOPS, "one more cProfiled run of each training loop (auto: if the ratio < 1)"
     )
-    parser.add_argument("--keep", type=Path, help="write the data here and keep it (or reuse it)")
-    parser.add_argument("--run", choices=LOOPS, help=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--cprofile", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if not 1 <= args.warmup < args.steps:
-        parser.error("need 1 <= --warmup < --steps")
+    args = report.parse_loop_args(parser, argv)
     if args.run is not None:
         return child(args)
 
     os.environ.setdefault("TQDM_DISABLE", "1")
-    root = Path(tempfile.mkdtemp(prefix="bench_train_gan-")) if args.keep is None else args.keep
-    root.mkdir(parents=True, exist_ok=True)
-    try:
+    with report.bench_root("bench_train_gan-", args.keep) as root:
         start = time.perf_counter()
         if (root / "png").is_dir() and (root / "shards" / "manifest.json").is_file():
             print(f"reusing the data in {root} (delete it to regenerate)")
@@ -461,9 +401,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.only != "train":
             shutil.rmtree(root / "runs", ignore_errors=True)
             bench_sampling(args, root)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -32,22 +32,20 @@ Timing as ``bench_train_ddpm.py``: one clock read at the end of every step (afte
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from step_clock import (  # benchmarks/step_clock.py: a script's folder is on sys.path
+import report  # benchmarks/report.py: a script's folder is on sys.path
+from step_clock import (
     REPO,
-    RESULT,
     StepClock,
     load,
+    print_result,
     pseudo_xray_shards,
+    run_in_tmp,
     run_script,
     timed_generator_trainer,
     tiny_sd,
@@ -228,20 +226,10 @@ def run_diffusers(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> 
 
 
 def child(args: argparse.Namespace) -> int:
-    import torch
-
     clock = StepClock(args.warmup, args.steps, args.cprofile)
-    out_dir = Path(tempfile.mkdtemp(prefix=f"bench_train_sd_lora-{args.run}-"))
-    try:
-        (run_suite if args.run == "suite" else run_diffusers)(args, clock, out_dir)
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    if len(clock.times) != args.steps:
-        raise RuntimeError(f"{args.run}: {len(clock.times)} steps timed, expected {args.steps}")
-    result = clock.result(args.batch_size)
-    result.update(loop=args.run, torch_threads=torch.get_num_threads())
-    print(RESULT + json.dumps(result), flush=True)
-    return 0
+    run = run_suite if args.run == "suite" else run_diffusers
+    run_in_tmp(f"bench_train_sd_lora-{args.run}-", run, args, clock)
+    return print_result(clock, args)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,9 +237,8 @@ def child(args: argparse.Namespace) -> int:
 
 
 def child_argv(loop: str, args: argparse.Namespace, root: Path, profile: bool) -> list[str]:
-    argv = ["--run", loop, "--data", str(root)]
-    for name in ("image_size", "rank", "batch_size", "steps", "warmup", "lr", "seed", "log_every"):
-        argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    names = ("image_size", "rank", "batch_size", "steps", "warmup", "lr", "seed", "log_every")
+    argv = ["--run", loop, "--data", str(root), *report.forward(args, names)]
     return argv + (["--cprofile"] if profile else [])
 
 
@@ -262,48 +249,26 @@ def bench(args: argparse.Namespace, root: Path) -> None:
         f"timed), {args.threads} torch thread(s)"
     )
     shown = suite_overrides(args, Path("<root>"), Path("<tmp>"))
-    print(f"suite: {BASE_CONFIG.relative_to(REPO)} + {' '.join(shown)}")
-    print(f"load average at start (1, 5, 15 min; {os.cpu_count()} CPUs): {load()}")
+    report.print_start(BASE_CONFIG, shown)
 
     def one(loop: str, profile: bool) -> dict[str, Any]:
         return run_script(__file__, child_argv(loop, args, root, profile), args.threads)
 
-    results: dict[str, list[dict[str, Any]]] = {loop: [] for loop in LOOPS}
-    for r in range(args.rounds):
-        for loop in LOOPS if r % 2 == 0 else LOOPS[::-1]:
-            results[loop].append(one(loop, profile=False))
-
-    def med(loop: str, key: str) -> float:
-        return statistics.median(res[key] for res in results[loop])
-
-    print(
-        f"{'loop':<11}{'images/s':>10}{'min-max':>15}{'ms/step':>9}{'CPU ms/step':>13}"
-        f"{'faults/step':>13}{'peak RSS MB':>13}{'threads':>9}"
-    )
-    for loop in LOOPS:
-        rates = [res["images_per_s"] for res in results[loop]]
-        print(
-            f"{loop:<11}{med(loop, 'images_per_s'):>10.1f}"
-            f"{f'{min(rates):.1f}-{max(rates):.1f}':>15}{med(loop, 'median_step_ms'):>9.1f}"
-            f"{med(loop, 'cpu_ms_per_step'):>13.1f}{med(loop, 'faults_per_step'):>13.0f}"
-            f"{med(loop, 'peak_rss_mb'):>13.0f}{results[loop][0]['torch_threads']:>9}"
-        )
+    results = report.alternating_rounds(LOOPS, args.rounds, lambda loop: one(loop, profile=False))
+    cpu_col = ("CPU ms/step", 13, "cpu_ms_per_step", ".1f")
+    faults_col = ("faults/step", 13, "faults_per_step", ".0f")
+    columns = [*report.rate_columns(10, 15), cpu_col, faults_col, report.PEAK_RSS, report.THREADS]
+    med = report.print_table(results, 11, columns)
     for loop in LOOPS:
         steps = " ".join(f"{res['median_step_ms']:.1f}" for res in results[loop])
         cpu = " ".join(f"{res['cpu_ms_per_step']:.1f}" for res in results[loop])
         print(f"per round, {loop}: median step ms {steps}; CPU ms/step {cpu}")
-    paired = [
-        s["images_per_s"] / d["images_per_s"]
-        for s, d in zip(results["suite"], results["diffusers"], strict=True)
-    ]
+    paired = report.paired_ratios(results, "suite", "diffusers")
     print("per-round ratios suite/diffusers images/s: " + " ".join(f"{p:.2f}" for p in paired))
     print(f"load average at end: {load()}")
     ratio = med("suite", "images_per_s") / med("diffusers", "images_per_s")
-    if args.profile == "always" or (args.profile == "auto" and ratio < 1.0):
-        for loop in LOOPS:
-            res = one(loop, profile=True)
-            print(f"\n--- cProfile of {loop}, steps {args.warmup + 1}..{args.steps} ---")
-            print(res["profile"])
+    if report.wants_profile(args, ratio):
+        report.print_profiles(args, LOOPS, lambda loop: one(loop, profile=True))
     step = med("diffusers", "median_step_ms") / med("suite", "median_step_ms")
     cpu = med("diffusers", "cpu_ms_per_step") / med("suite", "cpu_ms_per_step")
     print(f"median-step time diffusers/suite: {step:.2f}x")
@@ -328,28 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         "--log-every", type=int, default=1, help="the suite's train.log_every (the script: 1)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="runs of each loop; medians")
-    parser.add_argument(
-        "--profile",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="one more cProfiled run of each loop over the timed steps (auto: if the ratio < 1)",
-    )
-    parser.add_argument("--keep", type=Path, help="write the data here and keep it (or reuse it)")
-    parser.add_argument("--run", choices=LOOPS, help=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--cprofile", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if not 1 <= args.warmup < args.steps:
-        parser.error("need 1 <= --warmup < --steps")
+    report.add_loop_options(parser, LOOPS)
+    args = report.parse_loop_args(parser, argv)
     if args.steps * args.batch_size > args.num_images:
         parser.error("need --steps x --batch-size <= --num-images (one epoch, no reshuffle)")
     if args.run is not None:
         return child(args)
 
     os.environ.setdefault("TQDM_DISABLE", "1")
-    root = Path(tempfile.mkdtemp(prefix="bench_train_sd_lora-")) if args.keep is None else args.keep
-    root.mkdir(parents=True, exist_ok=True)
-    try:
+    with report.bench_root("bench_train_sd_lora-", args.keep) as root:
         start = time.perf_counter()
         if (root / "shards" / "manifest.json").is_file():
             print(f"reusing the data in {root} (delete it to regenerate)")
@@ -361,9 +313,6 @@ def main(argv: list[str] | None = None) -> int:
             f"({time.perf_counter() - start:.1f} s)\n"
         )
         bench(args, root)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -2,8 +2,9 @@
 
 A loop calls :meth:`StepClock.tick` at the end of every step; the clock keeps wall-clock and CPU
 timestamps, and over the timed steps (after ``warmup``) the minor page faults, peak RSS of the
-process and its reaped workers, and an optional cProfile. :func:`run_script` runs one loop of a
-benchmark in its own process; :func:`synmed` runs the CLI; :func:`pseudo_xray_shards` and
+process and its reaped workers, and an optional cProfile. :func:`run_script` (:func:`child_result`) runs one
+loop of a benchmark in its own process, :func:`run_in_tmp` and :func:`print_result` are that
+child's run and its one RESULT line; :func:`synmed` runs the CLI; :func:`pseudo_xray_shards` and
 :func:`tiny_sd` make the data and the tiny Stable Diffusion the latent benchmarks share;
 :func:`write_h5_shard` and :func:`check_same_images` are the bare sampling loops' shard writer and
 their check against ``synmed sample``'s shards.
@@ -18,9 +19,12 @@ import json
 import os
 import pstats
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +111,40 @@ def run_script(script: str, argv: list[str], threads: int) -> dict[str, Any]:
     # holds a core (bench_ssl.py's note), and the ratio then measures the load
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, str(Path(script).resolve()), *argv]
+    return child_result(cmd, env, " ".join(argv[:2]))
+
+
+def child_result(cmd: list[str], env: dict[str, str] | None, what: str) -> dict[str, Any]:
+    """Run a child ``cmd`` (``env``; None: this process's) in the repo; the JSON of its last
+    RESULT line. Its output's tail goes to stderr if it fails (``what`` names it)."""
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
-        raise RuntimeError(f"{' '.join(argv[:2])} failed (exit {proc.returncode})")
+        raise RuntimeError(f"{what} failed (exit {proc.returncode})")
     return json.loads(lines[-1][len(RESULT) :])
+
+
+def run_in_tmp(prefix: str, run: Callable[[Any, Any, Path], Any], args: Any, clock: Any) -> Any:
+    """``run(args, clock, out_dir)`` in a temporary ``out_dir`` (removed after); what it returns."""
+    out_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return run(args, clock, out_dir)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def print_result(clock: StepClock, args: Any, **extra: Any) -> int:
+    """The child's RESULT line: ``clock``'s figures over ``args.steps`` steps, its loop, its torch
+    threads and ``extra``."""
+    import torch
+
+    if len(clock.times) != args.steps:
+        raise RuntimeError(f"{args.run}: {len(clock.times)} steps timed, expected {args.steps}")
+    result = clock.result(args.batch_size)
+    result.update(loop=args.run, torch_threads=torch.get_num_threads(), **extra)
+    print(RESULT + json.dumps(result), flush=True)
+    return 0
 
 
 def synmed(*argv: str) -> None:
