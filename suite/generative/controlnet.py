@@ -153,4 +153,4 @@ class ControlNet(StableDiffusionFamily):
         from diffusers import ControlNetModel
 
         controlnet = ControlNetModel.from_pretrained(directory / CONTROLNET_DIR)
-        return cls(config, controlnet=controlnet).eval()
+        return cls(config, controlnet=controlnet).exported()

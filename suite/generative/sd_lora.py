@@ -151,4 +151,4 @@ class SDLoRA(StableDiffusionFamily):
     def load_exported(cls, directory: Path, config: SDLoRAConfig) -> SDLoRA:
         model = cls(config)
         model.load_lora_file(directory)
-        return model.eval()
+        return model.exported()
