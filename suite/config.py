@@ -274,22 +274,22 @@ def dump_yaml(obj: Any) -> str:
 
 def config_digest(obj: Any) -> str:
     """sha256 of the canonical JSON of a config: stages record it to know when inputs changed."""
-    blob = json.dumps(_digest_body(obj), sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(digest_body(obj), sort_keys=True, separators=(",", ":"))
     return sha256_text(blob)
 
 
-def _digest_body(obj: Any) -> Any:
+def digest_body(obj: Any) -> Any:
     """:func:`to_dict` without the :func:`added_field` options that are at their default."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
-            f.name: _digest_body(getattr(obj, f.name))
+            f.name: digest_body(getattr(obj, f.name))
             for f in dataclasses.fields(obj)
             if not (f.metadata.get(ADDED) and getattr(obj, f.name) == f.default)
         }
     if isinstance(obj, dict):
-        return {str(k): _digest_body(v) for k, v in obj.items()}
+        return {str(k): digest_body(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_digest_body(v) for v in obj]
+        return [digest_body(v) for v in obj]
     return to_dict(obj)
 
 

@@ -32,6 +32,7 @@ from suite.train.config import TrainConfig
 
 StageName = Literal[
     "ingest",
+    "edges",
     "generator",
     "sample",
     "cluster",
@@ -53,6 +54,18 @@ class IngestStage(IngestOptions):
 
 
 @dataclass(kw_only=True, slots=True)
+class EdgesStage:
+    """Edge maps of the ingested image+mask rows (``synmed data edges``): the conditioning set of
+    an edge-guided ControlNet (seed 002). The mask boundary joined with Canny edges of the image,
+    or with HED edges from ``hed``, a local HED weights file (the seed's choice)."""
+
+    canny_sigma: NonNegativeFloat = 1.0
+    canny_low: NonNegativeFloat = 0.1
+    canny_high: NonNegativeFloat = 0.2
+    hed: Path | None = field(default=None, metadata={MUST_EXIST: True})
+
+
+@dataclass(kw_only=True, slots=True)
 class GeneratorStage:
     model: Annotated[Any, RegistryUnion(GENERATORS)] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -71,8 +84,10 @@ class SampleStage:
     guidance_scale: NonNegativeFloat | None = None
     workers: PositiveInt = 1
     # "real": every output row is made from one row of the ingested set (its label or mask,
-    # whatever the family reads), per_condition rows each; num_images then follows from them
-    conditions: Literal["real"] | None = None
+    # whatever the family reads), per_condition rows each; num_images then follows from them.
+    # "edges": from one row of the edges stage's set (a ControlNet's hint; the row's mask and
+    # source_index ride along, so the outputs are image+mask pairs)
+    conditions: Literal["real", "edges"] | None = None
     conditions_split: Literal["train", "val", "test"] | None = "train"
     per_condition: PositiveInt | None = None
     # classifier-in-the-loop (synmed sample --accept): a classifier export, as `synmed evaluate
@@ -137,6 +152,23 @@ class EvalBackbonesStage:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(kw_only=True, slots=True)
+class EvalSegmentStage(EvalBackbonesStage):
+    """``variants``: named overlays of the evaluation's ``train:`` section, each evaluated for
+    every backbone as the row ``BACKBONE-VARIANT`` (seed 002's table: ``baseline`` with
+    ``training_data: real``, ``augment`` with the baseline augmentations, ``synthetic`` with
+    ``training_data: mixed``, ``merging-0.6`` with ``training_data: merging`` and ``alpha: 0.6``).
+    A variant that trains on synthetic pairs reads the run's sampled set. None: one row per
+    backbone with ``config`` as it is."""
+
+    variants: dict[str, dict[str, Any]] | None = added_field(None)
+
+    def rows(self) -> list[str]:
+        if not self.variants:
+            return list(self.backbones)
+        return [f"{b}-{v}" for b in self.backbones for v in self.variants]
+
+
 AUGMENTED_SUFFIX = (
     "+synthetic-aug"  # a row trained on real + synthetic images: BACKBONE+synthetic-aug
 )
@@ -179,14 +211,19 @@ class PipelineConfig:
     """The root of a run config (configs/quickstart.yaml, configs/papers/*/run*.yaml)."""
 
     run: RunConfig = field(default_factory=RunConfig)
-    stages: list[StageName] = field(default_factory=lambda: list(STAGE_ORDER))
+    # every stage but edges, which only an edge-guided generator reads
+    stages: list[StageName] = field(
+        default_factory=lambda: [s for s in STAGE_ORDER if s != "edges"]
+    )
     ingest: IngestStage = field(default_factory=IngestStage)
+    # None: the edges stage's defaults (a section added after the first run configs)
+    edges: EdgesStage | None = added_field(None)
     generator: GeneratorStage = field(default_factory=GeneratorStage)
     sample: SampleStage = field(default_factory=SampleStage)
     cluster: ClusterStage = field(default_factory=ClusterStage)
     pretrain: PretrainStage = field(default_factory=PretrainStage)
     eval_generator: EvalGeneratorStage = field(default_factory=EvalGeneratorStage)
-    eval_segment: EvalBackbonesStage = field(default_factory=EvalBackbonesStage)
+    eval_segment: EvalSegmentStage = field(default_factory=EvalSegmentStage)
     eval_classify: EvalClassifyStage = field(default_factory=EvalClassifyStage)
     slurm: SlurmStage = field(default_factory=SlurmStage)
 

@@ -15,7 +15,7 @@ from typing import Any
 from suite.artifacts.digests import sha256_text
 from suite.config import from_dict, to_dict
 from suite.errors import ConfigError
-from suite.pipeline.config import AUGMENTED_SUFFIX, PipelineConfig
+from suite.pipeline.config import AUGMENTED_SUFFIX, EdgesStage, PipelineConfig
 from suite.schema import RunConfig, SuiteConfig
 
 
@@ -108,6 +108,46 @@ class Ingest(Stage):
         return {"shards": str(out.resolve())}
 
 
+class Edges(Stage):
+    name = "edges"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return ["ingest"]
+
+    def settings(self, cfg: PipelineConfig) -> Any:
+        return to_dict(cfg.edges or EdgesStage())
+
+    def check(self, ctx: Context) -> None:
+        from suite.data.edges import CannySettings
+
+        e = ctx.cfg.edges or EdgesStage()
+        try:
+            CannySettings(e.canny_sigma, e.canny_low, e.canny_high).check()
+        except ConfigError as err:  # the CLI's flag names -> this section's keys
+            raise ConfigError(
+                f"edges: canny_low={e.canny_low} and canny_high={e.canny_high} are not "
+                "0 <= low <= high",
+                "set edges.canny_low <= edges.canny_high, e.g. 0.1 and 0.2",
+            ) from err
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.data.edges import CannySettings, write_edge_set
+
+        e = ctx.cfg.edges or EdgesStage()
+        manifest = write_edge_set(
+            ctx.real_shards(), ctx.folder("edges"),
+            canny=CannySettings(e.canny_sigma, e.canny_low, e.canny_high), hed=e.hed,
+            overwrite=True, progress=False,
+        )  # fmt: skip
+        return {"shards": str(ctx.folder("edges").resolve()), "rows": manifest.count}
+
+
+def _reads_edges(cfg: PipelineConfig) -> bool:
+    """A ControlNet without its own ``model.hints`` trains on the edges stage's set."""
+    model = cfg.generator.model
+    return model is not None and hasattr(model, "hints") and model.hints is None
+
+
 def _suite_config(ctx: Context, name: str, out_dir: Path, **sections: Any) -> SuiteConfig:
     run = RunConfig(name=name, out_dir=out_dir, seed=ctx.cfg.run.seed)
     return SuiteConfig(run=run, **sections)
@@ -118,7 +158,7 @@ class Generator(Stage):
     kind = "train"
 
     def needs(self, cfg: PipelineConfig) -> list[str]:
-        return ["ingest"]
+        return ["ingest", "edges"] if _reads_edges(cfg) else ["ingest"]
 
     def check(self, ctx: Context) -> None:
         if ctx.cfg.generator.model is None:
@@ -126,15 +166,26 @@ class Generator(Stage):
                 "generator: generator.model is not set",
                 "add generator.model.kind: ddpm_lucidrains or ddpm_diffusers",
             )
+        if _reads_edges(ctx.cfg) and "edges" not in ctx.cfg.stages:
+            raise ConfigError(
+                f"generator: {ctx.cfg.generator.model.kind} trains on hints, but "
+                "generator.model.hints is not set and the run has no edges stage",
+                "add edges to stages (before generator), or set generator.model.hints=HINTS",
+            )
 
     def run(self, ctx: Context) -> dict[str, Any]:
+        from dataclasses import replace
+
         from suite.generative.train import train_generator
         from suite.schema import DataConfig
 
         g = ctx.cfg.generator
+        model = (
+            replace(g.model, hints=str(ctx.folder("edges"))) if _reads_edges(ctx.cfg) else g.model
+        )
         cfg = _suite_config(
             ctx, "generator", ctx.run_dir,
-            data=DataConfig(shards=ctx.real_shards(), split=g.split), model=g.model, train=g.train,
+            data=DataConfig(shards=ctx.real_shards(), split=g.split), model=model, train=g.train,
         )  # fmt: skip
         result = train_generator(cfg, resume=ctx.resume)  # type: ignore[arg-type]
         if result.get("stopped_at") is not None:
@@ -147,7 +198,9 @@ class Sample(Stage):
     kind = "ray"
 
     def needs(self, cfg: PipelineConfig) -> list[str]:
-        return ["generator", "ingest"] if cfg.sample.conditions == "real" else ["generator"]
+        if cfg.sample.conditions == "real":
+            return ["generator", "ingest"]
+        return ["generator", "edges"] if cfg.sample.conditions == "edges" else ["generator"]
 
     def check(self, ctx: Context) -> None:
         model = ctx.cfg.generator.model
@@ -166,12 +219,20 @@ class Sample(Stage):
                 f"sample.conditions is set but {model.kind} reads no conditions",
                 "drop sample.conditions, or use a conditioned generator",
             )
+        if ctx.cfg.sample.conditions == "edges" and "edges" not in ctx.cfg.stages:
+            raise ConfigError(
+                "sample.conditions=edges reads the edges stage's set, and the run has no edges "
+                "stage",
+                "add edges to stages (before generator), or set sample.conditions=real",
+            )
 
     def run(self, ctx: Context) -> dict[str, Any]:
         from suite.sampling.job import run_sampling
 
         s = ctx.cfg.sample
-        conditions = ctx.real_shards() if s.conditions == "real" else None
+        conditions = {"real": ctx.real_shards(), "edges": ctx.folder("edges"), None: None}[
+            s.conditions
+        ]
         summary = run_sampling(
             ctx.folder("generator"), ctx.folder("sample"),
             num_images=None if conditions else s.num_images, per_class=s.per_class,
@@ -412,14 +473,55 @@ class EvalSegment(_EvalBackbones):
     name = "eval_segment"
     backbone_keys = ("data.shards", "model.backbone")
 
+    def rows(self, cfg: PipelineConfig) -> list[str]:
+        return cfg.eval_segment.rows()
+
+    def row_parts(self, cfg: PipelineConfig, row: str) -> tuple[str, dict[str, Any]]:
+        """A row's backbone and its ``train:`` overlay (empty without variants)."""
+        e = cfg.eval_segment
+        for backbone in e.backbones:
+            for variant, overlay in (e.variants or {}).items():
+                if row == f"{backbone}-{variant}":
+                    return backbone, overlay
+        return row, {}
+
+    def settings(self, cfg: PipelineConfig) -> Any:
+        from suite.config import digest_body
+
+        return digest_body(cfg.eval_segment)
+
+    def _trains_on_synthetic(self, cfg: PipelineConfig) -> bool:
+        overlays = (cfg.eval_segment.variants or {}).values()
+        kinds = [o.get("training_data", "real") for o in overlays]
+        kinds.append(cfg.eval_segment.config.get("train", {}).get("training_data", "real"))
+        return any(k != "real" for k in kinds)
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return super().needs(cfg) + (["sample"] if self._trains_on_synthetic(cfg) else [])
+
+    def check(self, ctx: Context) -> None:
+        e = ctx.cfg.eval_segment
+        if self._trains_on_synthetic(ctx.cfg) and "synthetic" in e.config.get("data", {}):
+            raise ConfigError(
+                "eval_segment.config.data.synthetic is set, and a variant trains on synthetic "
+                "pairs, which the run takes from its sample stage",
+                "remove eval_segment.config.data.synthetic",
+            )
+        super().check(ctx)
+        for row in self.rows(ctx.cfg)[1:]:
+            self.build(ctx, row, check_only=True)
+
     def build(
-        self, ctx: Context, backbone: str, seed: int | None = None, *, check_only: bool = False
+        self, ctx: Context, row: str, seed: int | None = None, *, check_only: bool = False
     ) -> Any:
         from suite.evaluation.segment.config import SegmentEvalConfig, check_config
 
         seed = ctx.cfg.run.seed if seed is None else seed
+        if row == "none" and ctx.cfg.eval_segment.variants:  # the plan's first check: any row
+            row = self.rows(ctx.cfg)[0]
+        backbone, overlay = self.row_parts(ctx.cfg, row)
         data = dict(getattr(ctx.cfg, self.name).config)
-        data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)), "seed": seed}
+        data["run"] = {"name": slug(row), "out_dir": str(ctx.folder(self.name)), "seed": seed}
         model = dict(data.get("model", {}))
         if backbone == "none":
             arch = _pretrained_arch(ctx)
@@ -431,11 +533,15 @@ class EvalSegment(_EvalBackbones):
             model["encoder"] = "resnet"
             model["backbone"] = None if check_only else str(ctx.export(backbone, seed))
         data["model"] = model
+        data["train"] = {**data.get("train", {}), **overlay}
         data["data"] = {
             **data.get("data", {}),
             "shards": None if check_only else str(self._data(ctx)),
         }
-        cfg = from_dict(SegmentEvalConfig, data, source=f"{self.name}.config")
+        if data["train"].get("training_data", "real") != "real":
+            data["data"]["synthetic"] = None if check_only else str(ctx.synthetic_shards())
+        source = f"{self.name}.variants.{row}" if overlay else f"{self.name}.config"
+        cfg = from_dict(SegmentEvalConfig, data, source=source)
         if not check_only:
             check_config(cfg)
         return cfg
@@ -550,6 +656,7 @@ STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         Ingest(),
+        Edges(),
         Generator(),
         Sample(),
         Cluster(),

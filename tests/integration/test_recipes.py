@@ -32,7 +32,16 @@ RUN_CONFIGS = sorted(
 ON_SLURM = REPO / "configs" / "papers" / "medcls" / "run_simclr_resnet18.yaml"
 # Run once each: the quickstart in tests/integration/test_run.py (with skip, refuse and --force),
 # ON_SLURM in test_medcls_recipe_runs_on_slurm (every stage a SLURM job, the same checks).
-END_TO_END = [p for p in RUN_CONFIGS if p not in (REPO / "configs" / "quickstart.yaml", ON_SLURM)]
+# Seed 002's three settings are one chain on three datasets: one runs end to end, the others are
+# checked to be it but for their data, prompt, step count and case unit (test_same_chain_...).
+DIFFBOOST = REPO / "configs" / "papers" / "diffboost"
+SAME_CHAIN = {
+    DIFFBOOST / "run_spleen_ct.yaml": DIFFBOOST / "run_busi.yaml",
+    DIFFBOOST / "run_prostate_mri.yaml": DIFFBOOST / "run_busi.yaml",
+}
+END_TO_END = [
+    p for p in RUN_CONFIGS if p not in (REPO / "configs" / "quickstart.yaml", ON_SLURM, *SAME_CHAIN)
+]
 FALLBACK = "demo:mni152"  # real images with real labels (the slice plane), on every machine
 FALLBACK_CLASSES = 3  # sagittal, coronal, axial
 
@@ -71,10 +80,14 @@ def under(prefix: str, **values: object) -> list[str]:
     return [f"{prefix}.{key}={value}" for key, value in values.items()]
 
 
-def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
+SD_FAMILIES = ("sd_lora", "sd_dreambooth", "controlnet")
+
+
+def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> list[str]:
     """Dotted overrides that keep a run config's structure and make it take about a minute on
     2 CPU cores. Only sections the recipe has are touched; sizes follow one rule so the plan-time
-    checks (generator = ingest size, per-class counts) hold."""
+    checks (generator = ingest size, per-class counts) hold. ``sd_base``: the tiny Stable
+    Diffusion the latent families run on (planning alone needs none)."""
     stages = cfg["stages"]
     o = [f"run.out_dir={out_dir}"]
     pre = cfg.get("pretrain", {}).get("pretrain", {})
@@ -95,6 +108,8 @@ def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
             o.append("ingest.limit=300")
         if source == FALLBACK:  # slices at least 30% tissue: 230 of the 435, all three planes
             o.append("ingest.min_foreground=0.3")
+            if "mask_names" in ingest:  # an image+mask recipe: the template's own GM/WM masks
+                o += under("ingest", mask_names="null", min_mask_pixels=0)
     if "generator" in stages:
         model = cfg["generator"]["model"]
         o.append(f"generator.model.image_size={size}")
@@ -107,6 +122,10 @@ def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
         elif model["kind"] == "ddpm_diffusers":
             o += under("generator.model", timesteps=20, block_out_channels="[8,16]",
                        layers_per_block=1, attention="[false,true]", norm_num_groups=4)  # fmt: skip
+        elif model["kind"] in SD_FAMILIES:  # the tiny SD downsamples 2x: two hint levels
+            o.append(f"generator.model.base={sd_base or out_dir / 'tiny-sd'}")
+            if model["kind"] == "controlnet":
+                o.append("generator.model.conditioning_embedding_out_channels=[16,32]")
         elif model["kind"] == "dcgan":
             o += under("generator.model", latent_dim=8, ngf=4, ndf=4)
             if model.get("architecture") == "seed":  # it makes 16 x seed_base px, then resizes
@@ -124,6 +143,8 @@ def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
             o.append("sample.per_class=4")
         count = 4 * classes if per_class and classes else 24
         o += under("sample", num_images=count, shard_size=12, batch_size=12, steps=2, workers=1)
+        if cfg["sample"].get("per_condition"):
+            o.append("sample.per_condition=1")
     if "pretrain" in stages:
         o += under("pretrain.pretrain", epochs=1, warmup_epochs=0)
         o += under("pretrain.pretrain.backbone", image_size=size)
@@ -151,6 +172,11 @@ def shrink(cfg: dict[str, Any], out_dir: Path) -> list[str]:
         o.append("eval_generator.encoders=[random:32]")  # Inception is 15 min of CPU here
     if "eval_segment" in stages:
         o += under("eval_segment.config.train", epochs=1, seeds="[0]", batch_size=8)
+        seg = cfg["eval_segment"].get("config", {})
+        if seg.get("model", {}).get("encoder", "").startswith("monai"):
+            o.append("eval_segment.config.model.channels=[8,16]")  # 2 levels fit 16 px
+        if "merge_patch" in seg.get("train", {}):
+            o.append(f"eval_segment.config.train.merge_patch={size // 4}")
     if "eval_classify" in stages:
         protocols = cfg["eval_classify"].get("config", {}).get("protocols", [])
         o.append("eval_classify.config.seeds=[0]")
@@ -182,6 +208,9 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
     for task in ("eval_segment", "eval_classify"):
         if task in cfg["stages"]:
             rows = cfg[task].get("backbones", ["none", "synthetic", "real"])
+            variants = cfg[task].get("variants") or {}
+            if variants:  # eval_segment: every backbone under every training-data variant
+                rows = [f"{b}-{v}" for b in rows for v in variants]
             augmented = cfg[task].get("synthetic", {}).get("backbones", [])
             for backbone in rows + [f"{b}+synthetic-aug" for b in augmented]:
                 folder = run_dir / task / backbone.replace("+", "-")
@@ -198,9 +227,11 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
 @pytest.mark.ray
 @pytest.mark.parametrize("path", END_TO_END, ids=recipe_id)
 @pytest.mark.usefixtures("joined_ray")  # the Ray stages join the session's Ray
-def test_recipe_runs_end_to_end(path: Path, tmp_path: Path) -> None:
+def test_recipe_runs_end_to_end(path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     cfg = yaml.safe_load(path.read_text())
-    proc = synmed("run", str(path), *shrink(cfg, tmp_path), timeout=900)
+    model = cfg.get("generator", {}).get("model", {})
+    sd_base = request.getfixturevalue("tiny_sd") if model.get("kind") in SD_FAMILIES else None
+    proc = synmed("run", str(path), *shrink(cfg, tmp_path, sd_base), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check_run(cfg, tmp_path / cfg["run"]["name"])
     assert "report:" in proc.stdout or "report" not in cfg["stages"]
@@ -227,8 +258,28 @@ def test_the_shipped_recipes_are_all_found() -> None:
     }
     assert named <= found and "papers/medcls/run_simclr_resnet18.yaml" in found
     # each one run by a test: here, on SLURM, or the quickstart's in test_run.py
-    covered = {recipe_id(p) for p in (*END_TO_END, ON_SLURM)} | {"quickstart.yaml"}
+    covered = {recipe_id(p) for p in (*END_TO_END, ON_SLURM, *SAME_CHAIN)} | {"quickstart.yaml"}
     assert found == covered
+
+
+DATA_KEYS = ("ingest", "run.name", "generator.model.prompt", "generator.train.max_steps",
+             "eval_segment.config.data.cases")  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(SAME_CHAIN), ids=recipe_id)
+def test_same_chain_recipes_differ_only_in_their_data(path: Path) -> None:
+    """What test_recipe_runs_end_to_end shows of the recipe it runs holds for these: the stages,
+    the generator, the sampling and every evaluation row are its own."""
+    mine, ran = (yaml.safe_load(p.read_text()) for p in (path, SAME_CHAIN[path]))
+    assert SAME_CHAIN[path] in END_TO_END
+    for cfg in (mine, ran):
+        for dotted in DATA_KEYS:
+            *parents, leaf = dotted.split(".")
+            node = cfg
+            for part in parents:
+                node = node[part]
+            del node[leaf]
+    assert mine == ran
 
 
 @pytest.mark.slow

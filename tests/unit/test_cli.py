@@ -62,7 +62,7 @@ OPTIONS: dict[str, str] = {
         "-h/--help source --out --config --overwrite --quiet --format --image-size --aspect "
         "--channels --clip-percentiles --hu-floor --class-names --split-fractions --seed --shard-size "
         "--compression --limit --dicom-window --window-center --window-width --mask --mask-names "
-        "--mask-threshold --missing-masks --axis --plane-labels --min-foreground --min-mask-pixels "
+        "--mask-threshold --missing-masks --nifti-volume --axis --plane-labels --min-foreground --min-mask-pixels "
         "--images-dir overrides"
     ),
     "data verify": "-h/--help dirs --no-digests",

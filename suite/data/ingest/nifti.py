@@ -41,6 +41,7 @@ REPLACE = (
     "the file is corrupt or truncated: replace it with a good copy or remove it from the source"
 )
 EXTRACT_3D = (
+    "pass --nifti-volume N (ingest.nifti_volume: the volume of the last axis to slice), or "
     'extract one 3D volume first, e.g. python -c "import nibabel as nib; '
     "nib.save(nib.load('IN.nii.gz').slicer[..., 0], 'OUT.nii.gz')\" (or FSL: fslroi IN OUT 0 1)"
 )
@@ -71,17 +72,30 @@ class _Volume:
     name: str = ""
 
 
-def load_volume(path: Path, what: str = "volume") -> tuple[np.ndarray, np.ndarray]:
+def load_volume(
+    path: Path, what: str = "volume", volume: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A 3D NIfTI volume in closest-canonical (RAS) orientation: (float32 data, affine).
+    ``volume`` picks one 3D volume of a 4D file (MSD Task05 prostate: 0 is T2, 1 is ADC).
 
     Raises:
-        DataError: naming the file when it is missing, not NIfTI, truncated or not 3D.
+        DataError: naming the file when it is missing, not NIfTI, truncated, not 3D, or has no
+        volume ``volume``.
     """
     if not path.is_file():
         raise DataError(f"NIfTI {what} {path} does not exist", "fix the path")
     try:
         img = nib.load(path)
         shape = img.shape
+        if volume is not None and len(shape) == 4:
+            if volume >= shape[3]:
+                raise DataError(
+                    f"{path} holds {shape[3]} volumes (shape {shape}), so --nifti-volume "
+                    f"{volume} is out of range",
+                    f"pass --nifti-volume 0 to {shape[3] - 1}",
+                )
+            img = img.slicer[..., volume]
+            shape = img.shape
         if len(shape) > 3 and all(n == 1 for n in shape[3:]):
             img = img.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
         elif len(shape) != 3:
@@ -232,7 +246,7 @@ class NiftiAdapter(SourceAdapter):
         kept, dropped, largest = 0, 0, 0.0
         names = self.mask_names
         for volume in self.volumes:
-            data, affine = load_volume(volume.image)
+            data, affine = load_volume(volume.image, volume=self.options.nifti_volume)
             mask = self._mask_volume(volume, data.shape, affine, names) if volume.masks else None
             if mask is not None:
                 foreground = mask > 0

@@ -65,6 +65,9 @@ class IngestOptions:
     mask_threshold: float = 0.5
     # image_masks folders: an image without a mask file is an error, or gets an empty mask
     missing_masks: Literal["error", "empty"] = added_field("error")
+    # 4D NIfTI images (several modalities in one file): the volume to slice, e.g. 0 for MSD
+    # Task05 prostate's T2 (1 is ADC); None refuses 4D files
+    nifti_volume: NonNegativeInt | None = added_field(None)
     axis: Literal[0, 1, 2] = 2
     # Slice along all three axes instead, each slice labelled by its plane (sagittal, coronal,
     # axial): a real label for classification on an unlabelled volume; splits stay per plane slab.

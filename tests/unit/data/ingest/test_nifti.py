@@ -241,9 +241,27 @@ def test_4d_volume_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read(path)
     assert str(path) in str(err.value) and "4D" in str(err.value) and "slicer" in err.value.fix
+    assert "--nifti-volume" in err.value.fix
     single = tmp_path / "single.nii.gz"  # a trailing dimension of 1 is just a 3D volume
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8, 1), np.float32), np.eye(4)), single)
     assert len(read(single, min_foreground=0.0)) == 8
+
+
+def test_nifti_volume_slices_one_modality_of_a_4d_file(tmp_path: Path) -> None:
+    """MSD Task05 prostate stores T2 and ADC in one 4D file: --nifti-volume picks one."""
+    path = tmp_path / "prostate.nii.gz"
+    data = np.stack([np.full((8, 8, 8), v, np.float32) for v in (1.0, 2.0, 3.0)], axis=-1)
+    data[..., 1][2:6, 2:6, :] = 9.0  # only volume 1 has structure
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    one = read(path, nifti_volume=1, min_foreground=0.0, clip_percentiles=(0.0, 100.0))
+    assert len(one) == 8
+    assert len(np.unique(one[0].image)) == 2  # volume 1's square, not a constant volume
+    flat = read(path, nifti_volume=0, min_foreground=0.0, clip_percentiles=(0.0, 100.0))
+    assert all(len(np.unique(r.image)) == 1 for r in flat)
+    with pytest.raises(DataError) as err:
+        read(path, nifti_volume=3)
+    assert str(path) in str(err.value) and "3 volumes" in str(err.value)
+    assert "--nifti-volume 0 to 2" in err.value.fix
 
 
 def test_truncated_and_not_nifti(tmp_path: Path) -> None:
