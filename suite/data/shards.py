@@ -51,7 +51,7 @@ DATASETS: dict[str, tuple[str, int | None]] = {
     "features": ("float32", 1),
     "cluster": ("int32", 0),
     "source": ("", 0),  # the file (and frame or slice) a real image came from; UTF-8 strings
-    "group": ("", 0),  # patient or volume id that the split kept together
+    "group": ("", 0),  # patient, volume or (one volume) slab id that the split kept together
     "prompts": ("", 0),  # the text prompt a generated row was made from
     "source_index": ("int64", 0),  # the conditioning row a generated row came from
     "metadata": ("", 0),  # per-row JSON a generator family adds (attempts, guidance...)

@@ -25,6 +25,12 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="re-run the selected stages, replacing them"
     )
+    p.add_argument(
+        "--fold",
+        type=int,
+        metavar="K",
+        help="a cross-validated run (a folds stage): only fold K's stages",
+    )
     p.add_argument("--on", choices=("local", "slurm"), default="local")
     p.add_argument(
         "--dry-run", action="store_true", help="check every stage's config and print the plan"
@@ -39,11 +45,11 @@ def run_command(args: argparse.Namespace) -> int:
     from suite.pipeline.runner import plan, run_local, submit_slurm
 
     cfg = load_config(args.config, args.overrides, schema=PipelineConfig)
-    run_dir, steps = plan(cfg, until=args.until, only=args.only, force=args.force)
+    run_dir, steps = plan(cfg, until=args.until, only=args.only, force=args.force, fold=args.fold)
     if args.dry_run:
         print(f"run folder {run_dir}")
         for step in steps:
-            print(f"  {step.stage:15s} {step.action:5s} {step.digest[:12]}  {step.reason}")
+            print(f"  {step.label:21s} {step.action:5s} {step.digest[:12]}  {step.reason}")
         return 0
     if args.on == "slurm":
         submit_slurm(str(args.config), list(args.overrides), cfg, steps, run_dir, force=args.force)

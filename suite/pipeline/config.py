@@ -32,6 +32,7 @@ from suite.train.config import TrainConfig
 
 StageName = Literal[
     "ingest",
+    "folds",
     "edges",
     "generator",
     "sample",
@@ -51,6 +52,20 @@ class IngestStage(IngestOptions):
 
     source: str | None = None
     shards: Path | None = field(default=None, metadata={MUST_EXIST: True})
+
+
+@dataclass(kw_only=True, slots=True)
+class FoldsStage:
+    """K-fold cross-validation of everything after it (seed 002: 3 folds by case). The stage
+    writes one set per fold (``synmed data folds``: fold k's groups are its test split, a
+    ``val_fraction`` of the others its validation split); each later stage but ``report`` then
+    runs once per fold, in ``<run>/fold<k>/`` on that fold's set: a generator is trained on the
+    fold's training rows only. ``report`` merges every evaluation row over the folds
+    (``<run>/<stage>/<row>/result.json``: values per fold and seed)."""
+
+    folds: PositiveInt = 3
+    val_fraction: Fraction = 0.2
+    shuffle_seed: int | None = None  # None: seed 002's KFold without shuffling
 
 
 @dataclass(kw_only=True, slots=True)
@@ -211,12 +226,13 @@ class PipelineConfig:
     """The root of a run config (configs/quickstart.yaml, configs/papers/*/run*.yaml)."""
 
     run: RunConfig = field(default_factory=RunConfig)
-    # every stage but edges, which only an edge-guided generator reads
+    # every stage but folds and edges (cross-validation and edge-guided generators ask for them)
     stages: list[StageName] = field(
-        default_factory=lambda: [s for s in STAGE_ORDER if s != "edges"]
+        default_factory=lambda: [s for s in STAGE_ORDER if s not in ("folds", "edges")]
     )
     ingest: IngestStage = field(default_factory=IngestStage)
-    # None: the edges stage's defaults (a section added after the first run configs)
+    # None: the stage's defaults (sections added after the first run configs)
+    folds: FoldsStage | None = added_field(None)
     edges: EdgesStage | None = added_field(None)
     generator: GeneratorStage = field(default_factory=GeneratorStage)
     sample: SampleStage = field(default_factory=SampleStage)

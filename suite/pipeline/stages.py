@@ -15,7 +15,7 @@ from typing import Any
 from suite.artifacts.digests import sha256_text
 from suite.config import from_dict, to_dict
 from suite.errors import ConfigError
-from suite.pipeline.config import AUGMENTED_SUFFIX, EdgesStage, PipelineConfig
+from suite.pipeline.config import AUGMENTED_SUFFIX, EdgesStage, FoldsStage, PipelineConfig
 from suite.schema import RunConfig, SuiteConfig
 
 
@@ -106,6 +106,34 @@ class Ingest(Stage):
         out = ctx.folder("ingest")
         ingest(source, out, from_dict(IngestOptions, options, source="ingest"), overwrite=True)
         return {"shards": str(out.resolve())}
+
+
+class Folds(Stage):
+    name = "folds"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return ["ingest"]
+
+    def settings(self, cfg: PipelineConfig) -> Any:
+        return to_dict(cfg.folds or FoldsStage())
+
+    def check(self, ctx: Context) -> None:
+        from suite.data.folds import check_fold_settings
+
+        f = ctx.cfg.folds or FoldsStage()
+        check_fold_settings(f.folds, f.val_fraction, where="folds.folds")
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.data.folds import fold_name, write_fold_sets
+
+        f = ctx.cfg.folds or FoldsStage()
+        out = ctx.folder("folds")
+        body = write_fold_sets(
+            ctx.real_shards(), out, folds=f.folds, val_fraction=f.val_fraction,
+            shuffle_seed=f.shuffle_seed, overwrite=True,
+        )  # fmt: skip
+        sets = [str((out / fold_name(k)).resolve()) for k in range(f.folds)]
+        return {"sets": sets, "per_fold": [{s: p[s]["count"] for s in p} for p in body["per_fold"]]}
 
 
 class Edges(Stage):
@@ -444,27 +472,51 @@ SEEDS_DIR = "seeds"  # per-seed results below a merged result.json (reports read
 
 
 def merge_seed_results(runs: list[Path], out: Path, seeds: list[int]) -> dict[str, Any]:
-    """One result.json whose metrics hold every seed's values (mean +- std over them); the
-    per-class tables and context are the first seed's, the seeds and runs are listed, and the
-    inputs of every seed run are named by their seed."""
+    """One result.json over every pretraining seed (:func:`merge_results`)."""
+    return merge_results(
+        runs, out, [f"seed{s}" for s in seeds],
+        context={"pretrain_seeds": seeds, "seed_runs": [str(r) for r in runs]},
+    )  # fmt: skip
+
+
+def _merged_metrics(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    from suite.artifacts.results import summarize
+
+    merged: dict[str, Any] = {}
+    for name, value in metrics[0].items():
+        if not isinstance(value, dict) or "values" not in value:
+            continue
+        # a run's undefined value (None) is left out, not counted as a run
+        values = [v for m in metrics for v in m[name]["values"] if v is not None]
+        merged[name] = summarize(values)
+    return merged
+
+
+def merge_results(
+    runs: list[Path], out: Path, labels: list[str], *, context: dict[str, Any]
+) -> dict[str, Any]:
+    """One result.json whose metrics hold every run's values (mean +- std over them): the runs
+    of one row over seeds, or over folds. Per-class metrics are merged alike; the context is the
+    first run's plus ``context``, and each run's inputs are named by its label."""
     from dataclasses import replace
 
-    from suite.artifacts.results import read_result, summarize, write_result
+    from suite.artifacts.results import read_result, write_result
 
     results = [read_result(run) for run in runs]
     first = results[0]
-    metrics: dict[str, Any] = {}
-    for name, value in first.metrics.items():
-        if not isinstance(value, dict) or "values" not in value:
-            continue
-        # a seed's undefined value (None) is left out, not counted as a seed
-        values = [v for r in results for v in r.metrics[name]["values"] if v is not None]
-        metrics[name] = summarize(values)
+    per_class = {
+        name: _merged_metrics([r.per_class[name] for r in results])
+        for name in first.per_class
+        if all(isinstance(r.per_class.get(name), dict) for r in results)
+    }
     merged = replace(
         first,
-        metrics=metrics,
-        inputs={f"seed{s}.{k}": ref for s, r in zip(seeds, results) for k, ref in r.inputs.items()},
-        context={**first.context, "pretrain_seeds": seeds, "seed_runs": [str(r) for r in runs]},
+        metrics=_merged_metrics([r.metrics for r in results]),
+        per_class=per_class,
+        inputs={
+            f"{lab}.{k}": ref for lab, r in zip(labels, results) for k, ref in r.inputs.items()
+        },
+        context={**first.context, **context},
     )
     return write_result(out, merged)
 
@@ -646,16 +698,20 @@ class Report(Stage):
         return {}
 
     def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.pipeline.folds import folds_of, merge_fold_results
         from suite.report.cli import write_report
 
+        # a cross-validated run: each evaluation row over the folds, beside the fold runs' own
+        merged = merge_fold_results(ctx.cfg, ctx.run_dir) if folds_of(ctx.cfg) else {}
         path = write_report(ctx.run_dir, ctx.folder("report"))
-        return {"report": str(path)}
+        return {"report": str(path), **({"merged": merged} if merged else {})}
 
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         Ingest(),
+        Folds(),
         Edges(),
         Generator(),
         Sample(),

@@ -42,6 +42,7 @@ SAME_CHAIN = {
 END_TO_END = [
     p for p in RUN_CONFIGS if p not in (REPO / "configs" / "quickstart.yaml", ON_SLURM, *SAME_CHAIN)
 ]
+SHRUNK_FOLDS = 2  # a cross-validated recipe runs 2 folds: the per-fold path at half of 3's cost
 FALLBACK = "demo:mni152"  # real images with real labels (the slice plane), on every machine
 FALLBACK_CLASSES = 3  # sagittal, coronal, axial
 
@@ -106,10 +107,13 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
                        class_names="null", limit="null")  # fmt: skip
         elif ingest.get("limit"):
             o.append("ingest.limit=300")
-        if source == FALLBACK:  # slices at least 30% tissue: 230 of the 435, all three planes
+        if source == FALLBACK and "mask_names" in ingest:
+            # an image+mask recipe: the template's axial slices with its own GM/WM masks, in
+            # contiguous slabs (the groups that folds keep whole)
+            o += under("ingest", plane_labels="false", axis=2, mask_names="null",
+                       min_mask_pixels=0, nifti_volume="null")  # fmt: skip
+        elif source == FALLBACK:  # slices at least 30% tissue: 230 of the 435, all three planes
             o.append("ingest.min_foreground=0.3")
-            if "mask_names" in ingest:  # an image+mask recipe: the template's own GM/WM masks
-                o += under("ingest", mask_names="null", min_mask_pixels=0)
     if "generator" in stages:
         model = cfg["generator"]["model"]
         o.append(f"generator.model.image_size={size}")
@@ -170,6 +174,8 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
             o.append(f"pretrain.imagenet_weights={weights}")
     if "eval_generator" in stages:
         o.append("eval_generator.encoders=[random:32]")  # Inception is 15 min of CPU here
+    if "folds" in stages:
+        o.append(f"folds.folds={SHRUNK_FOLDS}")
     if "eval_segment" in stages:
         o += under("eval_segment.config.train", epochs=1, seeds="[0]", batch_size=8)
         seg = cfg["eval_segment"].get("config", {})
@@ -193,13 +199,18 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
 
 
 def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
-    """Every stage recorded as complete, every evaluation backbone with metrics, the report."""
+    """Every stage recorded as complete (in each fold's run for the per-fold stages of a
+    cross-validated run), every evaluation row with metrics, the report."""
+    folds = cfg.get("folds", {}).get("folds", 3) if "folds" in cfg["stages"] else 0
+    folds = min(folds, SHRUNK_FOLDS) if folds else 0
+    once = ("ingest", "folds", "report") if folds else tuple(cfg["stages"])
     for stage in cfg["stages"]:
-        record = json.loads((run_dir / "stages" / f"{stage}.json").read_text())
-        assert record["stage"] == stage and record["outputs"], (stage, record)
-    if "sample" in cfg["stages"]:
-        sample = json.loads((run_dir / "stages" / "sample.json").read_text())
-        assert sample["outputs"]["images"] > 0
+        dirs = [run_dir] if stage in once else [run_dir / f"fold{k}" for k in range(folds)]
+        for d in dirs:
+            record = json.loads((d / "stages" / f"{stage}.json").read_text())
+            assert record["stage"] == stage and record["outputs"], (stage, record)
+            if stage == "sample":
+                assert record["outputs"]["images"] > 0
     if "pretrain" in cfg["stages"]:
         exports = json.loads((run_dir / "stages" / "pretrain.json").read_text())["outputs"]
         assert set(exports["exports"]) == {f"{v}-seed0" for v in cfg["pretrain"]["variants"]}
@@ -216,6 +227,10 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
                 folder = run_dir / task / backbone.replace("+", "-")
                 result = json.loads((folder / "result.json").read_text())
                 assert result["metrics"], (task, backbone)
+                if folds:  # merged over the folds: one value per fold (one seed, shrunk)
+                    assert [f["fold"] for f in result["context"]["folds"]] == list(range(folds))
+                    metric = next(iter(result["metrics"].values()))
+                    assert len(metric["values"]) == folds, (task, backbone, metric)
     if "eval_generator" in cfg["stages"]:
         result = json.loads((run_dir / "eval_generator" / "result.json").read_text())
         assert result["metrics"]["fd_random_32"] >= 0
@@ -246,7 +261,8 @@ def test_every_shrunk_recipe_plans(path: Path, tmp_path: Path) -> None:
 
     cfg = yaml.safe_load(path.read_text())
     _, steps = plan(load_config(path, shrink(cfg, tmp_path), schema=PipelineConfig))
-    assert [s.stage for s in steps] == cfg["stages"]
+    # a cross-validated recipe plans its per-fold stages once per fold
+    assert list(dict.fromkeys(s.stage for s in steps)) == cfg["stages"]
 
 
 def test_the_shipped_recipes_are_all_found() -> None:

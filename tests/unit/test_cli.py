@@ -50,7 +50,7 @@ OPTIONS: dict[str, str] = {
         "--sample-batch-size --batch-size --workers --ray-address"
     ),
     "evaluate": "-h/--help {segment,generator,classify,self-validate,self-validate-sweep}",
-    "run": "-h/--help config overrides --until --only --force --on --dry-run",
+    "run": "-h/--help config overrides --until --only --force --fold --on --dry-run",
     "report": "-h/--help run_dir --out --overwrite",
     "submit": (
         "-h/--help stage config overrides --nodes --gpus-per-node --tasks-per-node "

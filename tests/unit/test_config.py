@@ -144,9 +144,9 @@ def test_every_shipped_config_loads(path: Path) -> None:
 # of suite/config.py and the kind unions moved onto registries. A stage records its config's digest
 # to know when its outputs are stale, so a refactor of the engine must never change one.
 SHIPPED_DIGESTS = {
-    "configs/papers/diffboost/run_prostate_mri.yaml": "8a7423d3642f1616e7fc58c86d4e3e4a40c8b5c0de4e5dbb870c279994711772",
-    "configs/papers/diffboost/run_spleen_ct.yaml": "489302381ab4eaecf7fa2923c53b6f70e8def6a628c7cbe12b95d90fdec4bfc7",
-    "configs/papers/diffboost/run_busi.yaml": "0b53a013823b47f38e220d0baf1dbbb7fb939228393be013a9f3fabe334a3b42",
+    "configs/papers/diffboost/run_prostate_mri.yaml": "dcde52d37141459f806cf0f67479270badc5c0b0d7edf19e70334351b42c00b5",
+    "configs/papers/diffboost/run_spleen_ct.yaml": "13ca259b6ac5bb1e50e50078f95fb115b5d2d1a748fd655c4d35ee1ccdfcf1f5",
+    "configs/papers/diffboost/run_busi.yaml": "ea7323cdf95750400c392da60d31def6327bc432a98c7ed954274f04131f2be2",
     "configs/data/chest_dicom.yaml": "b282089ecf32513972732012e497e620d62644dcbe521677f31b6c2917b653fe",
     "configs/data/covid_radiography.yaml": "1489a22f36eb48506b0a4855f2ea5a5f820d4bb88d21bf91dd0bec2edaab3a98",
     "configs/data/covidx_cxr4.yaml": "3a29fa1c9e33ec7df043686d1141e42557eafee0af6874d9b82436053317197a",

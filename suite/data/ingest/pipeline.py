@@ -86,6 +86,9 @@ def ingest(
         groups = meta.groups
         if info.split_policy == "slab":
             split, groups = _split_slabs(meta, options)
+            # a row's group is the unit its split keeps whole: here a slab of its volume (so
+            # cross-validation folds, which keep groups whole, cut a single volume by slab too)
+            meta.groups = groups
         else:
             split = assign_splits(meta.given, groups, options.split_fractions, options.seed)
         attrs = {

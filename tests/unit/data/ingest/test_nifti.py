@@ -92,6 +92,13 @@ def test_single_volume_is_split_by_contiguous_slabs(mni_set: Path) -> None:
         kept = np.sort(position[split == s])
         blocks = 1 + int((np.diff(kept) > 1).sum())
         assert blocks <= SLABS_PER_VOLUME and blocks < len(kept)
+    # each row's group is its slab: contiguous, one split each (what folds keep whole)
+    groups = data.read_column("group")
+    assert len(set(groups)) == SLABS_PER_VOLUME
+    for g in set(groups):
+        assert g.startswith("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz#slab")
+        kept = np.sort(position[groups == g])
+        assert len(set(split[groups == g].tolist())) == 1 and np.all(np.diff(kept) == 1)
 
 
 def test_label_volume_equals_probability_maps(tissue_labels: Path) -> None:
