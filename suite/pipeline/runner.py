@@ -251,7 +251,6 @@ def submit_slurm(
     the rest as one-task Submitit jobs. In a cross-validated run each fold's chain starts after
     the folds stage, the folds run side by side, and the report waits for all of them.
     """
-    s = cfg.slurm
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "run.yaml", dump_yaml(cfg))
     folder = run_dir.resolve() / "submitit"
