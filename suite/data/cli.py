@@ -1,4 +1,4 @@
-"""`synmed data ingest|verify|info|export|merge|edges|demo`: shard sets in and out.
+"""`synmed data ingest|verify|info|export|merge|edges|folds|demo`: shard sets in and out.
 
 suite/cli.py adds the group with ``add_parser(groups)``. Heavy imports (numpy, h5py, the format
 readers) happen only when a command runs.
@@ -17,7 +17,9 @@ from suite.errors import SynmedError
 
 def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``data`` group and its subcommands to the top-level ``synmed`` subparsers."""
-    group = groups.add_parser("data", help="shard sets: ingest, verify, info, export, merge, edges")
+    group = groups.add_parser(
+        "data", help="shard sets: ingest, verify, info, export, merge, edges, folds"
+    )
     data = group.add_subparsers(dest="cmd", required=True)
     _add_ingest_parser(data)
     p = data.add_parser(
@@ -64,6 +66,26 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_edges)
+    p = data.add_parser(
+        "folds",
+        help="K cross-validation folds by group: OUT/fold0.. with the split column re-assigned",
+        description=(
+            "Write OUT/fold0 .. fold{K-1}: each the rows of DIR with the same index values and the "
+            "split column re-assigned (test = fold k's groups, val = --val-fraction of the rest), "
+            "the assignment `synmed evaluate segment data.folds=K` uses."
+        ),
+    )
+    p.add_argument("dir", type=Path, help="a shard set with a group column")
+    p.add_argument("--folds", required=True, type=int, help="K (seed 002: 3)")
+    p.add_argument("--out", required=True, type=Path, help="the folder of fold sets to create")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of non-test groups for val"
+    )
+    p.add_argument(
+        "--shuffle-seed", type=int, help="shuffle groups before KFold (default: sorted order)"
+    )
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_data_folds)
     p = data.add_parser(
         "demo", help="list the demo:NAME sources (real data shipped in installed packages)"
     )
@@ -215,6 +237,24 @@ def cmd_data_edges(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(f"wrote {manifest.count} edge maps of {args.dir} to {args.out}")
+    return 0
+
+
+def cmd_data_folds(args: argparse.Namespace) -> int:
+    from suite.data.folds import fold_name, write_fold_sets
+
+    body = write_fold_sets(
+        args.dir,
+        args.out,
+        folds=args.folds,
+        val_fraction=args.val_fraction,
+        shuffle_seed=args.shuffle_seed,
+        overwrite=args.overwrite,
+    )
+    for k, fold in enumerate(body["per_fold"]):
+        sizes = ", ".join(f"{name} {fold[name]['count']}" for name in fold)
+        print(f"{fold_name(k)}: {sizes}")
+    print(f"wrote {args.folds} fold sets to {args.out}")
     return 0
 
 

@@ -73,8 +73,9 @@ OPTIONS: dict[str, str] = {
         "-h/--help dir --out --canny-sigma --canny-low --canny-high --hed --shard-size --overwrite "
         "--quiet"
     ),
+    "data folds": "-h/--help dir --folds --out --val-fraction --shuffle-seed --overwrite",
     "data demo": "-h/--help",
-    "data": "-h/--help {ingest,verify,info,export,merge,edges,demo}",
+    "data": "-h/--help {ingest,verify,info,export,merge,edges,folds,demo}",
     "models tiny-sd": "-h/--help --out --seed --image-size --overwrite",
     "models": "-h/--help {tiny-sd}",
     "": (
@@ -108,6 +109,7 @@ OWNERS = {
     "data export": "suite.data.cli",
     "data merge": "suite.data.cli",
     "data edges": "suite.data.cli",
+    "data folds": "suite.data.cli",
     "data demo": "suite.data.cli",
     "models tiny-sd": "suite.models.cli",
 }
