@@ -48,8 +48,7 @@ from suite.evaluation.segment.data import SegmentSets, open_sets
 from suite.evaluation.segment.figure import overlay_figure
 from suite.evaluation.segment.metrics import METRICS, case_metrics
 from suite.evaluation.segment.patches import Window
-from suite.evaluation.segment.train import build_model, fit, predict
-from suite.evaluation.segment.train import window as inference_window
+from suite.evaluation.segment.train import build_model, fit, inference_window, predict
 
 RESULT = RESULT_FILE
 PER_CASE = "per_case.csv"

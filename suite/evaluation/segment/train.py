@@ -84,7 +84,7 @@ def _collate(samples: list[dict]) -> list[dict]:
     return samples  # to_batch normalises with the model's mean/std
 
 
-def window(cfg: SegmentEvalConfig) -> Window | None:
+def inference_window(cfg: SegmentEvalConfig) -> Window | None:
     """Sliding-window inference when training on patches, else whole images."""
     tc = cfg.train
     return None if tc.patch_size is None else Window(tc.patch_size, tc.window_overlap)
@@ -191,7 +191,9 @@ def fit(model: Model, sets: SegmentSets, cfg: SegmentEvalConfig, seed: int) -> F
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-        val = validation_dice(model, sets.val, sets.foreground, tc.batch_size, window(cfg))
+        val = validation_dice(
+            model, sets.val, sets.foreground, tc.batch_size, inference_window(cfg)
+        )
         result.history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": val})
         if val > result.best_val_dice:
             result.best_epoch, result.best_val_dice = epoch, val
