@@ -102,3 +102,10 @@ def test_cli_writes_the_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert synmed_main(["data", "folds", str(vols), "--folds", "3", "--out", str(out)]) == 0
     assert "fold2: train" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fold0", "fold1", "fold2"]
+    assert synmed_main(["data", "verify", str(out / "fold1")]) == 0  # digests, counts, schema
+    # a second run into the same folder is refused unless --overwrite, which replaces it whole
+    assert synmed_main(["data", "folds", str(vols), "--folds", "3", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    args = ["data", "folds", str(vols), "--folds", "2", "--out", str(out), "--overwrite"]
+    assert synmed_main(args) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fold0", "fold1"]

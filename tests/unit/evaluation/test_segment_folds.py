@@ -124,3 +124,7 @@ def test_cli_exit_status_for_a_set_without_groups(
     err = capsys.readouterr().err
     assert code == 2 and "has no group column" in err and "fix:" in err
     assert "Traceback" not in err and not out.exists()
+    vols = make_volume_set(tmp_path / "vols")
+    code = synmed_main(["evaluate", "segment", str(config), f"data.shards={vols}", "data.folds=3",
+                        *TINY, "train.seeds=[0]", "--out", str(out)])  # fmt: skip
+    assert code == 0 and "3 folds by group" in capsys.readouterr().out
