@@ -36,14 +36,16 @@ def mni32(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _rerendered(real: Path, out: Path) -> Path:
     """A "synthetic" image+mask set: the real train slices with a gamma-changed intensity curve and
-    their masks copied unchanged (what a mask-conditioned generator hands DiffBoost)."""
+    their masks copied unchanged, each naming its slice in ``source_index`` (what a
+    mask-conditioned generator sampled with --conditions hands DiffBoost)."""
     ds = ShardDataset(real, split="train")
     out.mkdir()
     writer = ShardSetWriter(out, {"source": "synthetic", "mask_names": ["background", "gm", "wm"]})
     for i in range(len(ds)):
         sample = ds[i]
         image = (255 * (sample["image"].numpy() / 255.0) ** 0.7).astype(np.uint8)
-        writer.add({"images": image, "masks": sample["mask"].numpy(), "index": i})
+        writer.add({"images": image, "masks": sample["mask"].numpy(), "index": i,
+                    "source_index": sample["index"]})  # fmt: skip
     writer.close()
     return out
 
@@ -83,6 +85,7 @@ def test_merging_masks_with_a_synthetic_set(mni32: Path, tmp_path: Path) -> None
     result = json.loads((out / "result.json").read_text())
     training = result["context"]["training_data"]
     assert training["kind"] == "merging" and training["alpha"] == 0.6
+    assert training["partner"].startswith("one of the real row's own")  # seed 002's partner
     assert result["context"]["split_sizes"]["synthetic"] == 106
     assert 0.0 < result["metrics"]["dice"]["mean"] <= 1.0
 

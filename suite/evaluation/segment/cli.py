@@ -43,9 +43,10 @@ def segment_command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else cfg.run.out_dir / cfg.run.name
     result = evaluate_segmentation(cfg, out, overwrite=args.overwrite)
     ctx = result["context"]
+    folds = f"{ctx['folds']['k']} folds by group, " if "folds" in ctx else ""
     print(
         f"segment: {ctx['encoder']['encoder']} encoder, {ctx['training_data']['kind']} training "
-        f"data, seeds {ctx['seeds']}, {ctx['num_cases']} {ctx['report_split']} case(s)"
+        f"data, {folds}seeds {ctx['seeds']}, {ctx['num_cases']} {ctx['report_split']} case(s)"
     )
     for name, m in result["metrics"].items():
         print(f"  {name:<9} {m['mean']:.4f} ± {m['std']:.4f}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from suite.config import (
     MUST_EXIST,
@@ -20,6 +20,7 @@ from suite.config import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    Range,
     added_field,
     load_config,
 )
@@ -51,6 +52,15 @@ class SegmentDataConfig:
     eval_split: Literal["val", "test"] = "test"
     # What one case is: each image, or each group (volume/patient) of slices stacked in index order.
     cases: Literal["image", "group"] = "image"
+    # K-fold cross-validation by group (seed 002: 3 folds by case): K > 1 re-splits every row of
+    # ``shards`` by its group column (suite/data/folds.py, as `synmed data folds`) and runs every
+    # fold; 1 keeps the set's own splits. ``fold_val_fraction`` of each fold's non-test groups (at
+    # least one) select the model; ``fold_shuffle_seed`` shuffles the groups before KFold.
+    folds: PositiveInt = added_field(1)
+    fold_val_fraction: Annotated[float, Range(gt=0, lt=1)] = added_field(0.2)
+    fold_shuffle_seed: int | None = added_field(None)
+    # one synthetic set per fold (each fold's own generator output), in place of ``synthetic``
+    synthetic_folds: list[Path] | None = added_field(None, must_exist=True)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -95,6 +105,13 @@ class SegmentTrainConfig:
     # applied with probability augment_prob, seeded per (seed, epoch, row)
     augment: tuple[AugmentName, ...] = added_field(())
     augment_prob: Fraction = added_field(0.5)
+    # "merging": the partner of a real row is one of its own synthetic versions (seed 002; the
+    # synthetic set's ``source_index`` names the real row), or any synthetic row
+    partner: Literal["own", "any"] = added_field("own")
+    # None trains on whole images; a size trains on one seeded random crop per row and epoch and
+    # predicts with MONAI's sliding-window inference (seed 002: 384 px windows, overlap 0.5)
+    patch_size: PositiveInt | None = added_field(None)
+    window_overlap: Annotated[float, Range(ge=0, lt=1)] = added_field(0.5)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -132,16 +149,20 @@ def check_config(cfg: SegmentEvalConfig) -> None:
             "data.shards is not set", "pass data.shards=PATH (an image+mask shard set)"
         )
     needs_synthetic = train.training_data in ("mixed", "merging")
-    if needs_synthetic and data.synthetic is None:
+    has_synthetic = data.synthetic is not None or data.synthetic_folds is not None
+    if needs_synthetic and not has_synthetic:
         raise ConfigError(
             f"train.training_data={train.training_data} needs data.synthetic",
             "set data.synthetic=PATH (an image+mask shard set), or train.training_data=real",
         )
-    if not needs_synthetic and data.synthetic is not None:
+    if not needs_synthetic and has_synthetic:
+        key = "data.synthetic" if data.synthetic is not None else "data.synthetic_folds"
         raise ConfigError(
-            "data.synthetic is set but train.training_data=real would ignore it",
-            "set train.training_data=mixed or merging, or drop data.synthetic",
+            f"{key} is set but train.training_data=real would ignore it",
+            f"set train.training_data=mixed or merging, or drop {key}",
         )
+    _check_folds(data)
+    _check_patches(cfg)
     if not train.seeds or len(set(train.seeds)) != len(train.seeds):
         raise ConfigError(
             f"train.seeds={train.seeds} must be a non-empty list of distinct seeds",
@@ -184,3 +205,45 @@ def check_config(cfg: SegmentEvalConfig) -> None:
         )
     if cfg.report.figure_cases < 0:
         raise ConfigError("report.figure_cases must be >= 0", "e.g. 4")
+
+
+def _check_folds(data: SegmentDataConfig) -> None:
+    if data.folds > 1 and data.eval_split != "test":
+        raise ConfigError(
+            f"data.eval_split={data.eval_split} with data.folds={data.folds}: each fold "
+            "reports on its test groups and selects on its val groups",
+            "set data.eval_split=test, or data.folds=1",
+        )
+    if data.synthetic_folds is None:
+        return
+    if data.synthetic is not None:
+        raise ConfigError(
+            "data.synthetic and data.synthetic_folds are both set",
+            "set data.synthetic (one set for every fold) or data.synthetic_folds (one per fold)",
+        )
+    if data.folds == 1:
+        raise ConfigError(
+            "data.synthetic_folds is set but data.folds=1 (no cross-validation)",
+            f"set data.folds={len(data.synthetic_folds)}, or data.synthetic=PATH instead",
+        )
+    if len(data.synthetic_folds) != data.folds:
+        raise ConfigError(
+            f"data.synthetic_folds lists {len(data.synthetic_folds)} set(s) for data.folds="
+            f"{data.folds}",
+            f"give one synthetic set per fold ({data.folds} paths, fold 0 first)",
+        )
+
+
+def _check_patches(cfg: SegmentEvalConfig) -> None:
+    patch, model = cfg.train.patch_size, cfg.model
+    if patch is None or not model.encoder.startswith("monai"):
+        return
+    factor = 2 ** (len(model.channels) - 1)
+    if patch % factor:
+        fit = max(factor, patch // factor * factor)
+        raise ConfigError(
+            f"train.patch_size={patch} is not divisible by {factor}, which model.encoder="
+            f"{model.encoder} with model.channels={model.channels} ({len(model.channels)} levels) "
+            "needs",
+            f"set train.patch_size={fit} (a multiple of {factor}), or use fewer levels",
+        )

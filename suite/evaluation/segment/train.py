@@ -17,14 +17,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from suite.data.dataset import ShardDataset
 from suite.evaluation.segment.augment import BaselineAugment
 from suite.evaluation.segment.config import SegmentEvalConfig, SegmentModelConfig
-from suite.evaluation.segment.data import SegmentSets, to_batch, training_set
+from suite.evaluation.segment.data import SegmentSets, Split, to_batch, training_set
 from suite.evaluation.segment.losses import dice_ce_loss
 from suite.evaluation.segment.merging import merge, merge_labels, random_merging_mask
 from suite.evaluation.segment.metrics import quick_dice
 from suite.evaluation.segment.monai_nets import monai_network
+from suite.evaluation.segment.patches import Window, crop, crop_corner, infer
 from suite.evaluation.segment.resnet_unet import ResNetUNet, resnet_unet
 from suite.evaluation.segment.unet import UNet
 
@@ -42,9 +42,12 @@ class Model:
     description: dict[str, Any]
 
 
-def build_model(cfg: SegmentModelConfig, sets: SegmentSets) -> Model:
-    """The configured U-Net for this data (the caller seeds torch first)."""
+def build_model(cfg: SegmentModelConfig, sets: SegmentSets, patch_size: int | None = None) -> Model:
+    """The configured U-Net for this data, or for ``patch_size`` patches of it (the caller seeds
+    torch first)."""
     channels, height, width = sets.image_shape
+    if patch_size is not None:
+        height = width = patch_size
     if cfg.encoder == "conv":
         net: nn.Module = UNet(channels, sets.num_classes, cfg.channels)
         mean, std = (CONV_MEAN,) * channels, (CONV_STD,) * channels
@@ -81,22 +84,44 @@ def _collate(samples: list[dict]) -> list[dict]:
     return samples  # to_batch normalises with the model's mean/std
 
 
+def inference_window(cfg: SegmentEvalConfig) -> Window | None:
+    """Sliding-window inference when training on patches, else whole images."""
+    tc = cfg.train
+    return None if tc.patch_size is None else Window(tc.patch_size, tc.window_overlap)
+
+
 @torch.no_grad()
-def predict(model: Model, ds: ShardDataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: Model, ds: Split, batch_size: int, window: Window | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Argmax label maps and truths of every row of ``ds``: two ``(N, H, W)`` uint8 arrays."""
     model.net.eval()
     preds, truths = [], []
     for samples in DataLoader(ds, batch_size=batch_size, collate_fn=_collate):
         images, masks = to_batch(samples, model.mean, model.std)
-        preds.append(model.net(images).argmax(dim=1).to(torch.uint8).numpy())
+        preds.append(infer(model.net, images, window).argmax(dim=1).to(torch.uint8).numpy())
         truths.append(masks.to(torch.uint8).numpy())
     return np.concatenate(preds), np.concatenate(truths)
 
 
-def validation_dice(model: Model, ds: ShardDataset, classes: list[int], batch_size: int) -> float:
+def validation_dice(
+    model: Model, ds: Split, classes: list[int], batch_size: int, window: Window | None = None
+) -> float:
     """Mean over validation images of the mean foreground Dice (seed 002's ``quick_dice``)."""
-    pred, truth = predict(model, ds, batch_size)
+    pred, truth = predict(model, ds, batch_size, window)
     return float(np.mean([quick_dice(p, t, classes) for p, t in zip(pred, truth)]))
+
+
+def own_partners(
+    versions: dict[int, np.ndarray], indices: list[int], generator: torch.Generator
+) -> list[int]:
+    """For each real row, one of its own synthetic versions, uniformly (seed 002's partner)."""
+    draws = torch.rand(len(indices), generator=generator).tolist()
+    picks = []
+    for index, u in zip(indices, draws):
+        choices = versions[index]
+        picks.append(int(choices[min(int(u * len(choices)), len(choices) - 1)]))
+    return picks
 
 
 @dataclass(slots=True)
@@ -132,15 +157,29 @@ def fit(model: Model, sets: SegmentSets, cfg: SegmentEvalConfig, seed: int) -> F
         losses = []
         for samples in loader:
             samples = [augment(s, epoch) for s in samples]
+            corners = []
+            if tc.patch_size is not None:
+                shape = sets.image_shape[1:]
+                corners = [
+                    crop_corner(seed, epoch, s["index"], shape, tc.patch_size) for s in samples
+                ]
+                samples = [crop(s, c, tc.patch_size) for s, c in zip(samples, corners)]
             images, masks = to_batch(samples, model.mean, model.std)
             logits = net(images)
             if tc.training_data == "merging":
                 assert sets.synthetic is not None
                 # one synthetic partner per real image, drawn with this seed's generator
-                partners = torch.randint(len(sets.synthetic), (len(samples),), generator=g)
-                syn_images, syn_masks = to_batch(
-                    sets.synthetic.__getitems__(partners.tolist()), model.mean, model.std
-                )
+                if sets.partners is not None:
+                    indices = [int(s["index"]) for s in samples]
+                    partners = own_partners(sets.partners, indices, g)
+                else:
+                    partners = torch.randint(
+                        len(sets.synthetic), (len(samples),), generator=g
+                    ).tolist()
+                syn_samples = sets.synthetic.__getitems__(partners)
+                if corners:  # the partner is cut where its real row was
+                    syn_samples = [crop(s, c, tc.patch_size) for s, c in zip(syn_samples, corners)]
+                syn_images, syn_masks = to_batch(syn_samples, model.mean, model.std)
                 height, width = images.shape[-2:]
                 m = random_merging_mask(
                     len(samples), height, width, alpha=tc.alpha, patch=tc.merge_patch, generator=g
@@ -152,7 +191,9 @@ def fit(model: Model, sets: SegmentSets, cfg: SegmentEvalConfig, seed: int) -> F
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-        val = validation_dice(model, sets.val, sets.foreground, tc.batch_size)
+        val = validation_dice(
+            model, sets.val, sets.foreground, tc.batch_size, inference_window(cfg)
+        )
         result.history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": val})
         if val > result.best_val_dice:
             result.best_epoch, result.best_val_dice = epoch, val

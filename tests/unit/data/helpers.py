@@ -113,3 +113,39 @@ def make_square_mask_set(directory: Path, n: int = 6) -> Path:
                     "source": f"img{i}.png", "group": f"g{i}"})  # fmt: skip
     writer.close()
     return directory
+
+
+def make_volume_set(
+    directory: Path, volumes: int = 6, per_volume: int = 2, size: int = 16, shard_size: int = 5
+) -> Path:
+    """``volumes`` groups ``vol{v}`` of ``per_volume`` slices, a bright square where the mask is;
+    rows shuffled across shards (folds must follow groups, not row order); own split ``i % 3``."""
+    directory.mkdir(parents=True)
+    attrs = {"source": "real", "mask_names": ["background", "blob"]}
+    writer = ShardSetWriter(directory, attrs, shard_size=shard_size)
+    for i in np.random.default_rng(0).permutation(volumes * per_volume):
+        mask = np.zeros((1, size, size), np.uint8)
+        mask[0, 3 : 9 + i % 4, 4:12] = 1
+        writer.add({"images": (30 + 150 * mask).astype(np.uint8), "masks": mask,
+                    "index": int(i), "split": int(i % 3), "group": f"vol{i // per_volume}"})  # fmt: skip
+    writer.close()
+    return directory
+
+
+def make_pairs(real: Path, directory: Path, per_row: int = 2, split: str | None = None) -> Path:
+    """What ``synmed sample --conditions REAL --per-condition K`` writes for an image+mask set:
+    ``per_row`` versions of each (``split``) row, its mask and its index as ``source_index``."""
+    from suite.data.dataset import ShardDataset
+
+    ds = ShardDataset(real, split=split)
+    directory.mkdir(parents=True)
+    attrs = {"source": "synthetic", "mask_names": ds.manifest.attrs.get("mask_names", [])}
+    writer = ShardSetWriter(directory, attrs, shard_size=8)
+    for p in range(len(ds)):
+        sample = ds[p]
+        for k in range(per_row):
+            image = np.clip(sample["image"].numpy().astype(int) + 10 * (k + 1), 0, 255)
+            writer.add({"images": image.astype(np.uint8), "masks": sample["mask"].numpy(),
+                        "index": p * per_row + k, "source_index": sample["index"]})  # fmt: skip
+    writer.close()
+    return directory

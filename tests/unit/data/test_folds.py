@@ -13,25 +13,8 @@ from sklearn.model_selection import KFold
 from suite.cli import main as synmed_main
 from suite.data.dataset import ShardDataset
 from suite.data.folds import FOLDS_FILE, fold_groups, fold_splits, write_fold_sets
-from suite.data.writer import ShardSetWriter
 from suite.errors import ConfigError, DataError
-from tests.unit.data.helpers import make_shard_set
-
-
-def volume_set(directory: Path, volumes: int = 6, per_volume: int = 2, size: int = 16) -> Path:
-    """``volumes`` groups of ``per_volume`` slices with square masks; rows shuffled across shards."""
-    directory.mkdir(parents=True)
-    writer = ShardSetWriter(
-        directory, {"source": "real", "mask_names": ["background", "blob"]}, shard_size=5
-    )
-    order = np.random.default_rng(0).permutation(volumes * per_volume)
-    for i in order:
-        mask = np.zeros((1, size, size), np.uint8)
-        mask[0, 3 : 9 + i % 4, 4:12] = 1
-        writer.add({"images": (30 + 150 * mask).astype(np.uint8), "masks": mask,
-                    "index": int(i), "split": int(i % 3), "group": f"vol{i // per_volume}"})  # fmt: skip
-    writer.close()
-    return directory
+from tests.unit.data.helpers import make_shard_set, make_volume_set
 
 
 def test_folds_follow_kfold_over_sorted_groups_and_cover_every_group_once() -> None:
@@ -65,7 +48,7 @@ def test_too_few_groups_or_bad_settings_are_one_error_each() -> None:
 
 
 def test_fold_sets_keep_rows_and_indices_and_reassign_splits(tmp_path: Path) -> None:
-    source = volume_set(tmp_path / "vols")
+    source = make_volume_set(tmp_path / "vols")
     out = tmp_path / "folds"
     body = write_fold_sets(source, out, folds=3, val_fraction=0.25)
     original = ShardDataset(source)
@@ -106,7 +89,7 @@ def test_cli_refuses_a_set_without_groups_and_leaves_nothing(
     err = capsys.readouterr().err
     assert "has no group column" in err and str(plain) in err and "fix:" in err
     assert not out.exists() and not list(tmp_path.glob(".folds.staging-*"))
-    vols = volume_set(tmp_path / "vols", volumes=2)
+    vols = make_volume_set(tmp_path / "vols", volumes=2)
     assert synmed_main(["data", "folds", str(vols), "--folds", "3", "--out", str(out)]) == 2
     assert "has 2 group(s)" in capsys.readouterr().err and not out.exists()
     assert synmed_main(["data", "folds", str(vols), "--folds", "2", "--out", str(out)]) == 2
@@ -114,8 +97,15 @@ def test_cli_refuses_a_set_without_groups_and_leaves_nothing(
 
 
 def test_cli_writes_the_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    vols = volume_set(tmp_path / "vols")
+    vols = make_volume_set(tmp_path / "vols")
     out = tmp_path / "folds"
     assert synmed_main(["data", "folds", str(vols), "--folds", "3", "--out", str(out)]) == 0
     assert "fold2: train" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fold0", "fold1", "fold2"]
+    assert synmed_main(["data", "verify", str(out / "fold1")]) == 0  # digests, counts, schema
+    # a second run into the same folder is refused unless --overwrite, which replaces it whole
+    assert synmed_main(["data", "folds", str(vols), "--folds", "3", "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    args = ["data", "folds", str(vols), "--folds", "2", "--out", str(out), "--overwrite"]
+    assert synmed_main(args) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fold0", "fold1"]
