@@ -26,7 +26,7 @@ def load(tmp_path: Path, *overrides: str, path: Path = BUSI) -> PipelineConfig:
 def test_the_controlnet_trains_on_the_edges_stage_and_samples_from_it(tmp_path: Path) -> None:
     cfg = load(tmp_path)
     _, steps = plan(cfg)
-    assert [s.stage for s in steps] == cfg.stages
+    assert list(dict.fromkeys(s.stage for s in steps)) == cfg.stages
     assert STAGES["generator"].needs(cfg) == ["ingest", "edges"]
     assert STAGES["sample"].needs(cfg) == ["generator", "edges"]
     assert STAGES["edges"].needs(cfg) == ["ingest"]
@@ -37,7 +37,7 @@ def test_the_controlnet_trains_on_the_edges_stage_and_samples_from_it(tmp_path: 
 
 
 def test_an_edge_guided_run_without_its_edges_stage_is_refused(tmp_path: Path) -> None:
-    stages = "stages=[ingest,generator,sample,eval_segment,report]"
+    stages = "stages=[ingest,folds,generator,sample,eval_segment,report]"
     with pytest.raises(ConfigError) as err:
         plan(load(tmp_path, stages))
     assert "generator.model.hints is not set and the run has no edges stage" in str(err.value)
