@@ -203,3 +203,27 @@ def test_every_sd_family_reads_the_blend_and_a_lone_prompt_term_is_the_plain_pro
     mixed = sd_lora('model.prompt_blend=[{text: "{prompt}", weight: 0.5}, '
                     '{text: "gray, sketch", weight: 0.5}]')  # fmt: skip
     assert not np.array_equal(mixed.sample([0, 1], 0, conditions, options).images, plain)
+
+
+def test_the_blend_and_its_phrases_file_ride_in_the_export(
+    tiny_sd: Path, pairs: tuple[Path, Path, Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from suite.generative.base import Conditions, SampleOptions
+    from suite.generative.export import export_generator, load_generator
+
+    monkeypatch.chdir(pairs[2].parent)  # a relative path, as a user types it
+    model = controlnet(tiny_sd, pairs, SEED_BLEND, f"model.prompt_blend_phrases={pairs[2].name}")
+    assert model.config.prompt_blend_phrases == str(pairs[2].resolve())
+    export_generator(model, tmp_path / "export", {}, class_names=[])
+    monkeypatch.chdir(tmp_path)  # a sampling worker's working directory differs
+    loaded, _ = load_generator(tmp_path / "export")
+    assert loaded.config.prompt_blend == model.config.prompt_blend
+    hint = np.zeros((2, 1, 16, 16), np.uint8)
+    options = SampleOptions(sampler="ddim", steps=1, guidance_scale=3.0)
+    ours = model.eval().sample([0, 1], 2, Conditions(images=hint), options)
+    theirs = loaded.sample([0, 1], 2, Conditions(images=hint), options)
+    assert np.array_equal(ours.images, theirs.images)
+    assert [m["prompt_blend"] for m in ours.metadata] == [
+        m["prompt_blend"] for m in theirs.metadata
+    ]
