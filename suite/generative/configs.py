@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from suite.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from suite.config import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    added_field,
+)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -166,6 +173,16 @@ class PGGANConfig(GANConfig):
 
 
 @dataclass(kw_only=True, slots=True)
+class PromptTerm:
+    """One term of a text-embedding blend: ``weight`` times the text encoder's hidden states of
+    ``text``, where ``{prompt}`` stands for the row's prompt and ``{phrase}`` for its line of
+    ``prompt_blend_phrases``."""
+
+    text: str
+    weight: NonNegativeFloat
+
+
+@dataclass(kw_only=True, slots=True)
 class StableDiffusionConfig:
     """What the families on a local Stable Diffusion folder share (suite/generative/stable_diffusion.py).
 
@@ -178,6 +195,13 @@ class StableDiffusionConfig:
     weighting, Hang et al. 2023, arXiv:2303.09556; 0 = plain MSE) are diffusers' training
     scripts' options. ``channels: 1`` feeds grey images to the RGB VAE as three equal channels
     and returns the channel mean.
+
+    ``prompt_blend`` (sampling only; empty: the prompt as it is) conditions each sampled image on
+    the weighted sum of its terms' text embeddings (seed 002: 0.045 prompt + 0.005 phrase + 0.95
+    "gray, sketch"; weights need not sum to 1). A ``{phrase}`` term reads
+    ``prompt_blend_phrases`` (a text file, one phrase per line); ``prompt_blend_pick`` chooses
+    image ``i``'s line: ``random`` (a hash of the sampling seed and ``i``) or ``cycle`` (line
+    ``i`` mod the line count, the seed's ``aug_list[i % len(aug_list)]``).
     """
 
     # where `synmed models tiny-sd --out` or a copied SD 1.5 download puts it (docs/latent-diffusion.md)
@@ -195,6 +219,9 @@ class StableDiffusionConfig:
     # sampling defaults (``synmed sample --guidance-scale`` overrides the scale)
     guidance_scale: NonNegativeFloat = 7.5
     negative_prompt: str = ""
+    prompt_blend: tuple[PromptTerm, ...] = added_field(())
+    prompt_blend_phrases: str | None = added_field(None)
+    prompt_blend_pick: Literal["random", "cycle"] = added_field("random")
 
 
 @dataclass(kw_only=True, slots=True)

@@ -2,7 +2,8 @@
 (UNet, VAE, CLIP text encoder and tokenizer, scheduler) from a diffusers folder, the prompt of
 every row, the latent denoising loss of diffusers' training scripts, and sampling in the VAE's
 latent space with classifier-free guidance through the shared diffusion loop
-(suite/generative/diffusion.py).
+(suite/generative/diffusion.py), the positive conditioning optionally a weighted blend of text
+embeddings (``model.prompt_blend``, seed 002's).
 
 A family names what trains (:meth:`Generator.trainable_modules`: LoRA adapters, a ControlNet)
 and how the UNet is called (:meth:`StableDiffusionFamily.predict`); the base is never trained,
@@ -43,6 +44,8 @@ SCHEDULE_KEYS = (
     "steps_offset",
     "timestep_spacing",
 )
+# what a ``model.prompt_blend`` term's text holds in place of the row's prompt and its phrase
+PROMPT_SLOT, PHRASE_SLOT = "{prompt}", "{phrase}"
 
 
 def base_folder(base: str) -> Path:
@@ -86,7 +89,15 @@ class StableDiffusionFamily(DiffusionGenerator):
 
         base = base_folder(config.base)
         # the export records the absolute folder: a sampling actor's working directory differs
-        self.config = config = dataclasses.replace(config, base=str(base))
+        phrases_path = config.prompt_blend_phrases
+        if phrases_path is not None:
+            phrases_path = str(Path(phrases_path).expanduser().resolve())
+        self.config = config = dataclasses.replace(
+            config, base=str(base), prompt_blend_phrases=phrases_path
+        )
+        self._phrases = blend_phrases(config)
+        # (seed, indices) of the batch being sampled: a blend's phrase is drawn per image from them
+        self._sampling_rows: tuple[int, list[int]] | None = None
         self._base = base
         try:
             self.unet = UNet2DConditionModel.from_pretrained(base / "unet", local_files_only=True)
@@ -204,6 +215,36 @@ class StableDiffusionFamily(DiffusionGenerator):
         ).input_ids.to(device)
         return self.text_encoder(ids, return_dict=False)[0]
 
+    def blend_terms(
+        self, prompts: Sequence[str], seed: int, indices: Sequence[int]
+    ) -> list[list[dict[str, Any]]]:
+        """Each row's ``model.prompt_blend`` terms as {"text", "weight"}, its prompt and phrase
+        filled in; image ``indices[r]``'s phrase depends on (seed, index) alone."""
+        rows = []
+        for prompt, index in zip(prompts, indices):
+            phrase = ""
+            if self._phrases is not None:
+                phrase = self._phrases[
+                    phrase_line(seed, int(index), len(self._phrases), self.config.prompt_blend_pick)
+                ]
+            rows.append([
+                {"text": t.text.replace(PROMPT_SLOT, prompt).replace(PHRASE_SLOT, phrase),
+                 "weight": t.weight}
+                for t in self.config.prompt_blend
+            ])  # fmt: skip
+        return rows
+
+    def encode_blend(self, terms: list[list[dict[str, Any]]], device: torch.device) -> torch.Tensor:
+        """The weighted sum of each term's text embeddings, terms added in order (the seed's
+        ``0.045 * E(a) + 0.005 * E(b) + 0.95 * E(c)``)."""
+        blended = None
+        for j in range(len(self.config.prompt_blend)):
+            weight = self.config.prompt_blend[j].weight
+            part = weight * self.encode_prompts([row[j]["text"] for row in terms], device)
+            blended = part if blended is None else blended + part
+        assert blended is not None, "encode_blend() runs only with model.prompt_blend set"
+        return blended
+
     # -- training ----------------------------------------------------------------------------------
 
     def modules_in_training(self) -> list[nn.Module]:
@@ -311,11 +352,15 @@ class StableDiffusionFamily(DiffusionGenerator):
         options: SampleOptions,
         device: torch.device | str = "cpu",
     ) -> SampleOutput:
-        if self._frozen_dtype is None:
-            return super().sample(indices, seed, conditions, options, device)
-        # a half-precision base (cast_frozen) reads float32 latents under autocast
-        with torch.autocast(torch.device(device).type, dtype=self._frozen_dtype):
-            return super().sample(indices, seed, conditions, options, device)
+        self._sampling_rows = (seed, [int(i) for i in indices])
+        try:
+            if self._frozen_dtype is None:
+                return super().sample(indices, seed, conditions, options, device)
+            # a half-precision base (cast_frozen) reads float32 latents under autocast
+            with torch.autocast(torch.device(device).type, dtype=self._frozen_dtype):
+                return super().sample(indices, seed, conditions, options, device)
+        finally:
+            self._sampling_rows = None
 
     # -- sampling ----------------------------------------------------------------------------------
 
@@ -331,7 +376,14 @@ class StableDiffusionFamily(DiffusionGenerator):
         self, conditions: Conditions | None, options: SampleOptions, n: int, device: Any
     ) -> dict[str, Any]:
         prompts = self.prompts_for(conditions, n)
-        cond = self.encode_prompts(prompts, device)
+        blend = None
+        if self.config.prompt_blend:
+            assert self._sampling_rows is not None, "encode_conditions() runs inside sample()"
+            seed, indices = self._sampling_rows
+            blend = self.blend_terms(prompts, seed, indices)
+            cond = self.encode_blend(blend, device)
+        else:
+            cond = self.encode_prompts(prompts, device)
         uncond = None
         if options.guidance_scale != 1.0:
             negative = options.negative_prompt
@@ -342,7 +394,7 @@ class StableDiffusionFamily(DiffusionGenerator):
         if conditions is not None and conditions.images is not None and "images" in self.conditions:
             hints = torch.as_tensor(conditions.images, device=device).float().div(255)
         return {"conditions": conditions, "prompts": prompts, "cond": cond, "uncond": uncond,
-                "hints": hints}  # fmt: skip
+                "hints": hints, "blend": blend}  # fmt: skip
 
     def denoise(
         self, x: torch.Tensor, t: torch.Tensor, conditions: Any, guidance_scale: float
@@ -375,6 +427,10 @@ class StableDiffusionFamily(DiffusionGenerator):
             {"prompt_sha256": sha256_text(p), self.weights_key: digest}
             for p in conditions["prompts"]
         ]
+        if conditions["blend"] is not None:
+            # the prompts column keeps the row's prompt; what conditioned the image is the blend
+            for row, terms in zip(output.metadata, conditions["blend"]):
+                row["prompt_blend"] = terms
         return output
 
     def exported(self) -> StableDiffusionFamily:
@@ -389,6 +445,54 @@ class StableDiffusionFamily(DiffusionGenerator):
             h.update(key.encode())
             h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
+
+
+def blend_phrases(config: Any) -> list[str] | None:
+    """The phrases a ``{phrase}`` term of ``model.prompt_blend`` draws from (None: no such
+    term), the blend's settings checked."""
+    terms = config.prompt_blend
+    uses_phrase = any(PHRASE_SLOT in t.text for t in terms)
+    if terms and not any(t.weight > 0 for t in terms):
+        raise ConfigError(
+            "every weight of model.prompt_blend is 0, so the images would be conditioned on nothing",
+            "give at least one term a weight above 0, or drop model.prompt_blend",
+        )
+    if config.prompt_blend_phrases is not None and not uses_phrase:
+        raise ConfigError(
+            f"model.prompt_blend_phrases is {config.prompt_blend_phrases}, but no term of "
+            "model.prompt_blend reads it (none has {phrase} in its text)",
+            "add a term {text: '{phrase}', weight: W} to model.prompt_blend, or drop "
+            "model.prompt_blend_phrases",
+        )
+    if not uses_phrase:
+        return None
+    path = config.prompt_blend_phrases
+    fix = (
+        "set model.prompt_blend_phrases to a text file of phrases, one per line (seed 002: the "
+        "diffusion/ControlNet/aug_list.txt of NUBagciLab/DiffBoost), or drop the {phrase} term"
+    )
+    if path is None:
+        raise ConfigError("a term of model.prompt_blend has {phrase}, but "
+                          "model.prompt_blend_phrases is not set", fix)  # fmt: skip
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"model.prompt_blend_phrases {path} does not exist", fix)
+    try:
+        phrases = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise ConfigError(f"model.prompt_blend_phrases {path} is not UTF-8 text", fix) from None
+    if not phrases:
+        raise ConfigError(f"model.prompt_blend_phrases {path} holds no phrases", fix)
+    return phrases
+
+
+def phrase_line(seed: int, index: int, count: int, pick: str) -> int:
+    """The line of ``count`` phrases that image ``index`` of sampling ``seed`` reads: a pure
+    function of its arguments (never the global RNG), so any worker draws the same."""
+    if pick == "cycle":
+        return index % count
+    digest = hashlib.sha256(f"prompt-blend-phrase:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count
 
 
 def read_captions(path: Path) -> dict[str, str]:
