@@ -130,6 +130,11 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
             o.append(f"generator.model.base={sd_base or out_dir / 'tiny-sd'}")
             if model["kind"] == "controlnet":
                 o.append("generator.model.conditioning_embedding_out_channels=[16,32]")
+            if "prompt_blend_phrases" in model:  # the seed's list is the user's to supply
+                phrases = out_dir / "phrases.txt"
+                out_dir.mkdir(parents=True, exist_ok=True)
+                phrases.write_text("ultrasound, speckle\nlow contrast\n")
+                o.append(f"generator.model.prompt_blend_phrases={phrases}")
         elif model["kind"] == "dcgan":
             o += under("generator.model", latent_dim=8, ngf=4, ndf=4)
             if model.get("architecture") == "seed":  # it makes 16 x seed_base px, then resizes

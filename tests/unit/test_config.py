@@ -144,9 +144,9 @@ def test_every_shipped_config_loads(path: Path) -> None:
 # of suite/config.py and the kind unions moved onto registries. A stage records its config's digest
 # to know when its outputs are stale, so a refactor of the engine must never change one.
 SHIPPED_DIGESTS = {
-    "configs/papers/diffboost/run_prostate_mri.yaml": "dcde52d37141459f806cf0f67479270badc5c0b0d7edf19e70334351b42c00b5",
-    "configs/papers/diffboost/run_spleen_ct.yaml": "13ca259b6ac5bb1e50e50078f95fb115b5d2d1a748fd655c4d35ee1ccdfcf1f5",
-    "configs/papers/diffboost/run_busi.yaml": "ea7323cdf95750400c392da60d31def6327bc432a98c7ed954274f04131f2be2",
+    "configs/papers/diffboost/run_prostate_mri.yaml": "c7f27176a26b3bdb4bec642c5cff58d38c855512621d9eccbe9764755b438617",
+    "configs/papers/diffboost/run_spleen_ct.yaml": "5af6a2716de5bdf157610d204967ea01eb731c0f0893c0746b1fb4928ed6d7c4",
+    "configs/papers/diffboost/run_busi.yaml": "8f7a8342b907398162fed0b14e0d22e23b89aabc491d9eecbcae469c8c5bbd20",
     "configs/data/chest_dicom.yaml": "b282089ecf32513972732012e497e620d62644dcbe521677f31b6c2917b653fe",
     "configs/data/covid_radiography.yaml": "1489a22f36eb48506b0a4855f2ea5a5f820d4bb88d21bf91dd0bec2edaab3a98",
     "configs/data/covidx_cxr4.yaml": "3a29fa1c9e33ec7df043686d1141e42557eafee0af6874d9b82436053317197a",
