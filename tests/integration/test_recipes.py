@@ -126,6 +126,9 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
         elif model["kind"] == "ddpm_diffusers":
             o += under("generator.model", timesteps=20, block_out_channels="[8,16]",
                        layers_per_block=1, attention="[false,true]", norm_num_groups=4)  # fmt: skip
+        elif model["kind"] == "mask_ddpm":
+            o += under("generator.model", timesteps=20, block_out_channels="[8,16]",
+                       attention="[false,true]", norm_num_groups=4)  # fmt: skip
         elif model["kind"] in SD_FAMILIES:  # the tiny SD downsamples 2x: two hint levels
             o.append(f"generator.model.base={sd_base or out_dir / 'tiny-sd'}")
             if model["kind"] == "controlnet":
