@@ -76,18 +76,34 @@ def plan(
             + ("" if folds else " (it has no folds stage)"),
             f"pass --fold 0 to {folds.folds - 1}" if folds else "drop --fold",
         )
-    selected = [only] if only else stages[: stages.index(until) + 1] if until else stages
-    run_dir, steps, _ = _plan(cfg, selected, force=force)
-    if fold is not None:
-        steps = [s for s in steps if s.fold == fold]
-    return run_dir, steps
+    if fold is None:
+        selected = [only] if only else stages[: stages.index(until) + 1] if until else stages
+        return _plan(cfg, selected, force=force)[:2]
+    # one fold: --only and --until name stages of the fold's run (its ingest included)
+    fold_stages = ["ingest", *per_fold_stages(cfg)]
+    for name in (until, only):
+        if name is not None and name not in fold_stages:
+            raise ConfigError(
+                f"stage {name!r} is not a stage of a fold's run",
+                f"with --fold: {', '.join(fold_stages)}",
+            )
+    chosen = [only] if only else fold_stages[: fold_stages.index(until) + 1] if until else None
+    run_dir, steps, _ = _plan(cfg, [], force=force, fold_selected=chosen or fold_stages)
+    return run_dir, [s for s in steps if s.fold == fold]
 
 
 def _plan(
-    cfg: PipelineConfig, selected: list[str], *, force: bool, inherited: tuple[str, ...] = ()
+    cfg: PipelineConfig,
+    selected: list[str],
+    *,
+    force: bool,
+    inherited: tuple[str, ...] = (),
+    fold_selected: list[str] | None = None,
 ) -> tuple[Path, list[Step], dict[str, str]]:
     """Steps of the ``selected`` stages and the digest of every stage. ``inherited``: digests a
-    fold run's first stage also covers (the folds stage that wrote its set)."""
+    fold run's first stage also covers (the folds stage that wrote its set). ``fold_selected``:
+    the stages of each fold run to step (default: the selected per-fold stages, after the fold
+    run's ingest)."""
     run_dir = Path(cfg.run.out_dir) / cfg.run.name
     ctx = Context(cfg, run_dir)
     stages = [s for s in STAGE_ORDER if s in cfg.stages]
@@ -116,12 +132,14 @@ def _plan(
         digests[name] = digest(name, stage.settings(cfg), cfg.run.seed, upstream)
         if name == "folds" and per_fold:
             wanted = [s for s in selected if s in per_fold]
+            in_fold = fold_selected if fold_selected is not None else (
+                ["ingest", *wanted] if wanted else []
+            )  # fmt: skip
             fold_digests: list[dict[str, str]] = []
             for k in range(folds_count(cfg)):
                 _, steps_k, digests_k = _plan(
-                    fold_run(cfg, run_dir, k), ["ingest", *wanted] if wanted else [],
-                    force=force, inherited=(digests["folds"],),
-                )  # fmt: skip
+                    fold_run(cfg, run_dir, k), in_fold, force=force, inherited=(digests["folds"],)
+                )
                 fold_steps += [replace(step, fold=k) for step in steps_k]
                 fold_digests.append(digests_k)
             for s in per_fold:

@@ -53,8 +53,17 @@ def test_fold_digests_follow_the_folds_stage(tmp_path: Path) -> None:
 def test_fold_keeps_one_folds_steps(tmp_path: Path) -> None:
     _, steps = plan(load(tmp_path), fold=2)
     assert [s.label for s in steps] == [f"fold2/{s}" for s in PER_FOLD]
+    # with --fold, --only and --until name stages of the fold's run (what a SLURM job runs)
     _, only = plan(load(tmp_path), only="generator", fold=0)
-    assert [s.label for s in only] == ["fold0/ingest", "fold0/generator"]
+    assert [s.label for s in only] == ["fold0/generator"]
+    _, ingest = plan(load(tmp_path), only="ingest", fold=1)
+    assert [s.label for s in ingest] == ["fold1/ingest"]
+    _, until = plan(load(tmp_path), until="edges", fold=1)
+    assert [s.label for s in until] == ["fold1/ingest", "fold1/edges"]
+    with pytest.raises(ConfigError) as err:
+        plan(load(tmp_path), only="folds", fold=0)
+    assert "stage 'folds' is not a stage of a fold's run" in str(err.value)
+    assert err.value.fix.startswith("with --fold: ingest, edges")
     _, every = plan(load(tmp_path), only="eval_segment")
     assert [s.label for s in every] == [f"fold{k}/{s}" for k in range(3)
                                         for s in ("ingest", "eval_segment")]  # fmt: skip
