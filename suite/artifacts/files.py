@@ -119,9 +119,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """``data`` to ``path`` via ``path.tmp``, fsync'd and renamed; the ``.tmp`` never outlives a failure."""
+    """``data`` to ``path`` via ``path.<pid>.tmp``, fsync'd and renamed; the ``.tmp`` never
+    outlives a failure. The pid keeps two processes writing one file (the folds of a run, run
+    side by side) off each other's temporary file: the last rename wins, whole."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
