@@ -281,6 +281,10 @@ class Generator(nn.Module, ABC):
                 f"use one of: {', '.join(self.samplers)}",
             )
 
+    def check_conditions(self, conditions: Path | None, split: str | None) -> None:
+        """Refuse a sampling job's ``--conditions`` set (None: none given) before any output is
+        written; the set already has the columns ``conditions`` declares. Default: nothing."""
+
     @torch.no_grad()
     def sample_preview(
         self, n: int, *, steps: int, seed: int, labels: torch.Tensor | None = None

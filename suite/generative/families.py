@@ -27,6 +27,7 @@ GENERATORS = Registry(
         "sd_lora": "suite.generative.configs:SDLoRAConfig",
         "sd_dreambooth": "suite.generative.configs:SDDreamBoothConfig",
         "controlnet": "suite.generative.configs:ControlNetConfig",
+        "mask_ddpm": "suite.generative.configs:MaskDDPMConfig",
     },
 )
 FAMILIES: Registry[type[Generator]] = GENERATORS.follow("implementation")

@@ -682,6 +682,7 @@ def run_sampling(
             f"drop {flag}; it is for text-to-image families (sd_lora, sd_dreambooth)",
         )
     source = condition_source(model, conditions, conditions_split) if conditions else None
+    model.check_conditions(conditions, conditions_split)
     checkpoint_str = str(Path(checkpoint).resolve())
     guidance = (
         guidance_scale
