@@ -247,11 +247,15 @@ def test_every_generator_family_builds_from_its_default_config(
         model.bind_rows(ShardDataset(shards))
     batch = {"image": torch.rand(2, config.channels, 16, 16), "label": torch.tensor([0, 1]),
              "index": torch.tensor([0, 1])}  # fmt: skip
+    if "masks" in family.conditions:
+        batch["mask"] = torch.zeros(2, 1, 16, 16, dtype=torch.uint8)
     for objective in getattr(family, "step_order", ("model",)):  # a GAN's D and G objectives
         loss = model(batch, objective)
         assert loss.ndim == 0 and torch.isfinite(loss), objective
     labels = Conditions(labels=np.zeros(1, dtype=np.int64)) if model.num_classes else None
     if "images" in family.conditions:  # a conditioning image per row
         labels = Conditions(images=np.zeros((1, 1, 16, 16), dtype=np.uint8))
+    elif "masks" in family.conditions:  # a mask per row (mask_ddpm)
+        labels = Conditions(masks=np.zeros((1, 1, 16, 16), dtype=np.uint8))
     out = model.sample([0], 0, labels, SampleOptions(sampler=model.samplers[0], steps=2))
     assert out.images.shape == (1, config.channels, 16, 16)

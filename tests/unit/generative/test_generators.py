@@ -33,6 +33,7 @@ TINY_ALL = {
     "sd_lora": REPO / "configs/generator/tiny_sd_lora.yaml",
     "sd_dreambooth": REPO / "configs/generator/tiny_sd_lora.yaml",
     "controlnet": REPO / "configs/generator/tiny_controlnet.yaml",
+    "mask_ddpm": REPO / "configs/generator/tiny_mask_ddpm.yaml",
 }
 # the latent-diffusion families build on the tiny Stable Diffusion folder (a session fixture)
 ON_TINY_SD = ("sd_lora", "sd_dreambooth", "controlnet")
