@@ -166,7 +166,7 @@ SHIPPED_DIGESTS = {
     "configs/generator/tiny_sd_lora.yaml": "68bc73d3639f0757e26a0a55fe8291a1fe8e351e6b68a3b7f5793d18b3332078",
     "configs/generator/tiny_controlnet.yaml": "148111c6c6aa9dc5d659ca0eae2ee936318b3ee983c85a9fffdf20cfe1845569",
     "configs/generator/tiny_mask_ddpm.yaml": "aee80074b51b4024a13198cda9c1fb8f75204071a2fd4c1382fcf0cf2b8aabb7",
-    "configs/generator/mask_ddpm_mni152.yaml": "474b3c66419b10f6a1770eff8e22e59f92683d059b2d387cfae4d26450be9be9",
+    "configs/generator/mask_ddpm_mni152.yaml": "60c878a34fda140d7adcf779091e6175c5768d0845dac41a4fc58d961f32cc8e",
     "configs/papers/diffboost/controlnet.yaml": "40ec1c42eaa4b30c69dc041399d169323cd1d21994057f7ab12e28b6a3d3ff11",
     "configs/generator/tiny_pggan.yaml": "5a97c547b9e61777b2027b87b0e46317cd840db3a2912fed529c57acbc195839",
     "configs/papers/aiding-diagnosis/sd15_lora_pathmnist.yaml": "a34a1d6897555a8d4a3743d9a961844012325a5a228dbe3d040374cc920a72dc",
