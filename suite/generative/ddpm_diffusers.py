@@ -20,6 +20,7 @@ from suite.generative.base import Conditions, OptimizerSpec
 from suite.generative.configs import DiffusersDDPMConfig
 from suite.generative.diffusion import DiffusionGenerator
 from suite.generative.optim import adam_with_schedule
+from suite.generative.pixel_unet import build_scheduler, build_unet, schedule_of, target
 
 
 class DiffusersDDPM(DiffusionGenerator):
@@ -28,33 +29,13 @@ class DiffusersDDPM(DiffusionGenerator):
 
     def __init__(self, config: DiffusersDDPMConfig, unet: UNet2DModel | None = None) -> None:
         super().__init__()
-        if len(config.attention) != len(config.block_out_channels):
-            raise ConfigError(
-                f"model.attention has {len(config.attention)} flags but model.block_out_channels "
-                f"has {len(config.block_out_channels)} levels",
-                "give one attention flag per level",
-            )
         self.config = config
-        self.unet = unet or UNet2DModel(
-            sample_size=config.image_size,
-            in_channels=config.channels,
-            out_channels=config.channels,
-            layers_per_block=config.layers_per_block,
-            block_out_channels=tuple(config.block_out_channels),
-            down_block_types=tuple(
-                "AttnDownBlock2D" if a else "DownBlock2D" for a in config.attention
-            ),
-            up_block_types=tuple(
-                "AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention)
-            ),
-            norm_num_groups=config.norm_num_groups,
+        self.unet = unet or build_unet(
+            config,
+            config.channels,
             num_class_embeds=config.num_classes + 1 if config.num_classes else None,
         )
-        self.scheduler = DDPMScheduler(
-            num_train_timesteps=config.timesteps,
-            beta_schedule=config.beta_schedule,
-            prediction_type=config.prediction_type,
-        )
+        self.scheduler = build_scheduler(config)
 
     @property
     def null_class(self) -> int:
@@ -93,17 +74,10 @@ class DiffusersDDPM(DiffusionGenerator):
                 drop, torch.full_like(class_labels, self.null_class), class_labels
             )
         pred = self.unet(xt, t, class_labels=class_labels).sample
-        if self.config.prediction_type == "epsilon":
-            target = noise
-        elif self.config.prediction_type == "v_prediction":
-            target = self.scheduler.get_velocity(x0, noise, t)
-        else:
-            target = x0
-        return F.mse_loss(pred.float(), target.float())
+        return F.mse_loss(pred.float(), target(self.scheduler, x0, noise, t).float())
 
     def scheduler_config(self) -> dict[str, Any]:
-        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
-        return {k: self.scheduler.config[k] for k in keys}
+        return schedule_of(self.scheduler)
 
     def latent_shape(self) -> tuple[int, ...]:
         return (self.config.channels, self.config.image_size, self.config.image_size)

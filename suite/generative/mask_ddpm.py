@@ -32,6 +32,7 @@ from suite.generative.base import Conditions, OptimizerSpec, SampleOptions
 from suite.generative.configs import MaskDDPMConfig
 from suite.generative.diffusion import DiffusionGenerator
 from suite.generative.optim import adam_with_schedule
+from suite.generative.pixel_unet import build_scheduler, build_unet, schedule_of, target
 
 if TYPE_CHECKING:
     from suite.data.dataset import ShardDataset
@@ -57,12 +58,6 @@ class MaskDDPM(DiffusionGenerator):
 
     def __init__(self, config: MaskDDPMConfig, unet: UNet2DModel | None = None) -> None:
         super().__init__()
-        if len(config.attention) != len(config.block_out_channels):
-            raise ConfigError(
-                f"model.attention has {len(config.attention)} flags but model.block_out_channels "
-                f"has {len(config.block_out_channels)} levels",
-                "give one attention flag per level",
-            )
         if config.mask_classes < 2:
             raise ConfigError(
                 f"model.mask_classes is {config.mask_classes}: a mask needs background and at "
@@ -70,25 +65,8 @@ class MaskDDPM(DiffusionGenerator):
                 "set model.mask_classes to the number of mask ids, background included",
             )
         self.config = config
-        self.unet = unet or UNet2DModel(
-            sample_size=config.image_size,
-            in_channels=config.channels + config.mask_classes,
-            out_channels=config.channels,
-            layers_per_block=config.layers_per_block,
-            block_out_channels=tuple(config.block_out_channels),
-            down_block_types=tuple(
-                "AttnDownBlock2D" if a else "DownBlock2D" for a in config.attention
-            ),
-            up_block_types=tuple(
-                "AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention)
-            ),
-            norm_num_groups=config.norm_num_groups,
-        )
-        self.scheduler = DDPMScheduler(
-            num_train_timesteps=config.timesteps,
-            beta_schedule=config.beta_schedule,
-            prediction_type=config.prediction_type,
-        )
+        self.unet = unet or build_unet(config, config.channels + config.mask_classes)
+        self.scheduler = build_scheduler(config)
         self._rows: ShardDataset | None = None
 
     # -- the conditioning input ---------------------------------------------------------------------
@@ -165,13 +143,7 @@ class MaskDDPM(DiffusionGenerator):
         drop = torch.rand(n, device=x0.device) < self.config.mask_dropout
         cond = self.mask_channels(batch["mask"].to(x0.device), drop, source="the training masks")
         pred = self.unet(torch.cat([xt, cond.to(xt.dtype)], dim=1), t).sample
-        if self.config.prediction_type == "epsilon":
-            target = noise
-        elif self.config.prediction_type == "v_prediction":
-            target = self.scheduler.get_velocity(x0, noise, t)
-        else:
-            target = x0
-        return F.mse_loss(pred.float(), target.float())
+        return F.mse_loss(pred.float(), target(self.scheduler, x0, noise, t).float())
 
     # -- sampling ------------------------------------------------------------------------------------
 
@@ -197,8 +169,7 @@ class MaskDDPM(DiffusionGenerator):
             )
 
     def scheduler_config(self) -> dict[str, Any]:
-        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
-        return {k: self.scheduler.config[k] for k in keys}
+        return schedule_of(self.scheduler)
 
     def latent_shape(self) -> tuple[int, ...]:
         return (self.config.channels, self.config.image_size, self.config.image_size)
