@@ -49,7 +49,6 @@ from bench_shards import pseudo_xray
 from step_clock import (
     REPO,
     StepClock,
-    load,
     print_result,
     run_in_tmp,
     run_script,
@@ -303,28 +302,7 @@ def bench(args: argparse.Namespace, root: Path) -> None:
     def one(loop: str, profile: bool) -> dict[str, Any]:
         return run_script(__file__, child_argv(loop, args, root, profile), args.threads)
 
-    results = report.alternating_rounds(LOOPS, args.rounds, lambda loop: one(loop, profile=False))
-    cpu_col = ("CPU ms/step", 13, "cpu_ms_per_step", ".1f")
-    faults_col = ("faults/step", 13, "faults_per_step", ".0f")
-    columns = [*report.rate_columns(10, 15), cpu_col, faults_col, report.PEAK_RSS, report.THREADS]
-    med = report.print_table(results, 11, columns)
-    for loop in LOOPS:
-        steps = " ".join(f"{res['median_step_ms']:.1f}" for res in results[loop])
-        cpu = " ".join(f"{res['cpu_ms_per_step']:.1f}" for res in results[loop])
-        print(f"per round, {loop}: median step ms {steps}; CPU ms/step {cpu}")
-    paired = report.paired_ratios(results, "suite", "diffusers")
-    print("per-round ratios suite/diffusers images/s: " + " ".join(f"{p:.2f}" for p in paired))
-    print(f"load average at end: {load()}")
-    ratio = med("suite", "images_per_s") / med("diffusers", "images_per_s")
-    if report.wants_profile(args, ratio):
-        report.print_profiles(args, LOOPS, lambda loop: one(loop, profile=True))
-    step = med("diffusers", "median_step_ms") / med("suite", "median_step_ms")
-    cpu = med("diffusers", "cpu_ms_per_step") / med("suite", "cpu_ms_per_step")
-    print(f"median-step time diffusers/suite: {step:.2f}x")
-    print(
-        f"CPU time per step diffusers/suite: {cpu:.2f}x (less moved by other load than wall-clock)"
-    )
-    print(f"ratio suite/diffusers images/s: {ratio:.2f}x (goal >= 1.0x)")
+    report.compare_train_loops(args, LOOPS, lambda loop, profile: one(loop, profile))
 
 
 def main(argv: list[str] | None = None) -> int:

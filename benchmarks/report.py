@@ -161,6 +161,35 @@ def print_profiles(
         print(res["profile"])
 
 
+def compare_train_loops(
+    args: argparse.Namespace, loops: tuple[str, ...], one: Callable[[str, bool], dict[str, Any]]
+) -> None:
+    """The alternating rounds of the suite's training step and a reference script's loop
+    (``loops`` = (suite, reference)), their table, per-round figures, profiles when asked, and the
+    ratios: images/s, median step time and CPU time per step."""
+    suite, ref = loops
+    results = alternating_rounds(loops, args.rounds, lambda loop: one(loop, False))
+    cpu_col = ("CPU ms/step", 13, "cpu_ms_per_step", ".1f")
+    faults_col = ("faults/step", 13, "faults_per_step", ".0f")
+    columns = [*rate_columns(10, 15), cpu_col, faults_col, PEAK_RSS, THREADS]
+    med = print_table(results, 11, columns)
+    for loop in loops:
+        steps = " ".join(f"{res['median_step_ms']:.1f}" for res in results[loop])
+        cpu = " ".join(f"{res['cpu_ms_per_step']:.1f}" for res in results[loop])
+        print(f"per round, {loop}: median step ms {steps}; CPU ms/step {cpu}")
+    paired = paired_ratios(results, suite, ref)
+    print(f"per-round ratios {suite}/{ref} images/s: " + " ".join(f"{p:.2f}" for p in paired))
+    print(f"load average at end: {load()}")
+    ratio = med(suite, "images_per_s") / med(ref, "images_per_s")
+    if wants_profile(args, ratio):
+        print_profiles(args, loops, lambda loop: one(loop, True))
+    step = med(ref, "median_step_ms") / med(suite, "median_step_ms")
+    cpu = med(ref, "cpu_ms_per_step") / med(suite, "cpu_ms_per_step")
+    print(f"median-step time {ref}/{suite}: {step:.2f}x")
+    print(f"CPU time per step {ref}/{suite}: {cpu:.2f}x (less moved by other load than wall-clock)")
+    print(f"ratio {suite}/{ref} images/s: {ratio:.2f}x (goal >= 1.0x)")
+
+
 def sampling_rounds(
     root: Path,
     rounds: int,
