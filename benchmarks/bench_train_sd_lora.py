@@ -46,6 +46,7 @@ from step_clock import (
     pseudo_xray_shards,
     run_in_tmp,
     run_script,
+    script_train_overrides,
     timed_generator_trainer,
     tiny_sd,
 )
@@ -63,7 +64,6 @@ ADAMW = {"betas": (0.9, 0.999), "weight_decay": 1e-2, "eps": 1e-8}  # the script
 
 def suite_overrides(args: argparse.Namespace, root: Path, out_dir: Path) -> list[str]:
     """Overrides on ``tiny_sd_lora.yaml`` that make the suite's run the script's."""
-    never = args.steps + 1
     return [
         f"data.shards={root / 'shards'}",
         "data.split=train",
@@ -82,23 +82,7 @@ def suite_overrides(args: argparse.Namespace, root: Path, out_dir: Path) -> list
         "model.noise_offset=0.0",
         "model.snr_gamma=0.0",
         f"model.adam_eps={ADAMW['eps']:.1e}",
-        f"train.batch_size={args.batch_size}",
-        "train.grad_accum=1",
-        f"train.max_steps={args.steps}",
-        f"train.lr={args.lr:.6e}",  # with a dot: YAML reads 1e-4 as a string
-        f"train.adam_betas=[{ADAMW['betas'][0]}, {ADAMW['betas'][1]}]",
-        f"train.weight_decay={ADAMW['weight_decay']:.1e}",
-        "train.lr_schedule=constant",
-        "train.warmup_steps=0",
-        "train.max_grad_norm=1.0",
-        "train.mixed_precision='no'",  # YAML reads a bare no as false
-        f"train.ema_update_every={never}",  # the script has no EMA
-        f"train.ema_update_after_step={never}",
-        "train.num_workers=0",
-        f"train.log_every={args.log_every}",
-        f"train.checkpoint_every={never}",
-        f"train.sample_every={never}",
-    ]
+    ] + script_train_overrides(args, ADAMW)
 
 
 def run_suite(args: argparse.Namespace, clock: StepClock, out_dir: Path) -> None:

@@ -206,3 +206,28 @@ def check_same_images(bare: Path, ray: Path, tolerance: int = 0) -> None:
             assert np.array_equal(a["index"][:], b["index"][:]), name
             diff = np.abs(a["images"][:].astype(np.int16) - b["images"][:].astype(np.int16))
             assert diff.max() <= tolerance, (name, int(diff.max()))
+
+
+def script_train_overrides(args: Any, adamw: dict[str, Any]) -> list[str]:
+    """The suite's ``train:`` section set to a diffusers example script's loop (the LoRA and
+    ControlNet scripts alike): ``args``' batch, steps, lr and log interval, AdamW as ``adamw``,
+    constant lr, clip 1.0, fp32, and no EMA, checkpoint or preview within the run."""
+    never = args.steps + 1
+    return [
+        f"train.batch_size={args.batch_size}",
+        "train.grad_accum=1",
+        f"train.max_steps={args.steps}",
+        f"train.lr={args.lr:.6e}",  # with a dot: YAML reads 1e-4 as a string
+        f"train.adam_betas=[{adamw['betas'][0]}, {adamw['betas'][1]}]",
+        f"train.weight_decay={adamw['weight_decay']:.1e}",
+        "train.lr_schedule=constant",
+        "train.warmup_steps=0",
+        "train.max_grad_norm=1.0",
+        "train.mixed_precision='no'",  # YAML reads a bare no as false
+        f"train.ema_update_every={never}",  # the scripts have no EMA
+        f"train.ema_update_after_step={never}",
+        "train.num_workers=0",
+        f"train.log_every={args.log_every}",
+        f"train.checkpoint_every={never}",
+        f"train.sample_every={never}",
+    ]
