@@ -5,7 +5,6 @@ gloo ranks."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,10 @@ import pytest
 
 from suite.data.dataset import ShardDataset
 from suite.data.verify import verify_shard_set
-from tests.integration.helpers import synmed, synmed_on_two_gloo_ranks, wait_until
+from tests.integration.helpers import synmed, synmed_on_two_gloo_ranks
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs/generator/tiny_sd_lora.yaml")
-SBATCH = str(REPO / "slurm" / "pretrain_ddpm.sbatch")
-VENV = Path(sys.executable).parent.parent
 NAMES = ("adipose", "mucus", "stroma")
 
 
@@ -61,21 +58,9 @@ def test_two_gloo_ranks_train_the_adapters_in_sync(
 def test_two_slurm_nodes_train_the_adapters_through_the_sbatch_script(
     slurm: dict[str, str], tiny_sd: Path, shards: Path, tmp_path: Path
 ) -> None:
-    from tests.integration.slurm_jobs import job_state, run
+    from tests.integration.slurm_jobs import train_on_two_nodes
 
-    proc = run(
-        ["sbatch", "--parsable", f"--partition={slurm['partition']}", f"--chdir={tmp_path}",
-         "--nodes=2", "--gpus-per-node=0", "--ntasks-per-node=1", "--cpus-per-task=1",
-         "--mem-per-cpu=2G", "--time=10",
-         f"--export=ALL,SYNMED_VENV={VENV},OMP_NUM_THREADS=1,TQDM_DISABLE=1",
-         SBATCH, TINY, *overrides(tiny_sd, shards, tmp_path)],
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    job = proc.stdout.strip().split(";")[0]
-    squeue = ["squeue", "-h", "-j", job, "-o", "%T"]
-    wait_until(lambda: run(squeue).stdout.strip() == "", 240, f"job {job} to finish")
-    log = (tmp_path / f"synmed-ddpm-{job}.out").read_text()
-    assert job_state(job) == "COMPLETED", log
+    train_on_two_nodes(slurm["partition"], tmp_path, [TINY, *overrides(tiny_sd, shards, tmp_path)])
     summary = json.loads((tmp_path / "tiny-sd-lora" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert summary["model_equal_across_ranks"] and summary["ema_equal_across_ranks"]
