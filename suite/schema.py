@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from suite import config as engine
-from suite.config import MUST_EXIST, RegistryUnion
+from suite.config import MUST_EXIST, RegistryUnion, added_field
 from suite.data.ingest.options import IngestOptions
 from suite.generative.families import GENERATORS
 from suite.ssl.config import PretrainConfig
@@ -45,6 +45,10 @@ class DataConfig(IngestOptions):
     split: Literal["train", "val", "test"] | None = "train"
     classes: list[str] | None = None
     clusters: list[int] | None = None
+    # a clustered set (synmed cluster): its representatives only (seed 004's per-cluster training
+    # rows), and the cluster id as the class label (one generator conditioned on the cluster)
+    representatives_only: bool = added_field(False)
+    labels_from: Literal["class", "cluster"] = added_field("class")
 
 
 @dataclass(kw_only=True, slots=True)

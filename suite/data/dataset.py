@@ -58,6 +58,10 @@ class ShardDataset(Dataset[Sample]):
         classes: Keep rows of these classes (names or ids); multilabel rows with any of them.
         index_range: Keep global indices in ``[start, stop)``.
         clusters: Keep rows whose cluster id is in this list (needs a ``cluster`` dataset).
+        representatives_only: Keep only the clusters' representatives (the N rows nearest each
+            centroid, ``synmed cluster``): seed 004 trained its per-cluster generators on them.
+        labels_from: "class" (the row's label) or "cluster": the cluster id is the label, and
+            the classes are ``cluster0..cluster{k-1}`` (a generator conditioned on the cluster).
         accepted_only: Keep rows a classifier accepted (a set sampled with ``synmed sample
             --accept``; its rows that ran out of attempts are flagged, not dropped).
         transform: Applied to each sample dict.
@@ -73,6 +77,8 @@ class ShardDataset(Dataset[Sample]):
         classes: Sequence[str | int] | None = None,
         index_range: tuple[int, int] | None = None,
         clusters: Sequence[int] | None = None,
+        representatives_only: bool = False,
+        labels_from: Literal["class", "cluster"] = "class",
         accepted_only: bool = False,
         transform: Callable[[Sample], Sample] | None = None,
         verify: Verify = "sha256",
@@ -84,6 +90,12 @@ class ShardDataset(Dataset[Sample]):
         self.class_names = self.manifest.class_names
         self.label_kind: str = self.manifest.attrs.get("label_kind", "none")
         class_ids = self._class_ids(classes) if classes is not None else None
+        by_cluster = labels_from == "cluster"
+        if by_cluster or clusters is not None or representatives_only:
+            self._check_clustered()
+        if by_cluster:
+            k = int(self.manifest.attrs["clustering"]["k"])
+            self.class_names, self.label_kind = [f"cluster{c}" for c in range(k)], "multiclass"
         if split is not None and split not in SPLITS:
             raise ShardError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
 
@@ -118,12 +130,17 @@ class ShardDataset(Dataset[Sample]):
                         lab[:, class_ids].any(axis=1) if lab.ndim == 2 else np.isin(lab, class_ids)
                     )
                 if clusters is not None:
-                    if "cluster" not in h5:
-                        raise ShardError(
-                            f"{self.directory} has no cluster ids",
-                            "run `synmed cluster` on it first, or drop the cluster filter",
-                        )
                     keep &= np.isin(h5["cluster"][:], np.asarray(clusters))
+                if representatives_only:
+                    if "representative" not in h5:
+                        raise ShardError(
+                            f"{self.directory} was clustered before representatives were marked",
+                            "cluster it again with synmed cluster --overwrite",
+                        )
+                    keep &= h5["representative"][:] > 0
+                if by_cluster:  # rows the clustering left out (-1) have no such label
+                    lab = h5["cluster"][:].astype(np.int64)
+                    keep &= lab >= 0
                 if accepted_only:
                     if "accepted" not in h5:
                         raise ShardError(
@@ -147,6 +164,13 @@ class ShardDataset(Dataset[Sample]):
         self._pid = os.getpid()
 
     # -- selection helpers -------------------------------------------------------------------------
+
+    def _check_clustered(self) -> None:
+        if "clustering" not in self.manifest.attrs:
+            raise ShardError(
+                f"{self.directory} has no cluster ids (it is not a clustered set)",
+                "run `synmed cluster` on it first, or drop the cluster filter",
+            )
 
     def _class_ids(self, classes: Sequence[str | int]) -> list[int]:
         ids = []

@@ -8,7 +8,8 @@ A shard set is a folder::
 Each shard holds ``images`` (N, C, H, W) uint8, chunked one image per chunk and compressed, and
 ``index`` (N,) int64, the global sample index. Optional datasets: ``labels`` (N,) int64 (multiclass)
 or (N, K) uint8 (multilabel), ``masks`` (N, 1, H, W) uint8, ``split`` (N,) uint8 (0 train, 1 val,
-2 test), ``features`` (N, D) float32, ``cluster`` (N,) int32, and since schema version 2 ``prompts``
+2 test), ``features`` (N, D) float32, ``cluster`` (N,) int32 (``representative`` (N,) int32 beside
+it), and since schema version 2 ``prompts``
 (N,) UTF-8 strings (the text a row was generated from), ``source_index`` (N,) int64 (the index of
 the conditioning row a generated row came from, so image+mask pairs stay paired) and ``metadata``
 (N,) UTF-8 JSON objects (what a generator family records per row); a set sampled with ``--accept``
@@ -49,7 +50,9 @@ DATASETS: dict[str, tuple[str, int | None]] = {
     "masks": ("uint8", 3),
     "split": ("uint8", 0),
     "features": ("float32", 1),
-    "cluster": ("int32", 0),
+    "cluster": ("int32", 0),  # -1: a row the clustering left out (another class or split)
+    # a cluster's representatives: rank among them, 1 = nearest the centroid; 0 = not one
+    "representative": ("int32", 0),
     "source": ("", 0),  # the file (and frame or slice) a real image came from; UTF-8 strings
     "group": ("", 0),  # patient, volume or (one volume) slab id that the split kept together
     "prompts": ("", 0),  # the text prompt a generated row was made from

@@ -58,6 +58,52 @@ class ClusterStats:
     # seed 004's cluster-quality numbers: pairwise cosine among the representatives
     representative_pairwise_mean: float | None
     representative_pairwise_std: float | None
+    kept: bool = True  # chosen by the keep rule (:class:`KeepRule`) for per-cluster generators
+
+
+@dataclass(frozen=True, slots=True)
+class KeepRule:
+    """Which clusters go on to a generator, by seed 004's quality numbers: the mean and std of
+    the pairwise cosine among a cluster's representatives ("high mean, low std; a threshold or
+    the top-2 clusters"). Unset bounds keep everything; ``top`` then keeps the best ``top`` by
+    that mean among those the bounds passed."""
+
+    min_pairwise_mean: float | None = None
+    max_pairwise_std: float | None = None
+    top: int | None = None
+
+    def apply(self, stats: list[ClusterStats]) -> list[int]:
+        """Mark ``stats[i].kept``; returns the kept ids (best first when ``top`` is set)."""
+
+        def mean(s: ClusterStats) -> float:  # fewer than 2 representatives: no pairwise mean
+            return (
+                -1.0 if s.representative_pairwise_mean is None else s.representative_pairwise_mean
+            )
+
+        def std(s: ClusterStats) -> float:
+            return 0.0 if s.representative_pairwise_std is None else s.representative_pairwise_std
+
+        passed = [
+            s
+            for s in stats
+            if s.size > 0
+            and (self.min_pairwise_mean is None or mean(s) >= self.min_pairwise_mean)
+            and (self.max_pairwise_std is None or std(s) <= self.max_pairwise_std)
+        ]
+        if self.top is not None:
+            passed = sorted(passed, key=lambda s: -mean(s))[: self.top]
+        kept = {s.id for s in passed}
+        for s in stats:
+            s.kept = s.id in kept
+        if not kept:
+            raise DataError(
+                f"cluster.keep ({self}) keeps none of the {len(stats)} clusters (their "
+                "representatives' pairwise cosine means: "
+                + ", ".join(f"{mean(s):.3f}" for s in stats)
+                + ")",
+                "loosen cluster.keep: a lower min_pairwise_mean or a higher max_pairwise_std",
+            )
+        return [s.id for s in passed]
 
 
 @dataclass(slots=True)
@@ -187,12 +233,15 @@ def write_clustered_set(
     features: np.ndarray,
     labels: np.ndarray,
     attrs: dict[str, Any],
+    representative: np.ndarray | None = None,
 ) -> Manifest:
-    """Copy every row of ``source`` (all columns) into ``directory`` with ``features``/``cluster``.
+    """Copy every row of ``source`` (all columns) into ``directory`` with ``features``/``cluster``
+    (and ``representative``, each row's rank among its cluster's representatives, 0 for none).
 
     Input shard i becomes output shard i with the same rows in the same order; existing
-    ``features``/``cluster`` columns (a set clustered before) are replaced.
+    ``features``/``cluster``/``representative`` columns (a set clustered before) are replaced.
     """
+    replaced = ("features", "cluster", "representative")
     largest = max((rec.count for rec in manifest.shards), default=1)
     compression = "lzf"
     if manifest.shards:
@@ -205,12 +254,14 @@ def write_clustered_set(
             columns = {
                 key: (h5[key].asstr()[:] if key in STRING_DATASETS else h5[key][:])
                 for key in h5
-                if key not in ("features", "cluster")
+                if key not in replaced
             }
         for r in range(rec.count):
             row = {key: value[r] for key, value in columns.items()}
             row["features"] = features[offset + r]
             row["cluster"] = labels[offset + r]
+            if representative is not None:
+                row["representative"] = representative[offset + r]
             writer.add(row)
         writer.flush()  # keep the input's shard boundaries
         offset += rec.count
@@ -360,14 +411,22 @@ def cluster_shard_set(
     embedding: Embedding = "pca",
     ray_address: str | None = None,
     memory_budget_gb: float = 2.0,
+    classes: list[str] | None = None,
+    split: str | None = None,
+    keep: KeepRule | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Extract features, cluster them and write the clustered set to ``out``; returns the summary.
 
     Everything is checked before Ray starts or anything is written (the input set is verified
     against its manifest), and all outputs are staged: on an error ``out`` is left as it was.
-    ``out`` then holds the shard set (input rows plus ``features`` and ``cluster``), ``clusters.json``,
-    ``representatives.png``, ``embedding.png`` and ``cluster_summary.json``.
+    ``out`` then holds the shard set (input rows plus ``features``, ``cluster`` and
+    ``representative``), ``clusters.json``, ``representatives.png``, ``embedding.png`` and
+    ``cluster_summary.json``.
+
+    ``classes`` and ``split`` choose the rows k-means sees (seed 004 clusters the training images
+    of the class it doubles); every row is still copied, and the others get cluster -1. ``keep``
+    marks the clusters a per-cluster generator is trained on (all by default).
     """
     from suite.features.encoders import resolve_encoder
     from suite.features.extract import extract_features
@@ -391,6 +450,13 @@ def cluster_shard_set(
     if embedding not in ("pca", "tsne"):
         raise DataError(f"unknown embedding {embedding!r}", "use pca or tsne")
     spec = resolve_encoder(encoder)
+    chosen = _chosen_rows(source, manifest, classes, split)
+    if not 1 <= k <= len(chosen):
+        raise DataError(
+            f"k = {k} needs 1..{len(chosen)} images ({len(chosen)} rows of {source} are "
+            f"clustered: classes={classes} split={split})",
+            f"pass --k in 1..{len(chosen)}, or widen the classes/split chosen",
+        )
 
     with staged_output(out, overwrite=overwrite, inputs=(source, spec.path)) as staging:
         scratch = staging / SCRATCH
@@ -407,13 +473,21 @@ def cluster_shard_set(
         start = time.perf_counter()
         index = np.concatenate([_column(source / rec.file, "index") for rec in manifest.shards])
         clustering = cluster_features(
-            extraction.features,
+            extraction.features[chosen],
             k,
             seed=seed,
             representatives=representatives,
-            index=index,
+            index=index[chosen],
             memory_budget_gb=memory_budget_gb,
         )
+        for stats in clustering.stats:  # positions among the chosen rows -> rows of the set
+            stats.representative_rows = [int(chosen[r]) for r in stats.representative_rows]
+        kept = (keep or KeepRule()).apply(clustering.stats)
+        cluster_of = np.full(n, -1, dtype=np.int32)
+        cluster_of[chosen] = clustering.labels
+        rank = np.zeros(n, dtype=np.int32)
+        for stats in clustering.stats:
+            rank[stats.representative_rows] = np.arange(1, len(stats.representative_rows) + 1)
         cluster_seconds = time.perf_counter() - start
 
         provenance = {
@@ -423,6 +497,9 @@ def cluster_shard_set(
             "algorithm": clustering.algorithm,
             "geometry": "cosine (k-means on L2-normalised features)",
             "representatives": representatives,
+            "classes": classes,
+            "split": split,
+            "keep": asdict(keep or KeepRule()),
             "source_set": str(source),
             "source_manifest_sha256": sha256_file(source / MANIFEST),
             "synmed_version": suite.__version__,
@@ -430,7 +507,7 @@ def cluster_shard_set(
         attrs = {**manifest.attrs, "clustering": provenance}
         start = time.perf_counter()
         written = write_clustered_set(
-            source, manifest, staging, extraction.features, clustering.labels, attrs
+            source, manifest, staging, extraction.features, cluster_of, attrs, rank
         )
         verify_shard_set(staging, digests=False)  # what we move into place must read back whole
         if (source / SPLITS_FILE).is_file():  # same rows, same splits: the split record still holds
@@ -440,6 +517,9 @@ def cluster_shard_set(
         report = {
             **provenance,
             "images": n,
+            "clustered": len(chosen),
+            "kept": kept,
+            "class_of_cluster": _class_of_cluster(source, manifest, cluster_of, k),
             "inertia": clustering.inertia,
             "mean_cosine": float(clustering.similarity.mean()),
             "clusters": [asdict(s) for s in clustering.stats],
@@ -449,14 +529,17 @@ def cluster_shard_set(
             staging / REPRESENTATIVES_PNG, source, manifest, clustering, representatives
         )
         plot_embedding(
-            staging / EMBEDDING_PNG, extraction.features, clustering, method=embedding, seed=seed
-        )
+            staging / EMBEDDING_PNG, extraction.features[chosen], clustering, method=embedding,
+            seed=seed,
+        )  # fmt: skip
         summary = {
             "shards": str(source),
             "out": str(out.resolve()),
             "images": n,
+            "clustered": len(chosen),
             "output_shards": len(written.shards),
             "k": k,
+            "kept": kept,
             "encoder": spec.describe(),
             "algorithm": clustering.algorithm,
             "seed": seed,
@@ -481,6 +564,62 @@ def cluster_shard_set(
         }
         (staging / SUMMARY_JSON).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _chosen_rows(
+    source: Path, manifest: Manifest, classes: list[str] | None, split: str | None
+) -> np.ndarray:
+    """Rows (manifest order) of the given classes and split, checked before any work."""
+    from suite.data.shards import SPLITS
+
+    n = manifest.count
+    keep = np.ones(n, dtype=bool)
+    if split is not None:
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
+        column = _columns(source, manifest, "split")
+        if column is None:
+            raise DataError(
+                f"{source} has no split column, so split={split!r} chooses nothing",
+                "ingest it with synmed data ingest (which assigns splits), or drop the split",
+            )
+        keep &= column == SPLITS.index(split)
+    if classes is not None:
+        names = manifest.class_names
+        unknown = [c for c in classes if c not in names]
+        labels = _columns(source, manifest, "labels")
+        if unknown or labels is None or labels.ndim != 1:
+            raise DataError(
+                f"classes {classes}: {source} has "
+                + (f"no class {', '.join(unknown)}" if unknown and labels is not None
+                   else "no multiclass labels"),
+                f"use class names from: {', '.join(names)}" if names else "drop the classes",
+            )  # fmt: skip
+        keep &= np.isin(labels, [names.index(c) for c in classes])
+    return np.flatnonzero(keep)
+
+
+def _columns(source: Path, manifest: Manifest, key: str) -> np.ndarray | None:
+    """One column over every shard, or None where the set lacks it."""
+    with h5py.File(source / manifest.shards[0].file, "r") as h5:
+        if key not in h5:
+            return None
+    return np.concatenate([_column(source / rec.file, key) for rec in manifest.shards])
+
+
+def _class_of_cluster(
+    source: Path, manifest: Manifest, cluster_of: np.ndarray, k: int
+) -> list[str | None]:
+    """Each cluster's most frequent class (the label its synthetic images get), None unlabelled."""
+    labels = _columns(source, manifest, "labels")
+    if labels is None or labels.ndim != 1 or not manifest.class_names:
+        return [None] * k
+    out: list[str | None] = []
+    for c in range(k):
+        members = labels[cluster_of == c]
+        counts = np.bincount(members, minlength=len(manifest.class_names))
+        out.append(manifest.class_names[int(counts.argmax())] if len(members) else None)
+    return out
 
 
 def _column(path: Path, key: str) -> np.ndarray:

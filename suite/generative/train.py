@@ -88,6 +88,8 @@ class GeneratorTrainer(TrainLoop):
             split=cfg.data.split,
             classes=cfg.data.classes,
             clusters=cfg.data.clusters,
+            representatives_only=cfg.data.representatives_only,
+            labels_from=cfg.data.labels_from,
             transform=Compose([self.augment, to_float]),
             verify=verify,
         )

@@ -82,9 +82,18 @@ class EdgesStage:
 
 @dataclass(kw_only=True, slots=True)
 class GeneratorStage:
+    """The generator, trained on the ingested set; or seed 004's per-cluster flow on the cluster
+    stage's set (``cluster.shards: real``): ``clusters: each`` trains one generator per kept
+    cluster (in turn here, one SLURM array task each with ``--on slurm``), ``clusters:
+    conditioned`` one generator whose class label is the cluster id (``model.num_classes`` =
+    ``cluster.k``). ``cluster_rows: representatives`` trains on each cluster's representatives
+    only (the N nearest its centroid, as seed 004 meant to)."""
+
     model: Annotated[Any, RegistryUnion(GENERATORS)] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     split: Literal["train", "val", "test"] | None = "train"
+    clusters: Literal["each", "conditioned"] | None = added_field(None)
+    cluster_rows: Literal["all", "representatives"] = added_field("all")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -113,15 +122,35 @@ class SampleStage:
     # text-to-image generators: one prompt for every row, and the guidance's negative prompt
     prompt: str | None = added_field(None)
     negative_prompt: str | None = added_field(None)
+    # per-cluster generators (generator.clusters): num_images is split over the kept clusters in
+    # proportion to their sizes, or equally
+    cluster_counts: Literal["proportional", "equal"] = added_field("proportional")
+
+
+@dataclass(kw_only=True, slots=True)
+class ClusterKeep:
+    """Which clusters get a generator (seed 004: "high mean, low std" of the pairwise cosine
+    among each cluster's representatives, by a threshold or the top 2)."""
+
+    min_pairwise_mean: float | None = None
+    max_pairwise_std: NonNegativeFloat | None = None
+    top: PositiveInt | None = None
 
 
 @dataclass(kw_only=True, slots=True)
 class ClusterStage:
+    """k-means on encoder features (``synmed cluster``). ``classes`` and ``split`` choose the
+    rows clustered (seed 004: the training images of the class it doubles); the others keep
+    cluster -1. ``keep`` chooses the clusters a per-cluster generator trains on."""
+
     shards: Literal["real", "synthetic"] = "synthetic"
     encoder: str = "random"
     k: PositiveInt = 5
     representatives: PositiveInt = 25
     workers: PositiveInt = 1
+    classes: list[str] | None = added_field(None)
+    split: Literal["train", "val", "test"] | None = added_field(None)
+    keep: ClusterKeep | None = added_field(None)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -242,6 +271,16 @@ class PipelineConfig:
     eval_segment: EvalSegmentStage = field(default_factory=EvalSegmentStage)
     eval_classify: EvalClassifyStage = field(default_factory=EvalClassifyStage)
     slurm: SlurmStage = field(default_factory=SlurmStage)
+
+
+def stage_order(cfg: PipelineConfig) -> list[str]:
+    """The run's stages in the order they run: :data:`STAGE_ORDER`, but a cluster stage on the
+    real images runs before the generator (seed 004 trains its generators on the clusters)."""
+    order = list(STAGE_ORDER)
+    if cfg.cluster.shards == "real":
+        order.remove("cluster")
+        order.insert(order.index("generator"), "cluster")
+    return [s for s in order if s in cfg.stages]
 
 
 def check_generator_input(cfg: PipelineConfig) -> None:

@@ -23,7 +23,7 @@ from suite.artifacts.files import atomic_write_text
 from suite.config import dump_yaml, load_config
 from suite.data.folds import fold_name
 from suite.errors import ConfigError, SynmedError
-from suite.pipeline.config import STAGE_ORDER, PipelineConfig, check_generator_input
+from suite.pipeline.config import PipelineConfig, check_generator_input, stage_order
 from suite.pipeline.folds import fold_run, folds_of, per_fold_stages
 from suite.pipeline.stages import STAGES, Context, digest
 
@@ -63,7 +63,7 @@ def plan(
     """The ordered steps of this invocation; every stage config is checked first. In a
     cross-validated run (a ``folds`` stage) the per-fold stages are steps of each fold's run;
     ``fold`` keeps only that fold's."""
-    stages = [s for s in STAGE_ORDER if s in cfg.stages]
+    stages = stage_order(cfg)
     for name in (until, only):
         if name is not None and name not in stages:
             raise ConfigError(
@@ -106,7 +106,7 @@ def _plan(
     run's ingest)."""
     run_dir = Path(cfg.run.out_dir) / cfg.run.name
     ctx = Context(cfg, run_dir)
-    stages = [s for s in STAGE_ORDER if s in cfg.stages]
+    stages = stage_order(cfg)
     check_generator_input(cfg)
     per_fold = per_fold_stages(cfg)
     digests: dict[str, str] = {}
@@ -242,13 +242,17 @@ class StageInJob:
         stage: str,
         force: bool,
         fold: int | None = None,
+        part: int | None = None,
     ) -> str:
         cfg = load_config(config, overrides, schema=PipelineConfig)
         run_dir, steps = plan(cfg, only=stage, force=force, fold=fold)
         (step,) = [s for s in steps if s.stage == stage]  # a fold run plans its ingest too
         if step.action == "run":  # --force removed the old outputs at submission
             step_cfg, step_dir = step_run(cfg, step, run_dir)
-            run_stage(step_cfg, step, step_dir)
+            if part is None:
+                run_stage(step_cfg, step, step_dir)
+            else:  # an array task: one part, recorded by the job that joins them
+                STAGES[stage].run_part(Context(step_cfg, step_dir), part)
         return stage
 
 
@@ -361,5 +365,14 @@ def _submit_step(
         time_min=s.time_min,
     )
     executor = _executor(folder, name, res, after)
-    job = executor.submit(StageInJob(), config_arg, overrides, step.stage, False, step.fold)
+    args = (config_arg, overrides, step.stage, False, step.fold)
+    parts = stage.parts(step_run(cfg, step, run_dir)[0])
+    if parts:  # one array task per part (a per-cluster generator each), then one job joins them
+        with executor.batch():
+            tasks = [executor.submit(StageInJob(), *args, part) for part in parts]
+        array = str(tasks[0].job_id).split("_")[0]
+        join = Resources(nodes=1, tasks_per_node=1, cpus_per_task=s.cpus_per_task,
+                         mem_gb=s.mem_gb, partition=s.partition, time_min=s.time_min)  # fmt: skip
+        executor = _executor(folder, f"{name}-join", join, array)
+    job = executor.submit(StageInJob(), *args)
     return str(job.job_id), str(job.paths.stderr).replace("%t", "0")

@@ -39,6 +39,10 @@ class Context:
         return Path(self.cfg.ingest.shards) if self.cfg.ingest.shards else self.folder("ingest")
 
     def synthetic_shards(self) -> Path:
+        if self.cfg.generator.clusters is not None:  # the per-cluster parts, joined
+            from suite.pipeline.clusters import SYNTHETIC_DIR
+
+            return self.folder("sample") / SYNTHETIC_DIR
         return self.folder("sample")
 
     def pretrain_seeds(self) -> list[int]:
@@ -61,6 +65,10 @@ class Stage:
         """What the stage's digest covers (besides the digests of the stages it reads)."""
         return to_dict(getattr(cfg, self.name))
 
+    def parts(self, cfg: PipelineConfig) -> list[int] | None:
+        """A stage made of independent parts (one SLURM array task each): their ids, else None."""
+        return None
+
     def check(self, ctx: Context) -> None:
         """Validate the stage's config before any stage runs (no input need exist yet)."""
 
@@ -68,6 +76,22 @@ class Stage:
         """Run in this process; return the outputs recorded for the stage, or None when a
         training stage was stopped by a signal (it is then not complete)."""
         raise NotImplementedError
+
+    def run_part(self, ctx: Context, part: int) -> dict[str, Any] | None:
+        """Run one of :meth:`parts` (an array task); :meth:`run` then finds it done."""
+        raise NotImplementedError
+
+
+def settings_without(section: Any, added: tuple[str, ...]) -> dict[str, Any]:
+    """``to_dict(section)`` less the ``added`` options at their defaults: the digest of a run
+    made before those options existed still matches."""
+    import dataclasses
+
+    body = to_dict(section)
+    for f in dataclasses.fields(section):
+        if f.name in added and getattr(section, f.name) == f.default:
+            del body[f.name]
+    return body
 
 
 def digest(name: str, settings: Any, seed: int, upstream: list[str]) -> str:
@@ -186,39 +210,107 @@ class Generator(Stage):
     kind = "train"
 
     def needs(self, cfg: PipelineConfig) -> list[str]:
-        return ["ingest", "edges"] if _reads_edges(cfg) else ["ingest"]
+        data = ["cluster"] if cfg.generator.clusters else ["ingest"]
+        return [*data, "edges"] if _reads_edges(cfg) else data
+
+    def settings(self, cfg: PipelineConfig) -> Any:
+        return settings_without(cfg.generator, ("clusters", "cluster_rows"))
+
+    def parts(self, cfg: PipelineConfig) -> list[int] | None:
+        # every cluster id: which are kept is known only once the cluster stage has run
+        return list(range(cfg.cluster.k)) if cfg.generator.clusters == "each" else None
 
     def check(self, ctx: Context) -> None:
-        if ctx.cfg.generator.model is None:
+        g = ctx.cfg.generator
+        if g.model is None:
             raise ConfigError(
                 "generator: generator.model is not set",
                 "add generator.model.kind: ddpm_lucidrains or ddpm_diffusers",
             )
         if _reads_edges(ctx.cfg) and "edges" not in ctx.cfg.stages:
             raise ConfigError(
-                f"generator: {ctx.cfg.generator.model.kind} trains on hints, but "
+                f"generator: {g.model.kind} trains on hints, but "
                 "generator.model.hints is not set and the run has no edges stage",
                 "add edges to stages (before generator), or set generator.model.hints=HINTS",
             )
+        if g.clusters is not None:
+            self._check_clusters(ctx.cfg)
 
-    def run(self, ctx: Context) -> dict[str, Any]:
+    def _check_clusters(self, cfg: PipelineConfig) -> None:
+        g = cfg.generator
+        if "cluster" not in cfg.stages or cfg.cluster.shards != "real":
+            raise ConfigError(
+                f"generator.clusters={g.clusters} trains on the clusters of the real images, and "
+                + ("the run has no cluster stage" if "cluster" not in cfg.stages
+                   else "cluster.shards is synthetic"),
+                "add cluster to stages with cluster.shards: real",
+            )  # fmt: skip
+        num_classes = getattr(g.model, "num_classes", None)
+        if g.clusters == "conditioned" and num_classes != cfg.cluster.k:
+            raise ConfigError(
+                "generator.clusters=conditioned takes the cluster id as the class label, and "
+                + (f"{g.model.kind} has no classes" if num_classes is None
+                   else f"generator.model.num_classes={num_classes} but cluster.k={cfg.cluster.k}"),
+                f"set generator.model.num_classes={cfg.cluster.k}"
+                if num_classes is not None
+                else "use a class-conditional family, or generator.clusters: each",
+            )  # fmt: skip
+
+    def _config(self, ctx: Context, name: str, out_dir: Path, **data: Any) -> SuiteConfig:
         from dataclasses import replace
 
-        from suite.generative.train import train_generator
         from suite.schema import DataConfig
 
         g = ctx.cfg.generator
         model = (
             replace(g.model, hints=str(ctx.folder("edges"))) if _reads_edges(ctx.cfg) else g.model
         )
-        cfg = _suite_config(
-            ctx, "generator", ctx.run_dir,
-            data=DataConfig(shards=ctx.real_shards(), split=g.split), model=model, train=g.train,
-        )  # fmt: skip
-        result = train_generator(cfg, resume=ctx.resume)  # type: ignore[arg-type]
+        if g.clusters:
+            data = {"shards": ctx.folder("cluster"),
+                    "representatives_only": g.cluster_rows == "representatives", **data}  # fmt: skip
+        else:
+            data = {"shards": ctx.real_shards(), **data}
+        return _suite_config(
+            ctx, name, out_dir, data=DataConfig(split=g.split, **data), model=model, train=g.train
+        )
+
+    def run(self, ctx: Context) -> dict[str, Any] | None:
+        from suite.generative.train import train_generator
+        from suite.pipeline.clusters import ClusterPlan
+
+        g = ctx.cfg.generator
+        if g.clusters == "each":
+            runs = {}
+            for c in ClusterPlan.read(ctx.folder("cluster")).kept:
+                outputs = self.run_part(ctx, c)
+                if outputs is None:
+                    return None
+                runs[str(c)] = outputs
+            return {"clusters": runs}
+        extra = {}
+        if g.clusters == "conditioned":
+            extra = {"clusters": ClusterPlan.read(ctx.folder("cluster")).kept,
+                     "labels_from": "cluster"}  # fmt: skip
+        result = train_generator(
+            self._config(ctx, "generator", ctx.run_dir, **extra), resume=ctx.resume
+        )  # type: ignore[arg-type]
         if result.get("stopped_at") is not None:
             return None  # stopped by a signal: not complete; a requeue or a rerun continues it
         return {"run": str(ctx.folder("generator")), "export": result.get("export")}
+
+    def run_part(self, ctx: Context, part: int) -> dict[str, Any] | None:
+        """Cluster ``part``'s generator, on its rows only; a cluster not kept trains nothing."""
+        from suite.generative.train import train_generator
+        from suite.pipeline.clusters import CLUSTERS_DIR, ClusterPlan, part_name
+
+        if part not in ClusterPlan.read(ctx.folder("cluster")).kept:
+            return {"kept": False}
+        folder = ctx.folder("generator") / CLUSTERS_DIR
+        cfg = self._config(ctx, part_name(part), folder, clusters=[part])
+        result = train_generator(cfg, resume=ctx.resume)  # type: ignore[arg-type]
+        if result.get("stopped_at") is not None:
+            return None
+        return {"run": str(folder / part_name(part)), "export": result.get("export")}
 
 
 class Sample(Stage):
@@ -226,9 +318,14 @@ class Sample(Stage):
     kind = "ray"
 
     def needs(self, cfg: PipelineConfig) -> list[str]:
+        if cfg.generator.clusters:  # the cluster stage's record: counts and classes per cluster
+            return ["generator", "cluster"]
         if cfg.sample.conditions == "real":
             return ["generator", "ingest"]
         return ["generator", "edges"] if cfg.sample.conditions == "edges" else ["generator"]
+
+    def settings(self, cfg: PipelineConfig) -> Any:
+        return settings_without(cfg.sample, ("cluster_counts",))
 
     def check(self, ctx: Context) -> None:
         model = ctx.cfg.generator.model
@@ -253,11 +350,23 @@ class Sample(Stage):
                 "stage",
                 "add edges to stages (before generator), or set sample.conditions=real",
             )
+        s = ctx.cfg.sample
+        if ctx.cfg.generator.clusters:
+            given = [k for k, v in (("conditions", s.conditions), ("per_class", s.per_class),
+                                    ("accept", s.accept)) if v is not None]  # fmt: skip
+            if given:
+                raise ConfigError(
+                    f"generator.clusters={ctx.cfg.generator.clusters} samples sample.num_images "
+                    f"over the clusters, and sample.{given[0]} is set",
+                    f"drop sample.{given[0]}",
+                )
 
     def run(self, ctx: Context) -> dict[str, Any]:
         from suite.sampling.job import run_sampling
 
         s = ctx.cfg.sample
+        if ctx.cfg.generator.clusters:
+            return self._run_clusters(ctx)
         conditions = {"real": ctx.real_shards(), "edges": ctx.folder("edges"), None: None}[
             s.conditions
         ]
@@ -272,6 +381,51 @@ class Sample(Stage):
         )  # fmt: skip
         return {"shards": str(ctx.folder("sample").resolve()), "images": summary.get("images")}
 
+    def _run_clusters(self, ctx: Context) -> dict[str, Any]:
+        """Each kept cluster's images (from its generator, or the conditioned one), then the
+        one labelled set of them all."""
+        from suite.pipeline.clusters import (
+            CLUSTERS_DIR,
+            CONDITIONED_PART,
+            ClusterPlan,
+            cluster_seed,
+            part_name,
+            write_cluster_synthetic_set,
+        )
+        from suite.sampling.job import run_sampling
+
+        s, seed = ctx.cfg.sample, ctx.cfg.run.seed
+        plan = ClusterPlan.read(ctx.folder("cluster"))
+        parts_dir = ctx.folder("sample") / CLUSTERS_DIR
+        common = dict(shard_size=s.shard_size, batch_size=s.batch_size, sampler=s.sampler,
+                      steps=s.steps, guidance_scale=s.guidance_scale, workers=s.workers,
+                      prompt=s.prompt, negative_prompt=s.negative_prompt)  # fmt: skip
+        parts: list[tuple[Path, int | None]] = []
+        counts: dict[int, int] = {}
+        if ctx.cfg.generator.clusters == "each":
+            counts = plan.counts(s.num_images, s.cluster_counts)
+            for c, n in counts.items():
+                if n == 0:
+                    continue
+                out = parts_dir / part_name(c)
+                run_sampling(
+                    ctx.folder("generator") / CLUSTERS_DIR / part_name(c), out, num_images=n,
+                    seed=cluster_seed(seed, c), **common,
+                )  # fmt: skip
+                parts.append((out, c))
+        else:
+            out = parts_dir / CONDITIONED_PART
+            run_sampling(
+                ctx.folder("generator"), out, num_images=s.num_images,
+                class_weights=plan.class_weights(s.cluster_counts), seed=seed, **common,
+            )  # fmt: skip
+            parts.append((out, None))
+        images = write_cluster_synthetic_set(
+            parts, ctx.synthetic_shards(), plan, shard_size=s.shard_size
+        )
+        return {"shards": str(ctx.synthetic_shards().resolve()), "images": images,
+                "per_cluster": {str(c): n for c, n in counts.items()}}  # fmt: skip
+
 
 class Cluster(Stage):
     name = "cluster"
@@ -280,16 +434,22 @@ class Cluster(Stage):
     def needs(self, cfg: PipelineConfig) -> list[str]:
         return ["sample"] if cfg.cluster.shards == "synthetic" else ["ingest"]
 
+    def settings(self, cfg: PipelineConfig) -> Any:
+        return settings_without(cfg.cluster, ("classes", "split", "keep"))
+
     def run(self, ctx: Context) -> dict[str, Any]:
-        from suite.features.cluster import cluster_shard_set
+        from suite.features.cluster import KeepRule, cluster_shard_set
 
         c = ctx.cfg.cluster
         source = ctx.synthetic_shards() if c.shards == "synthetic" else ctx.real_shards()
-        cluster_shard_set(
+        keep = KeepRule(**to_dict(c.keep)) if c.keep else None
+        summary = cluster_shard_set(
             source, ctx.folder("cluster"), c.encoder, c.k, representatives=c.representatives,
-            workers=c.workers, seed=ctx.cfg.run.seed, overwrite=True,
+            workers=c.workers, seed=ctx.cfg.run.seed, classes=c.classes, split=c.split,
+            keep=keep, overwrite=True,
         )  # fmt: skip
-        return {"shards": str(ctx.folder("cluster").resolve())}
+        return {"shards": str(ctx.folder("cluster").resolve()), "sizes": summary["cluster_sizes"],
+                "kept": summary["kept"]}  # fmt: skip
 
 
 def _uses_synthetic(variants: list[str]) -> bool:

@@ -1,0 +1,85 @@
+"""Seed 004's per-cluster flow as one run, on a real local Ray: cluster the training images of
+one class, train a generator per kept cluster, sample in proportion to the clusters' sizes and
+join the parts into one set labelled with the clustered class."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from suite.data.dataset import ShardDataset
+from suite.data.verify import verify_shard_set
+from suite.pipeline.runner import record_path
+from tests.integration.helpers import synmed
+from tests.unit.data.helpers import make_shard_set
+
+pytestmark = pytest.mark.ray
+
+
+def run_config(tmp_path: Path, shards: Path, **generator: object) -> Path:
+    cfg = {
+        "run": {"name": "clusters", "out_dir": str(tmp_path / "runs"), "seed": 0},
+        "stages": ["ingest", "cluster", "generator", "sample"],
+        "ingest": {"shards": str(shards)},
+        # the training rows of class a (6 of 36), in 2 clusters; the better one only
+        "cluster": {"shards": "real", "encoder": "random:16", "k": 2, "representatives": 2,
+                    "classes": ["a"], "split": "train"},  # fmt: skip
+        "generator": {
+            "model": {"kind": "dcgan", "image_size": 16, "channels": 1, "latent_dim": 8,
+                      "ngf": 8, "ndf": 8, "mode": "unconditional", "num_classes": 0},
+            "train": {"batch_size": 2, "max_steps": 2, "lr": 2.0e-4, "ema_decay": 0.0,
+                      "ema_update_after_step": 0, "num_workers": 0, "checkpoint_every": 2,
+                      "log_every": 1, "sample_every": 2, "sample_images": 2},
+            **generator,
+        },  # fmt: skip
+        "sample": {"num_images": 5, "sampler": "gan", "batch_size": 4, "shard_size": 4},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_one_generator_per_cluster_gives_one_labelled_set(tmp_path: Path) -> None:
+    shards = make_shard_set(tmp_path / "real", n=36, shard_size=12, classes=("a", "b"))
+    config = run_config(tmp_path, shards, clusters="each")
+    done = synmed("run", str(config), timeout=400)
+    assert done.returncode == 0, done.stderr + done.stdout
+    run = tmp_path / "runs" / "clusters"
+
+    report = json.loads((run / "cluster" / "clusters.json").read_text())
+    assert report["clustered"] == 6 and report["kept"] == [0, 1]
+    assert report["class_of_cluster"] == ["a", "a"]
+    clustered = ShardDataset(run / "cluster", clusters=[0, 1])
+    assert len(clustered) == 6 and set(clustered.labels.tolist()) == {0}  # class a's train rows
+    assert len(ShardDataset(run / "cluster", representatives_only=True)) == 4
+
+    sizes = [c["size"] for c in report["clusters"]]
+    record = json.loads((record_path(run, "sample")).read_text())
+    counts = {int(c): n for c, n in record["outputs"]["per_cluster"].items()}
+    assert sum(counts.values()) == 5
+    # in proportion to the sizes, to the nearest image
+    assert all(abs(counts[c] - 5 * sizes[c] / 6) < 1 for c in (0, 1))
+    for c in (0, 1):  # each cluster's own generator, trained on its rows only
+        export = run / "generator" / "clusters" / f"cluster{c}" / "export"
+        assert (export / "synmed-export.json").is_file()
+
+    synthetic = run / "sample" / "synthetic"
+    verify_shard_set(synthetic)
+    data = ShardDataset(synthetic)
+    assert data.class_names == ["a", "b"] and len(data) == 5
+    assert set(data.labels.tolist()) == {0}
+    cluster = np.concatenate(
+        [h5py.File(p, "r")["cluster"][:] for p in sorted(synthetic.glob("shard-*.h5"))]
+    )
+    assert np.bincount(cluster, minlength=2).tolist() == [counts[0], counts[1]]
+    # the parts are what each cluster's generator drew
+    for c in (0, 1):
+        assert len(ShardDataset(run / "sample" / "clusters" / f"cluster{c}")) == counts[c]
+
+    again = synmed("run", str(config))  # complete: every stage is skipped
+    assert again.returncode == 0 and again.stdout.count("skipped") == 4, again.stdout
