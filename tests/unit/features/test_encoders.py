@@ -257,30 +257,15 @@ def test_clip_transformers_folder_gives_get_image_features(tmp_path: Path) -> No
     assert torch.equal(tower_encoder(images), expected)
 
 
-@pytest.fixture
-def open_clip_module(monkeypatch: pytest.MonkeyPatch) -> object:
-    """open_clip, importable here even where ftfy (used only by its text tokenizer's cleaning,
-    never by ``encode_image``) is not installed: the shared test venv lacks it."""
-    import importlib.util
-    import sys
-    import types
-
-    if importlib.util.find_spec("ftfy") is None and "open_clip" not in sys.modules:
-        monkeypatch.setitem(sys.modules, "ftfy", types.ModuleType("ftfy"))
-    import open_clip
-
-    return open_clip
-
-
-def test_clip_open_clip_folder_gives_encode_image(tmp_path: Path, open_clip_module) -> None:
+def test_clip_open_clip_folder_gives_encode_image(tmp_path: Path) -> None:
     import json
 
+    import open_clip
     from safetensors.torch import save_file
 
     from suite.features.encoders import CLIP_MEAN, CLIP_STD, build_encoder, resolve_encoder
 
     torch.set_num_threads(1)
-    open_clip = open_clip_module
     folder = tmp_path / "oc"
     folder.mkdir()
     model_cfg = {
