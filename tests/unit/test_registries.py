@@ -159,7 +159,19 @@ def _default_spec(name: str, tmp_path: Path) -> str:
     kind: EncoderKind = ENCODERS.get(name)
     if kind.argument != "required":
         return name
-    # the one kind that needs an argument today reads a backbone export: a tiny one
+    if name == "clip":  # a local CLIP folder: a tiny transformers one
+        from transformers import CLIPConfig, CLIPModel
+
+        tower = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1)
+        tower |= dict(num_attention_heads=4)
+        config = CLIPConfig(
+            text_config=tower | dict(vocab_size=99, bos_token_id=0, eos_token_id=2),
+            vision_config=tower | dict(image_size=32, patch_size=8),
+            projection_dim=16,
+        )
+        CLIPModel(config).save_pretrained(tmp_path / "clip")
+        return f"clip:{tmp_path / 'clip'}"
+    # ssl reads a backbone export: a tiny one
     spec = BackboneSpec(arch="resnet18", image_size=32, in_channels=1, stem="cifar")
     return f"{name}:{save_backbone(build_backbone(spec), spec, tmp_path / 'export')}"
 
@@ -177,8 +189,9 @@ def test_an_unknown_encoder_lists_every_kind() -> None:
     with pytest.raises(DataError) as err:
         resolve_encoder("clip")
     assert err.value.fix == (
-        "use inception, inception:768, random, random:SIZE or ssl:PATH (a backbone export of "
-        "synmed pretrain)"
+        "use inception, inception:768, random, random:SIZE, ssl:PATH (a backbone export of "
+        "synmed pretrain), efficientnet_lite0, efficientnet_lite0:PATH or clip:PATH (a local "
+        "transformers or open_clip CLIP folder)"
     )
     with pytest.raises(DataError, match="unknown encoder"):  # no argument where one is needed
         resolve_encoder("ssl")
