@@ -27,14 +27,37 @@ def run_config(tmp_path: Path, shards: Path, **generator: object) -> Path:
         "stages": ["ingest", "cluster", "generator", "sample"],
         "ingest": {"shards": str(shards)},
         # the training rows of class a (6 of 36), in 2 clusters; the better one only
-        "cluster": {"shards": "real", "encoder": "random:16", "k": 2, "representatives": 2,
-                    "classes": ["a"], "split": "train"},  # fmt: skip
+        "cluster": {
+            "shards": "real",
+            "encoder": "random:16",
+            "k": 2,
+            "representatives": 2,
+            "classes": ["a"],
+            "split": "train",
+        },  # fmt: skip
         "generator": {
-            "model": {"kind": "dcgan", "image_size": 16, "channels": 1, "latent_dim": 8,
-                      "ngf": 8, "ndf": 8, "mode": "unconditional", "num_classes": 0},
-            "train": {"batch_size": 2, "max_steps": 2, "lr": 2.0e-4, "ema_decay": 0.0,
-                      "ema_update_after_step": 0, "num_workers": 0, "checkpoint_every": 2,
-                      "log_every": 1, "sample_every": 2, "sample_images": 2},
+            "model": {
+                "kind": "dcgan",
+                "image_size": 16,
+                "channels": 1,
+                "latent_dim": 8,
+                "ngf": 8,
+                "ndf": 8,
+                "mode": "unconditional",
+                "num_classes": 0,
+            },
+            "train": {
+                "batch_size": 2,
+                "max_steps": 2,
+                "lr": 2.0e-4,
+                "ema_decay": 0.0,
+                "ema_update_after_step": 0,
+                "num_workers": 0,
+                "checkpoint_every": 2,
+                "log_every": 1,
+                "sample_every": 2,
+                "sample_images": 2,
+            },
             **generator,
         },  # fmt: skip
         "sample": {"num_images": 5, "sampler": "gan", "batch_size": 4, "shard_size": 4},
