@@ -291,9 +291,11 @@ def submit_slurm(
             after = ":".join(fold_last.values()) if fold_last else last
         if force:
             remove_outputs(step_run(cfg, step, run_dir)[1], step.stage)
-        job_id, log = _submit_step(step, cfg, config_arg, overrides, folder, run_dir, after, venv)
+        job_id, log, waits = _submit_step(
+            step, cfg, config_arg, overrides, folder, run_dir, after, venv
+        )
         print(f"synmed run: {step.label}: submitted as job {job_id}"
-              + (f" (after {after})" if after else ""), flush=True)  # fmt: skip
+              + (f" (after {waits})" if waits else ""), flush=True)  # fmt: skip
         jobs.append((step.label, job_id))
         if step.fold is not None:
             fold_last[step.fold] = job_id
@@ -315,8 +317,9 @@ def _submit_step(
     run_dir: Path,
     after: str | None,
     venv: str | None,
-) -> tuple[str, str]:
-    """Submit one step (after job ids ``after``, colon-separated); returns (job id, its log)."""
+) -> tuple[str, str, str | None]:
+    """Submit one step (after job ids ``after``, colon-separated); returns its job id, its log
+    and what it waits on (``after``, or the array of its parts)."""
     import subprocess
 
     from suite.launch.submit import Resources, _executor
@@ -353,7 +356,7 @@ def _submit_step(
                 "check the slurm: section (partition, time) and that SLURM answers",
             )
         job_id = proc.stdout.strip().split(";")[0]
-        return job_id, f"{folder}/{job_id}_{tag}.out"
+        return job_id, f"{folder}/{job_id}_{tag}.out", after
     training = stage.kind == "train"
     res = Resources(
         nodes=s.nodes if training else 1,
@@ -371,8 +374,10 @@ def _submit_step(
         with executor.batch():
             tasks = [executor.submit(StageInJob(), *args, part) for part in parts]
         array = str(tasks[0].job_id).split("_")[0]
+        print(f"synmed run: {step.label}: parts {parts[0]}..{parts[-1]} submitted as array job "
+              f"{array}" + (f" (after {after})" if after else ""), flush=True)  # fmt: skip
         join = Resources(nodes=1, tasks_per_node=1, cpus_per_task=s.cpus_per_task,
                          mem_gb=s.mem_gb, partition=s.partition, time_min=s.time_min)  # fmt: skip
-        executor = _executor(folder, f"{name}-join", join, array)
+        executor, after = _executor(folder, f"{name}-join", join, array), array
     job = executor.submit(StageInJob(), *args)
-    return str(job.job_id), str(job.paths.stderr).replace("%t", "0")
+    return str(job.job_id), str(job.paths.stderr).replace("%t", "0"), after
