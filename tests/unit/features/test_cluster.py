@@ -191,3 +191,38 @@ def test_out_inside_the_input_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ShardError, match="lies inside the input"):
         cluster_shard_set(source, source / "clustered", "random:32", 2)
     assert sorted(p.name for p in source.iterdir()) == before
+
+
+def test_the_keep_rule_chooses_by_the_representatives_pairwise_cosine() -> None:
+    from suite.features.cluster import KeepRule
+
+    features, _ = separable()
+    stats = cluster_features(features, 3, representatives=5).stats
+    means = [s.representative_pairwise_mean for s in stats]
+    best = int(np.argmax(means))
+    assert KeepRule().apply(stats) == [0, 1, 2] and all(s.kept for s in stats)
+    assert KeepRule(top=1).apply(stats) == [best]
+    assert [s.kept for s in stats] == [c == best for c in range(3)]
+    cut = sorted(means)[1]  # the two best pass a threshold at the middle mean
+    assert sorted(KeepRule(min_pairwise_mean=cut).apply(stats)) == sorted(
+        c for c in range(3) if means[c] >= cut
+    )
+    with pytest.raises(DataError, match="keeps none of the 3 clusters") as err:
+        KeepRule(min_pairwise_mean=1.5).apply(stats)
+    assert "loosen cluster.keep" in err.value.fix
+
+
+def test_classes_and_split_choose_the_rows_clustered(tmp_path: Path) -> None:
+    from suite.data.shards import read_manifest
+    from suite.features.cluster import _chosen_rows
+    from tests.unit.data.helpers import make_shard_set
+
+    shards = make_shard_set(tmp_path / "s", n=12, classes=("a", "b"))  # label i % 2, split i % 3
+    manifest = read_manifest(shards)
+    assert _chosen_rows(shards, manifest, ["a"], "train").tolist() == [0, 6]
+    assert _chosen_rows(shards, manifest, None, "test").tolist() == [2, 5, 8, 11]
+    with pytest.raises(DataError, match="no class c") as err:
+        _chosen_rows(shards, manifest, ["c"], None)
+    assert "a, b" in err.value.fix
+    with pytest.raises(DataError, match="unknown split"):
+        _chosen_rows(shards, manifest, None, "holdout")
