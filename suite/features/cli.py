@@ -29,8 +29,10 @@ def add_cluster_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "--encoder",
         required=True,
         metavar="ENC",
-        help="inception (FID Inception-v3, 2048-d), random[:SIZE] (seeded random ResNet-18, "
-        "512-d baseline) or ssl:PATH (a backbone export of synmed pretrain)",
+        help="inception (FID Inception-v3, 2048-d), efficientnet_lite0[:PATH] (ImageNet "
+        "EfficientNet-Lite0, 1280-d), clip:PATH (a local transformers or open_clip CLIP folder), "
+        "random[:SIZE] (seeded random ResNet-18, 512-d baseline) or ssl:PATH (a backbone export "
+        "of synmed pretrain)",
     )
     p.add_argument("--k", type=int, default=5, help="number of clusters (seed 004: 5)")
     p.add_argument(
@@ -39,6 +41,31 @@ def add_cluster_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         default=25,
         metavar="N",
         help="images kept per cluster, nearest the centroid (seed 004: 25)",
+    )
+    p.add_argument(
+        "--classes",
+        type=lambda text: [c for c in text.split(",") if c],
+        metavar="A,B",
+        help="cluster only rows of these classes (seed 004: the class it doubles); the others "
+        "get cluster -1",
+    )
+    p.add_argument(
+        "--split", choices=("train", "val", "test"), help="cluster only rows of this split"
+    )
+    p.add_argument(
+        "--keep-min-mean",
+        type=float,
+        metavar="COS",
+        help="keep clusters whose representatives' mean pairwise cosine is at least COS",
+    )
+    p.add_argument(
+        "--keep-max-std",
+        type=float,
+        metavar="STD",
+        help="keep clusters whose representatives' pairwise cosine std is at most STD",
+    )
+    p.add_argument(
+        "--keep-top", type=int, metavar="N", help="keep the N clusters with the highest mean"
     )
     p.add_argument(
         "--workers", type=int, default=1, help="encoder actors (one per GPU; CPU share otherwise)"
@@ -65,8 +92,13 @@ def add_cluster_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 def cluster_command(args: argparse.Namespace) -> int:
     """Run the stage and print a one-screen summary."""
-    from suite.features.cluster import cluster_shard_set
+    from suite.features.cluster import KeepRule, cluster_shard_set
 
+    keep = KeepRule(
+        min_pairwise_mean=getattr(args, "keep_min_mean", None),
+        max_pairwise_std=getattr(args, "keep_max_std", None),
+        top=getattr(args, "keep_top", None),
+    )
     summary = cluster_shard_set(
         args.shards,
         args.out,
@@ -79,6 +111,9 @@ def cluster_command(args: argparse.Namespace) -> int:
         embedding=args.embedding,
         ray_address=args.ray_address,
         memory_budget_gb=getattr(args, "memory_budget_gb", 2.0),
+        classes=getattr(args, "classes", None),
+        split=getattr(args, "split", None),
+        keep=keep,
         overwrite=getattr(args, "overwrite", False),
     )
     print(format_summary(summary))
@@ -101,6 +136,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         + ", ".join(
             f"{c}: {n}" + (f" (cos {m:.3f})" if m is not None else "")
             for c, (n, m) in enumerate(zip(sizes, summary["mean_cosine"]))
+        ),
+        f"  kept       {', '.join(map(str, summary['kept']))}"
+        + (
+            f" ({summary['clustered']} of {summary['images']} rows clustered)"
+            if summary["clustered"] != summary["images"]
+            else ""
         ),
         f"  shard set  {out} ({summary['output_shards']} shard(s), with features and cluster)",
         f"  stats      {out / summary['files']['clusters_json']}",

@@ -83,6 +83,8 @@ class KeepRule:
         def std(s: ClusterStats) -> float:
             return 0.0 if s.representative_pairwise_std is None else s.representative_pairwise_std
 
+        if self.top is not None and self.top < 1:
+            raise DataError(f"keep top={self.top}: it keeps no cluster", "pass a top of 1 or more")
         passed = [
             s
             for s in stats

@@ -176,3 +176,34 @@ def test_bad_encoder_fails_before_any_output(mni152: Path, tmp_path: Path) -> No
             parse("--shards", str(mni152), "--encoder", "random", "--k", "1000", "--out", str(out))
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_efficientnet_on_two_classes_keeps_the_tightest_cluster(
+    ray_local, fashion32: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "clustered"
+    args = parse(
+        "--shards", str(fashion32), "--encoder", "efficientnet_lite0", "--k", "2",
+        "--representatives", "3", "--classes", "Trouser,Bag", "--keep-top", "1",
+        "--out", str(out),
+    )  # fmt: skip
+    assert cluster_command(args) == 0
+    data = ShardDataset(fashion32, verify="none")
+    chosen = np.isin(data.labels, [data.class_names.index(c) for c in ("Trouser", "Bag")])
+    report = json.loads((out / "clusters.json").read_text())
+    assert report["clustered"] == int(chosen.sum()) and report["images"] == len(data)
+    cluster = np.concatenate(
+        [h5py.File(out / r.file)["cluster"][:] for r in read_manifest(out).shards]
+    )
+    assert (cluster[~chosen] == -1).all() and set(cluster[chosen].tolist()) == {0, 1}
+    # the higher pairwise cosine (a cluster of one image has none: it ranks last)
+    means = [-1.0 if m is None else m for m in
+             (c["representative_pairwise_mean"] for c in report["clusters"])]  # fmt: skip
+    assert report["kept"] == [int(np.argmax(means))]
+    assert [c["kept"] for c in report["clusters"]] == [c == report["kept"][0] for c in (0, 1)]
+    assert report["encoder"]["dim"] == 1280
+    reps = ShardDataset(out, representatives_only=True, verify="none")
+    sizes = [c["size"] for c in report["clusters"]]
+    assert len(reps) == sum(min(3, n) for n in sizes) and set(reps.indices) <= set(
+        data.indices[chosen]
+    )
