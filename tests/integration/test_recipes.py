@@ -114,6 +114,12 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
                        min_mask_pixels=0, nifti_volume="null")  # fmt: skip
         elif source == FALLBACK:  # slices at least 30% tissue: 230 of the 435, all three planes
             o.append("ingest.min_foreground=0.3")
+    if "cluster" in stages:
+        o += under("cluster", encoder="random:16", k=2, representatives=3, workers=1)
+        if cfg["cluster"].get("classes") and source == FALLBACK:  # the plane labels' classes
+            o.append("cluster.classes=[axial]")
+        if cfg["cluster"].get("keep"):
+            o.append("cluster.keep={top: 1}")
     if "generator" in stages:
         model = cfg["generator"]["model"]
         o.append(f"generator.model.image_size={size}")
@@ -131,6 +137,8 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
                        attention="[false,true]", norm_num_groups=4)  # fmt: skip
         elif model["kind"] in SD_FAMILIES:  # the tiny SD downsamples 2x: two hint levels
             o.append(f"generator.model.base={sd_base or out_dir / 'tiny-sd'}")
+            if model.get("class_images"):  # the prior set is drawn by the user beforehand
+                o.append("generator.model.class_images=null")
             if model["kind"] == "controlnet":
                 o.append("generator.model.conditioning_embedding_out_channels=[16,32]")
             if "prompt_blend_phrases" in model:  # the seed's list is the user's to supply
@@ -146,7 +154,9 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
             o.append("generator.model.latent_dim=8")
         if model.get("num_classes") and classes:
             o.append(f"generator.model.num_classes={classes}")
-        o += under("generator.train", max_steps=4, batch_size=8, grad_accum=1, num_workers=0,
+        # a per-cluster generator may train on a cluster's 3 representatives
+        batch = 2 if cfg["generator"].get("clusters") else 8
+        o += under("generator.train", max_steps=4, batch_size=batch, grad_accum=1, num_workers=0,
                    checkpoint_every=4, sample_every=4, sample_steps=2,
                    ema_update_after_step=0)  # fmt: skip
     if "sample" in stages:
@@ -200,7 +210,11 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
             o += under("eval_classify.config.finetune", epochs=1, batch_size=8, patience=1)
         if "knn" in protocols:
             o.append("eval_classify.config.knn.k=3")
-        if cfg["eval_classify"].get("synthetic", {}).get("backbones"):
+        synthetic = cfg["eval_classify"].get("synthetic", {})
+        if synthetic.get("backbones") and "cluster" in stages:
+            # one class doubled: its 24 sampled images cover its training rows (fewer here)
+            o += under("eval_classify.synthetic", mode="ratio", ratio=0.02, classes="[]")
+        elif synthetic.get("backbones"):
             # a few percent of ~200 real training images: within the 4 sampled per class
             o += under("eval_classify.synthetic", mode="ratio", ratio=0.02, per_class="{}")
     return o
