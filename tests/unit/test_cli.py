@@ -34,7 +34,8 @@ OPTIONS: dict[str, str] = {
         "--out"
     ),
     "cluster": (
-        "-h/--help --shards --encoder --k --representatives --workers --ray-address --batch-size "
+        "-h/--help --shards --encoder --k --representatives --classes --split --keep-min-mean "
+        "--keep-max-std --keep-top --workers --ray-address --batch-size "
         "--seed --embedding --memory-budget-gb --out --overwrite"
     ),
     "evaluate segment": "-h/--help config overrides --out --overwrite",
