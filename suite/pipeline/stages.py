@@ -307,10 +307,34 @@ class Generator(Stage):
             return {"kept": False}
         folder = ctx.folder("generator") / CLUSTERS_DIR
         cfg = self._config(ctx, part_name(part), folder, clusters=[part])
+        run = folder / part_name(part)
+        if _exported_at_the_end(cfg, run):  # an array task trained it: the join only records
+            return {"run": str(run), "export": str(run / "export")}
         result = train_generator(cfg, resume=ctx.resume)  # type: ignore[arg-type]
         if result.get("stopped_at") is not None:
             return None
-        return {"run": str(folder / part_name(part)), "export": result.get("export")}
+        return {"run": str(run), "export": result.get("export")}
+
+
+def _exported_at_the_end(cfg: SuiteConfig, run: Path) -> bool:
+    """Whether ``run`` holds the export of this very config and data at its last step, so that
+    resuming it would only load the model (on the join job's CPU) to write the same export."""
+    import json
+
+    from suite.artifacts.digests import sha256_file
+    from suite.config import config_digest
+    from suite.data.shards import MANIFEST
+
+    meta = run / "export" / "synmed-export.json"
+    if not meta.is_file():
+        return False
+    provenance = json.loads(meta.read_text()).get("provenance", {})
+    assert cfg.data.shards is not None
+    return (
+        provenance.get("step") == cfg.train.max_steps
+        and provenance.get("config_digest") == config_digest(cfg)
+        and provenance.get("data_digest") == sha256_file(Path(cfg.data.shards) / MANIFEST)
+    )
 
 
 class Sample(Stage):

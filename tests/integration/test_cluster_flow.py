@@ -107,6 +107,17 @@ def test_one_generator_per_cluster_gives_one_labelled_set(tmp_path: Path) -> Non
     for c in (0, 1):
         assert len(ShardDataset(run / "sample" / "clusters" / f"cluster{c}")) == counts[c]
 
+    # what the SLURM join job sees: each part's export is this config's at its last step, so it
+    # records the stage without loading any model again
+    from suite.config import load_config
+    from suite.pipeline.config import PipelineConfig
+    from suite.pipeline.stages import STAGES, Context, _exported_at_the_end
+
+    ctx = Context(load_config(config, schema=PipelineConfig), run)
+    for c in (0, 1):
+        part = STAGES["generator"]._config(ctx, f"cluster{c}", run / "generator" / "clusters",
+                                           clusters=[c])  # fmt: skip
+        assert _exported_at_the_end(part, run / "generator" / "clusters" / f"cluster{c}")
     again = synmed("run", str(config))  # complete: every stage is skipped
     assert again.returncode == 0 and again.stdout.count("skipped") == 4, again.stdout
 
