@@ -8,7 +8,7 @@ One JSON object, written atomically (a reader sees the old file or the whole new
      "task": "classify" | "self_validate" | "self_validate_sweep" | "segment" | "generator",
      "inputs": {name: {"path", "sha256"}},   # what was evaluated: shard sets, backbone, classifier
      "settings": {...},                      # what the evaluator was told: config + digest, options
-     "metrics": {name: {"mean", "std", "values"} | number | null},
+     "metrics": {name: {"mean", "std", "values", "ci95"} | number | null},
      "per_class": {...},
      ...evaluator-specific keys ("confusion", "per_case", "figure"),
      "context": {...}}                       # what the run found: split sizes, seeds, selection
@@ -74,8 +74,22 @@ class MeanStd:
     std: float | None
     values: tuple[float | None, ...] = ()
 
+    def ci95(self) -> tuple[float, float] | None:
+        """The two-sided 95 % confidence interval of the mean, Student's t over the finite
+        values (n - 1 degrees of freedom); None below two values. Over 3 seeds t = 4.30, so the
+        interval is 2.5 std wide each side: say so before reading a difference as a gain."""
+        finite = [v for v in self.values if v is not None]
+        if self.mean is None or self.std is None or len(finite) < 2:
+            return None
+        from scipy.stats import t
+
+        half = float(t.ppf(0.975, len(finite) - 1)) * self.std / math.sqrt(len(finite))
+        return (self.mean - half, self.mean + half)
+
     def to_json(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "values": list(self.values)}
+        ci = self.ci95()
+        return {"mean": self.mean, "std": self.std, "values": list(self.values),
+                "ci95": list(ci) if ci is not None else None}  # fmt: skip
 
 
 def _finite(x: Any) -> bool:

@@ -1,4 +1,4 @@
-"""`synmed data ingest|verify|info|export|merge|edges|folds|demo`: shard sets in and out.
+"""`synmed data ingest|verify|info|export|merge|edges|augment|folds|demo`: shard sets in and out.
 
 suite/cli.py adds the group with ``add_parser(groups)``. Heavy imports (numpy, h5py, the format
 readers) happen only when a command runs.
@@ -18,7 +18,7 @@ from suite.errors import SynmedError
 def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``data`` group and its subcommands to the top-level ``synmed`` subparsers."""
     group = groups.add_parser(
-        "data", help="shard sets: ingest, verify, info, export, merge, edges, folds"
+        "data", help="shard sets: ingest, verify, info, export, merge, edges, augment, folds"
     )
     data = group.add_subparsers(dest="cmd", required=True)
     _add_ingest_parser(data)
@@ -66,6 +66,7 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_edges)
+    _add_augment_parser(data)
     p = data.add_parser(
         "folds",
         help="K cross-validation folds by group: OUT/fold0.. with the split column re-assigned",
@@ -91,6 +92,37 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_data_demo)
     return group
+
+
+def _add_augment_parser(data: argparse._SubParsersAction) -> None:
+    from suite.data.augmented_set import ConventionalAugment
+
+    d = ConventionalAugment()
+    p = data.add_parser(
+        "augment",
+        help="augmented copies of a class's training images, as a labelled set (seed 004)",
+        description=(
+            "Write COPIES randomly flipped, rotated, shifted, zoomed and intensity-jittered copies "
+            "of each --split image of --classes (default: the rarest class), labelled as the "
+            "image they copy: the '+ conventional augmentation' set of seed 004, added to a "
+            "classifier's training split as `synmed evaluate classify data.synthetic.shards=OUT`."
+        ),
+    )
+    p.add_argument("dir", type=Path, help="a labelled shard set with splits")
+    p.add_argument("--out", required=True, type=Path, help="the augmented set to create")
+    p.add_argument("--classes", nargs="+", default=[], help="class names (default: the rarest)")
+    p.add_argument("--split", choices=("train", "val", "test"), default=d.split)
+    p.add_argument("--copies", type=int, default=d.copies, help="copies of each image")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-hflip", action="store_true", help="no horizontal flips (chest X-rays)")
+    p.add_argument("--degrees", type=float, default=d.degrees, help="rotation range, +-degrees")
+    p.add_argument("--translate", type=float, default=d.translate, help="shift, image fraction")
+    p.add_argument("--scale", type=float, default=d.scale, help="zoom in [1-s, 1+s]")
+    p.add_argument("--brightness", type=float, default=d.brightness, help="factor in [1-b, 1+b]")
+    p.add_argument("--contrast", type=float, default=d.contrast, help="factor in [1-c, 1+c]")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_data_augment)
 
 
 # IngestOptions fields that become `synmed data ingest --flag VALUE` options (values parsed as YAML).
@@ -237,6 +269,28 @@ def cmd_data_edges(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(f"wrote {manifest.count} edge maps of {args.dir} to {args.out}")
+    return 0
+
+
+def cmd_data_augment(args: argparse.Namespace) -> int:
+    from suite.config import from_dict
+    from suite.data.augmented_set import ConventionalAugment, write_augmented_set
+
+    options = from_dict(
+        ConventionalAugment,
+        {
+            "classes": args.classes, "split": args.split, "copies": args.copies,
+            "hflip": not args.no_hflip, "degrees": args.degrees, "translate": args.translate,
+            "scale": args.scale, "brightness": args.brightness, "contrast": args.contrast,
+        },
+        source="synmed data augment",
+    )  # fmt: skip
+    written = write_augmented_set(
+        args.dir, args.out, options, args.seed, shard_size=args.shard_size, overwrite=args.overwrite
+    )
+    print(
+        f"wrote {written['rows']} augmented copies of {', '.join(written['classes'])} to {args.out}"
+    )
     return 0
 
 

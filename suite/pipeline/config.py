@@ -22,6 +22,7 @@ from suite.config import (
     RegistryUnion,
     added_field,
 )
+from suite.data.augmented_set import ConventionalAugment
 from suite.data.ingest.options import IngestOptions
 from suite.errors import ConfigError
 from suite.evaluation.classify.config import SyntheticConfig
@@ -37,6 +38,7 @@ StageName = Literal[
     "generator",
     "sample",
     "cluster",
+    "augment",
     "pretrain",
     "eval_generator",
     "eval_segment",
@@ -216,6 +218,15 @@ class EvalSegmentStage(EvalBackbonesStage):
 AUGMENTED_SUFFIX = (
     "+synthetic-aug"  # a row trained on real + synthetic images: BACKBONE+synthetic-aug
 )
+CONVENTIONAL_SUFFIX = (
+    "+conventional-aug"  # a row trained on real + augmented copies: BACKBONE+conventional-aug
+)
+
+
+@dataclass(kw_only=True, slots=True)
+class AugmentStage(ConventionalAugment):
+    """Augmented copies of the real training images of some classes (``synmed data augment``):
+    the images of seed 004's "+ conventional augmentation" row (``eval_classify.conventional``)."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -230,12 +241,31 @@ class SyntheticRows(SyntheticConfig):
 
 
 @dataclass(kw_only=True, slots=True)
+class ConventionalRows:
+    """Seed 004's "+ conventional augmentation" rows: each backbone named in ``backbones`` is
+    fine-tuned again with the augment stage's copies added to its training split, by the rule of
+    ``eval_classify.synthetic`` (``mode``, ``ratio``, ``per_class``, ``classes``), as the row
+    ``BACKBONE+conventional-aug``. One rule for both kinds of row: they differ only in where the
+    added images come from."""
+
+    backbones: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True, slots=True)
 class EvalClassifyStage(EvalBackbonesStage):
     synthetic: SyntheticRows = field(default_factory=SyntheticRows)
+    conventional: ConventionalRows | None = added_field(None)
+
+    def conventional_backbones(self) -> list[str]:
+        return list(self.conventional.backbones) if self.conventional else []
 
     def rows(self) -> list[str]:
         """Every row the stage evaluates, in order: the backbones, then the augmented ones."""
-        return [*self.backbones, *(b + AUGMENTED_SUFFIX for b in self.synthetic.backbones)]
+        return [
+            *self.backbones,
+            *(b + AUGMENTED_SUFFIX for b in self.synthetic.backbones),
+            *(b + CONVENTIONAL_SUFFIX for b in self.conventional_backbones()),
+        ]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -263,6 +293,7 @@ class PipelineConfig:
     # None: the stage's defaults (sections added after the first run configs)
     folds: FoldsStage | None = added_field(None)
     edges: EdgesStage | None = added_field(None)
+    augment: AugmentStage | None = added_field(None)
     generator: GeneratorStage = field(default_factory=GeneratorStage)
     sample: SampleStage = field(default_factory=SampleStage)
     cluster: ClusterStage = field(default_factory=ClusterStage)

@@ -15,7 +15,14 @@ from typing import Any
 from suite.artifacts.digests import sha256_text
 from suite.config import from_dict, to_dict
 from suite.errors import ConfigError
-from suite.pipeline.config import AUGMENTED_SUFFIX, EdgesStage, FoldsStage, PipelineConfig
+from suite.pipeline.config import (
+    AUGMENTED_SUFFIX,
+    CONVENTIONAL_SUFFIX,
+    AugmentStage,
+    EdgesStage,
+    FoldsStage,
+    PipelineConfig,
+)
 from suite.schema import RunConfig, SuiteConfig
 
 
@@ -476,6 +483,26 @@ class Cluster(Stage):
                 "kept": summary["kept"]}  # fmt: skip
 
 
+class Augment(Stage):
+    name = "augment"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return ["ingest"]
+
+    def settings(self, cfg: PipelineConfig) -> Any:
+        return to_dict(cfg.augment or AugmentStage())
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.data.augmented_set import write_augmented_set
+
+        out = ctx.folder("augment")
+        written = write_augmented_set(
+            ctx.real_shards(), out, ctx.cfg.augment or AugmentStage(), ctx.cfg.run.seed,
+            overwrite=True,
+        )  # fmt: skip
+        return {"shards": str(out.resolve()), **written}
+
+
 def _uses_synthetic(variants: list[str]) -> bool:
     return any("synthetic" in v for v in variants)
 
@@ -794,25 +821,33 @@ class EvalClassify(_EvalBackbones):
 
     def backbones(self, cfg: PipelineConfig) -> list[str]:
         e = cfg.eval_classify
-        return [*e.backbones, *(b for b in e.synthetic.backbones if b not in e.backbones)]
+        named = [*e.backbones, *e.synthetic.backbones, *e.conventional_backbones()]
+        return list(dict.fromkeys(named))
 
     def rows(self, cfg: PipelineConfig) -> list[str]:
         return cfg.eval_classify.rows()
 
     def settings(self, cfg: PipelineConfig) -> Any:
-        settings = to_dict(cfg.eval_classify)
-        if not cfg.eval_classify.synthetic.backbones:
+        settings = settings_without(cfg.eval_classify, ("conventional",))
+        e = cfg.eval_classify
+        if not e.synthetic.backbones and not e.conventional_backbones():
             del settings["synthetic"]  # no such rows: the digest of runs made before they existed
         return settings
 
     def needs(self, cfg: PipelineConfig) -> list[str]:
         s = cfg.eval_classify.synthetic
         from_sample = bool(s.backbones) and s.shards is None
-        return super().needs(cfg) + (["sample"] if from_sample else [])
+        augmented = bool(cfg.eval_classify.conventional_backbones())
+        return (
+            super().needs(cfg)
+            + (["sample"] if from_sample else [])
+            + (["augment"] if augmented else [])
+        )
 
     def check(self, ctx: Context) -> None:
         e = ctx.cfg.eval_classify
-        if e.synthetic.backbones and "synthetic" in e.config.get("data", {}):
+        added = e.synthetic.backbones or e.conventional_backbones()
+        if added and "synthetic" in e.config.get("data", {}):
             raise ConfigError(
                 "eval_classify.config.data.synthetic is set, and eval_classify.synthetic.backbones "
                 "names rows whose synthetic images the run sets",
@@ -822,6 +857,33 @@ class EvalClassify(_EvalBackbones):
         super().check(ctx)
         if e.synthetic.backbones:
             self.build(ctx, e.synthetic.backbones[0] + AUGMENTED_SUFFIX, check_only=True)
+        if e.conventional_backbones():
+            self.check_conventional(ctx)
+            self.build(ctx, e.conventional_backbones()[0] + CONVENTIONAL_SUFFIX, check_only=True)
+
+    def check_conventional(self, ctx: Context) -> None:
+        """The rule of ``eval_classify.synthetic`` must ask for copies the augment stage makes."""
+        rule = ctx.cfg.eval_classify.synthetic
+        copied = (ctx.cfg.augment or AugmentStage()).classes
+        fix = "list the same classes in augment.classes and eval_classify.synthetic.classes"
+        if rule.mode == "double" and set(rule.classes) != set(copied):
+            raise ConfigError(
+                f"eval_classify.conventional doubles {rule.classes or 'the rarest class'}, and "
+                f"the augment stage copies {copied or 'the rarest class'}",
+                fix,
+            )
+        if rule.mode == "per_class" and not set(rule.per_class) <= set(copied):
+            raise ConfigError(
+                f"eval_classify.synthetic.per_class names {sorted(rule.per_class)}, and the "
+                f"augment stage copies {copied or 'the rarest class'} only",
+                "list those classes in augment.classes",
+            )
+        if ctx.cfg.eval_classify.config.get("data", {}).get("label_fraction", 1.0) != 1.0:
+            raise ConfigError(
+                "eval_classify.conventional with a label_fraction below 1: the augment stage "
+                "copies training images the evaluation does not train on",
+                "drop eval_classify.conventional, or evaluate at label_fraction 1",
+            )
 
     def synthetic(self, ctx: Context, *, check_only: bool) -> dict[str, Any]:
         """The evaluation's ``data.synthetic`` for an augmented row."""
@@ -841,7 +903,8 @@ class EvalClassify(_EvalBackbones):
             raise ConfigError(f"{self.name}.config.backbone is set by the run", "remove it")
         data["run"] = {"name": slug(backbone), "out_dir": str(ctx.folder(self.name)), "seed": seed}
         augmented = backbone.endswith(AUGMENTED_SUFFIX)
-        backbone = backbone.removesuffix(AUGMENTED_SUFFIX)
+        conventional = backbone.endswith(CONVENTIONAL_SUFFIX)
+        backbone = backbone.removesuffix(AUGMENTED_SUFFIX).removesuffix(CONVENTIONAL_SUFFIX)
         arch = _pretrained_arch(ctx)
         if backbone == "none":
             data["backbone"] = {"kind": "random", **arch}
@@ -864,6 +927,9 @@ class EvalClassify(_EvalBackbones):
         }
         if augmented:
             data["data"]["synthetic"] = self.synthetic(ctx, check_only=check_only)
+        if conventional:
+            copies = None if check_only else str(ctx.folder("augment"))
+            data["data"]["synthetic"] = {**self.synthetic(ctx, check_only=True), "shards": copies}
         return from_dict(ClassifyConfig, data, source=f"{self.name}.config")
 
     def evaluate(self, cfg: Any, out: Path) -> None:
@@ -900,6 +966,7 @@ STAGES: dict[str, Stage] = {
         Generator(),
         Sample(),
         Cluster(),
+        Augment(),
         Pretrain(),
         EvalGenerator(),
         EvalSegment(),

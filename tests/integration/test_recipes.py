@@ -245,7 +245,10 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
             if variants:  # eval_segment: every backbone under every training-data variant
                 rows = [f"{b}-{v}" for b in rows for v in variants]
             augmented = cfg[task].get("synthetic", {}).get("backbones", [])
-            for backbone in rows + [f"{b}+synthetic-aug" for b in augmented]:
+            conventional = (cfg[task].get("conventional") or {}).get("backbones", [])
+            added = [f"{b}+synthetic-aug" for b in augmented]
+            added += [f"{b}+conventional-aug" for b in conventional]
+            for backbone in rows + added:
                 folder = run_dir / task / backbone.replace("+", "-")
                 result = json.loads((folder / "result.json").read_text())
                 assert result["metrics"], (task, backbone)

@@ -74,9 +74,13 @@ OPTIONS: dict[str, str] = {
         "-h/--help dir --out --canny-sigma --canny-low --canny-high --hed --shard-size --overwrite "
         "--quiet"
     ),
+    "data augment": (
+        "-h/--help dir --out --classes --split --copies --seed --no-hflip --degrees --translate "
+        "--scale --brightness --contrast --shard-size --overwrite"
+    ),
     "data folds": "-h/--help dir --folds --out --val-fraction --shuffle-seed --overwrite",
     "data demo": "-h/--help",
-    "data": "-h/--help {ingest,verify,info,export,merge,edges,folds,demo}",
+    "data": "-h/--help {ingest,verify,info,export,merge,edges,augment,folds,demo}",
     "models tiny-sd": "-h/--help --out --seed --image-size --overwrite",
     "models": "-h/--help {tiny-sd}",
     "": (
@@ -110,6 +114,7 @@ OWNERS = {
     "data export": "suite.data.cli",
     "data merge": "suite.data.cli",
     "data edges": "suite.data.cli",
+    "data augment": "suite.data.cli",
     "data folds": "suite.data.cli",
     "data demo": "suite.data.cli",
     "models tiny-sd": "suite.models.cli",

@@ -54,7 +54,9 @@ def test_round_trip_keeps_every_field_and_nulls_nan(tmp_path: Path) -> None:
     assert back.inputs == result.inputs and back.settings == result.settings
     assert back.extra == result.extra and back.context == result.context
     assert back.metrics["knn.accuracy"] == {"mean": 0.6, "std": pytest.approx(0.1414, abs=1e-4),
-                                            "values": [0.5, 0.7, None]}  # fmt: skip
+                                            "values": [0.5, 0.7, None],
+                                            "ci95": [pytest.approx(0.6 - 1.27062, abs=1e-4),
+                                                     pytest.approx(0.6 + 1.27062, abs=1e-4)]}  # fmt: skip
     assert back.to_json() == written
     assert not list((tmp_path / "out").glob("*.tmp"))  # written through a temporary file
 
@@ -104,8 +106,16 @@ def test_mean_std_is_the_sample_std_and_zero_for_one_seed() -> None:
     assert s.mean == pytest.approx(0.3) and s.std == pytest.approx(math.sqrt(0.02))
     assert s.values == (0.2, None, None, 0.4)
     assert mean_std([float("nan")]) == MeanStd(None, 0.0, (None,))
+    # t(0.975, 1) = 12.706: two values give a wide interval, 12.706 * sqrt(2) / sqrt(2) each side
     assert summarize([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(math.sqrt(2)),
-                                     "values": [1.0, 3.0]}  # fmt: skip
+                                     "values": [1.0, 3.0],
+                                     "ci95": [pytest.approx(2.0 - 12.7062047),
+                                              pytest.approx(2.0 + 12.7062047)]}  # fmt: skip
+    three = mean_std([0.80, 0.82, 0.84])  # std 0.02, t(0.975, 2) = 4.302653
+    assert three.ci95() == (pytest.approx(0.82 - 4.302653 * 0.02 / math.sqrt(3)),
+                            pytest.approx(0.82 + 4.302653 * 0.02 / math.sqrt(3)))  # fmt: skip
+    assert mean_std([0.4]).ci95() is None and summarize([0.4])["ci95"] is None
+    assert mean_std([0.4, None]).ci95() is None  # one finite value: no interval
 
 
 def test_a_pipeline_merge_over_pretraining_seeds_is_a_result_of_the_schema(tmp_path: Path) -> None:

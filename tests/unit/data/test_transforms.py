@@ -39,3 +39,18 @@ def test_compose_and_to_float() -> None:
     assert (
         out["image"].dtype == torch.float32 and out["image"].min() >= 0 and out["image"].max() <= 1
     )
+
+
+def test_zoom_and_intensity_jitter_draw_only_when_on() -> None:
+    s = sample(4)
+    geometric = SeededAugment(seed=2, hflip=True, degrees=10)
+    # the new options draw after the flip and the angle: with them off, the result is unchanged
+    same = SeededAugment(seed=2, hflip=True, degrees=10, scale=0.0, brightness=0.0, contrast=0.0)
+    assert torch.equal(geometric(s)["image"], same(s)["image"])
+    zoomed = SeededAugment(seed=2, scale=0.3)(s)["image"]
+    assert zoomed.shape == s["image"].shape and not torch.equal(zoomed, s["image"])
+    flat = {"image": torch.full((1, 8, 8), 100, dtype=torch.uint8), "index": 0}
+    values = {int(SeededAugment(seed=k, brightness=0.2)(flat)["image"][0, 0, 0]) for k in range(20)}
+    assert len(values) > 1 and min(values) >= 80 and max(values) <= 120
+    # contrast about the mean leaves a flat image flat
+    assert torch.equal(SeededAugment(seed=1, contrast=0.5)(flat)["image"], flat["image"])
