@@ -43,9 +43,12 @@ StageName = Literal[
     "eval_generator",
     "eval_segment",
     "eval_classify",
+    "eval_self_validate",
     "report",
 ]
 STAGE_ORDER: tuple[str, ...] = StageName.__args__  # type: ignore[attr-defined]
+#: stages a run has only when its ``stages:`` lists them
+OPT_IN_STAGES: tuple[str, ...] = ("folds", "edges", "augment", "eval_self_validate")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -269,6 +272,18 @@ class EvalClassifyStage(EvalBackbonesStage):
 
 
 @dataclass(kw_only=True, slots=True)
+class EvalSelfValidateStage:
+    """Seed 003's self-validation (Choudhary 2025): the classifiers that ``eval_classify`` fine-tuned
+    on real images (row ``classifier``, protocol ``finetune`` with ``finetune.export``) predict
+    every image of the run's sampled set, scored per class against the class each image was
+    generated for (``synmed evaluate self-validate``); once per classifier seed, so precision,
+    recall and F1 carry mean +- std over the classifier's seeds."""
+
+    classifier: str = "imagenet"  # a name in eval_classify.backbones
+    batch_size: PositiveInt = 128
+
+
+@dataclass(kw_only=True, slots=True)
 class SlurmStage:
     """Resources of the jobs `synmed run --on slurm` submits."""
 
@@ -285,9 +300,10 @@ class PipelineConfig:
     """The root of a run config (configs/quickstart.yaml, configs/papers/*/run*.yaml)."""
 
     run: RunConfig = field(default_factory=RunConfig)
-    # every stage but folds and edges (cross-validation and edge-guided generators ask for them)
+    # every stage but folds, edges and eval_self_validate (cross-validation, edge-guided
+    # generators and a fine-tuned classifier's self-validation ask for them)
     stages: list[StageName] = field(
-        default_factory=lambda: [s for s in STAGE_ORDER if s not in ("folds", "edges")]
+        default_factory=lambda: [s for s in STAGE_ORDER if s not in OPT_IN_STAGES]
     )
     ingest: IngestStage = field(default_factory=IngestStage)
     # None: the stage's defaults (sections added after the first run configs)
@@ -301,6 +317,7 @@ class PipelineConfig:
     eval_generator: EvalGeneratorStage = field(default_factory=EvalGeneratorStage)
     eval_segment: EvalSegmentStage = field(default_factory=EvalSegmentStage)
     eval_classify: EvalClassifyStage = field(default_factory=EvalClassifyStage)
+    eval_self_validate: EvalSelfValidateStage | None = added_field(None)
     slurm: SlurmStage = field(default_factory=SlurmStage)
 
 

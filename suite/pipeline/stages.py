@@ -20,6 +20,7 @@ from suite.pipeline.config import (
     CONVENTIONAL_SUFFIX,
     AugmentStage,
     EdgesStage,
+    EvalSelfValidateStage,
     FoldsStage,
     PipelineConfig,
 )
@@ -703,27 +704,66 @@ def _merged_metrics(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def _merged_per_class(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-class metrics merged at whatever depth they sit: ``{class: {metric}}`` (segmentation)
+    or ``{protocol: {class: {metric}}}`` (classification, self-validation)."""
+    merged: dict[str, Any] = {}
+    for name, value in entries[0].items():
+        if not all(isinstance(e.get(name), dict) for e in entries):
+            continue
+        if "values" in value:
+            merged[name] = _merged_metrics([{name: e[name]} for e in entries])[name]
+        else:
+            merged[name] = _merged_per_class([e[name] for e in entries])
+    return merged
+
+
+def _merged_confusion(results: list[Any], labels: list[str]) -> dict[str, Any] | None:
+    """Each protocol's confusion matrix summed over the runs (the report draws it "summed over
+    seeds"), the runs' own per-seed matrices named ``LABEL.SEED``; None where a run has none."""
+    import numpy as np
+
+    tables = [r.extra.get("confusion") for r in results]
+    if not all(isinstance(t, dict) for t in tables):
+        return None
+    merged: dict[str, Any] = {}
+    for protocol, entry in tables[0].items():
+        entries = [t.get(protocol) for t in tables]
+        if not all(isinstance(e, dict) and "total" in e for e in entries):
+            continue
+        if any(e.get("classes") != entry.get("classes") for e in entries):
+            continue
+        merged[protocol] = {
+            **entry,
+            "total": np.sum([np.asarray(e["total"]) for e in entries], axis=0).tolist(),
+            "per_seed": {
+                f"{lab}.{seed}": m
+                for lab, e in zip(labels, entries)
+                for seed, m in (e.get("per_seed") or {}).items()
+            },
+        }
+    return merged
+
+
 def merge_results(
     runs: list[Path], out: Path, labels: list[str], *, context: dict[str, Any]
 ) -> dict[str, Any]:
     """One result.json whose metrics hold every run's values (mean +- std over them): the runs
-    of one row over seeds, or over folds. Per-class metrics are merged alike; the context is the
-    first run's plus ``context``, and each run's inputs are named by its label."""
+    of one row over seeds, or over folds. Per-class metrics are merged alike and confusion
+    matrices summed; the context is the first run's plus ``context``, and each run's inputs are
+    named by its label."""
     from dataclasses import replace
 
     from suite.artifacts.results import read_result, write_result
 
     results = [read_result(run) for run in runs]
     first = results[0]
-    per_class = {
-        name: _merged_metrics([r.per_class[name] for r in results])
-        for name in first.per_class
-        if all(isinstance(r.per_class.get(name), dict) for r in results)
-    }
+    confusion = _merged_confusion(results, labels)
     merged = replace(
         first,
         metrics=_merged_metrics([r.metrics for r in results]),
-        per_class=per_class,
+        per_class=_merged_per_class([r.per_class for r in results]),
+        extra=first.extra if confusion is None else {**first.extra, "confusion": confusion},
         inputs={
             f"{lab}.{k}": ref for lab, r in zip(labels, results) for k, ref in r.inputs.items()
         },
@@ -938,6 +978,112 @@ class EvalClassify(_EvalBackbones):
         run_classify(cfg, out, overwrite=True)
 
 
+class EvalSelfValidate(Stage):
+    """Seed 003's self-validation as a stage: every classifier seed of an ``eval_classify`` row
+    (its fine-tuned classifier exports) scores the run's sampled set against the intended classes
+    (:func:`suite.evaluation.classify.self_validation.self_validate`); the per-seed results
+    (``seeds/seed<N>``) are merged into one result.json, mean +- std over the classifier seeds."""
+
+    name = "eval_self_validate"
+
+    def needs(self, cfg: PipelineConfig) -> list[str]:
+        return ["eval_classify", "sample"]
+
+    def settings(self, cfg: PipelineConfig) -> Any:
+        return to_dict(cfg.eval_self_validate or EvalSelfValidateStage())
+
+    def _classify_config(self, ctx: Context) -> Any:
+        """The row's ``synmed evaluate classify`` config, as eval_classify builds it (its
+        protocols, seeds and ``finetune`` section, defaults filled in)."""
+        s = ctx.cfg.eval_self_validate or EvalSelfValidateStage()
+        classify = STAGES["eval_classify"]
+        assert isinstance(classify, EvalClassify)
+        return classify.build(ctx, s.classifier, check_only=True)
+
+    def check(self, ctx: Context) -> None:
+        s = ctx.cfg.eval_self_validate or EvalSelfValidateStage()
+        e = ctx.cfg.eval_classify
+        if "eval_classify" not in ctx.cfg.stages:
+            raise ConfigError(
+                "eval_self_validate scores the sampled images with the classifiers that "
+                "eval_classify fine-tunes, and the run has no eval_classify stage",
+                "add eval_classify to stages (with protocol finetune), before eval_self_validate",
+            )
+        if s.classifier not in e.backbones:
+            raise ConfigError(
+                f"eval_self_validate.classifier={s.classifier!r} is not a row of "
+                f"eval_classify.backbones ({', '.join(e.backbones) or 'none'})",
+                f"set eval_self_validate.classifier to one of eval_classify.backbones, or add "
+                f"{s.classifier} to eval_classify.backbones",
+            )
+        classify = self._classify_config(ctx)
+        if "finetune" not in classify.protocols:
+            raise ConfigError(
+                "eval_self_validate needs fine-tuned classifiers, and eval_classify.config."
+                f"protocols ({', '.join(classify.protocols)}) has no finetune",
+                "add finetune to eval_classify.config.protocols",
+            )
+        if not classify.finetune.export:
+            raise ConfigError(
+                "eval_self_validate reads the fine-tuned classifiers eval_classify exports, and "
+                "eval_classify.config.finetune.export is false",
+                "set eval_classify.config.finetune.export=true",
+            )
+
+    def classifiers(self, ctx: Context) -> list[tuple[str, Path]]:
+        """(label, export folder) of every classifier of the row: one per eval_classify seed
+        (``<row>/finetune/seed-<N>``, as ``run_classify`` writes them), and per pretraining seed
+        where eval_classify ran the row once per pretraining seed (``<row>/seeds/seed<P>/``)."""
+        s = ctx.cfg.eval_self_validate or EvalSelfValidateStage()
+        row = ctx.folder("eval_classify") / slug(s.classifier)
+        seeds = list(self._classify_config(ctx).seeds)
+        pretrain = ctx.pretrain_seeds()
+        if len(pretrain) == 1:
+            return [(f"seed{n}", row / "finetune" / f"seed-{n}") for n in seeds]
+        return [
+            (f"pretrain{p}-seed{n}", row / SEEDS_DIR / f"seed{p}" / "finetune" / f"seed-{n}")
+            for p in pretrain
+            for n in seeds
+        ]
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        from suite.artifacts.results import read_result
+        from suite.evaluation.classify.self_validation import self_validate
+
+        s = ctx.cfg.eval_self_validate or EvalSelfValidateStage()
+        out = ctx.folder(self.name)
+        classifiers = self.classifiers(ctx)
+        runs = [out / SEEDS_DIR / label for label, _ in classifiers]
+        for (_, classifier), folder in zip(classifiers, runs):
+            self_validate(
+                classifier, ctx.synthetic_shards(), folder, batch_size=s.batch_size, overwrite=True
+            )
+        contexts = [read_result(folder).context for folder in runs]
+        labels = [label for label, _ in classifiers]
+        seeds = list(self._classify_config(ctx).seeds)
+        pretrain = ctx.pretrain_seeds()
+        merged = merge_results(
+            runs, out, labels,
+            context={
+                "classifier": str((ctx.folder("eval_classify") / slug(s.classifier)).resolve()),
+                "classifier_row": s.classifier,
+                "classifier_sha256": {
+                    lab: c.get("classifier_sha256") for lab, c in zip(labels, contexts)
+                },
+                "classifier_provenance": {
+                    lab: c.get("classifier_provenance") for lab, c in zip(labels, contexts)
+                },
+                "classifiers": {lab: str(path.resolve()) for lab, path in classifiers},
+                "seeds": seeds,
+                **({"pretrain_seeds": pretrain} if len(pretrain) > 1 else {}),
+                "seed_runs": [str(r) for r in runs],
+            },
+        )  # fmt: skip
+        f1 = merged["metrics"].get("self_validation.f1_macro", {})
+        return {"result": str(out / "result.json"), "classifiers": len(classifiers),
+                "f1_macro": f1.get("mean")}  # fmt: skip
+
+
 class Report(Stage):
     name = "report"
 
@@ -971,6 +1117,7 @@ STAGES: dict[str, Stage] = {
         EvalGenerator(),
         EvalSegment(),
         EvalClassify(),
+        EvalSelfValidate(),
         Report(),
     )
 }

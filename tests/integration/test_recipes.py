@@ -190,6 +190,15 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
         if needs_file and any(r.startswith("imagenet") for r in rows):
             weights = standin_imagenet_weights(arch, patch, out_dir / "imagenet.pth")
             o.append(f"pretrain.imagenet_weights={weights}")
+    elif any(r.startswith("imagenet") for r in cfg.get("eval_classify", {}).get("backbones", [])):
+        # an ImageNet classifier without pretraining (seed 003's ResNet-18): the row's arch at
+        # the shrunk size, from a stand-in file unless it ships with a package
+        arch = backbone.get("arch", "resnet18")
+        if arch != "efficientnet_lite0":
+            o.append(f"pretrain.pretrain.backbone.image_size={size}")
+            if not cfg.get("pretrain", {}).get("imagenet_weights"):
+                weights = standin_imagenet_weights(arch, patch, out_dir / "imagenet.pth")
+                o.append(f"pretrain.imagenet_weights={weights}")
     if "eval_generator" in stages:
         o.append("eval_generator.encoders=[random:32]")  # Inception is 15 min of CPU here
     if "folds" in stages:
@@ -256,11 +265,20 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
                     assert [f["fold"] for f in result["context"]["folds"]] == list(range(folds))
                     metric = next(iter(result["metrics"].values()))
                     assert len(metric["values"]) == folds, (task, backbone, metric)
+    if "eval_self_validate" in cfg["stages"]:  # one classifier per eval_classify seed (1, shrunk)
+        result = json.loads((run_dir / "eval_self_validate" / "result.json").read_text())
+        assert result["task"] == "self_validate"
+        assert len(result["metrics"]["self_validation.f1_macro"]["values"]) == 1
+        assert result["per_class"]["self_validation"], result["per_class"]
+        assert result["context"]["images"] > 0
     if "eval_generator" in cfg["stages"]:
         result = json.loads((run_dir / "eval_generator" / "result.json").read_text())
         assert result["metrics"]["fd_random_32"] >= 0
     if "report" in cfg["stages"]:
-        assert (run_dir / "report" / "report.md").is_file()
+        report = (run_dir / "report" / "report.md").read_text()
+        if "eval_self_validate" in cfg["stages"]:  # the merged result's row, not its seeds'
+            assert "| self_validation |" in report and "classifier imagenet" in report
+            assert "seeds/seed0" not in report.split("## Classification")[1].split("##")[0]
 
 
 @pytest.mark.slow
