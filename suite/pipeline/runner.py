@@ -291,9 +291,8 @@ def submit_slurm(
             after = ":".join(fold_last.values()) if fold_last else last
         if force:
             remove_outputs(step_run(cfg, step, run_dir)[1], step.stage)
-        job_id, log, waits = _submit_step(
-            step, cfg, config_arg, overrides, folder, run_dir, after, venv
-        )
+        submitted = _submit_step(step, cfg, config_arg, overrides, folder, run_dir, after, venv)
+        job_id, log, waits = submitted.job_id, submitted.log, submitted.waits
         print(f"synmed run: {step.label}: submitted as job {job_id}"
               + (f" (after {waits})" if waits else ""), flush=True)  # fmt: skip
         jobs.append((step.label, job_id))
@@ -301,11 +300,23 @@ def submit_slurm(
             fold_last[step.fold] = job_id
         else:
             last, fold_last = job_id, {}
+        command = shlex.join(["synmed", "run", config_arg or "", *overrides])
         with open(run_dir / "jobs.jsonl", "a") as f:  # what `synmed jobs --runs` lists
-            f.write(json.dumps({"job_id": job_id, "stage": step.label, "run": str(run_dir.resolve()),
-                                "stderr": log, "command": shlex.join(
-                                    ["synmed", "run", config_arg or "", *overrides])}) + "\n")  # fmt: skip
+            for label, task_id, task_log in [*submitted.parts, (step.label, job_id, log)]:
+                f.write(json.dumps({"job_id": task_id, "stage": label, "run": str(run_dir.resolve()),
+                                    "stderr": task_log, "command": command}) + "\n")  # fmt: skip
     return jobs
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A step's job, its log and what it waits on; a step made of parts also lists its array's
+    tasks (label ``stage[part]``, job id, log) so that `synmed jobs --runs` shows each one."""
+
+    job_id: str
+    log: str
+    waits: str | None
+    parts: tuple[tuple[str, str, str], ...] = ()
 
 
 def _submit_step(
@@ -317,9 +328,9 @@ def _submit_step(
     run_dir: Path,
     after: str | None,
     venv: str | None,
-) -> tuple[str, str, str | None]:
-    """Submit one step (after job ids ``after``, colon-separated); returns its job id, its log
-    and what it waits on (``after``, or the array of its parts)."""
+) -> Submitted:
+    """Submit one step (after job ids ``after``, colon-separated): its job, its log and what it
+    waits on (``after``, or the array of its parts)."""
     import subprocess
 
     from suite.launch.submit import Resources, _executor
@@ -356,7 +367,7 @@ def _submit_step(
                 "check the slurm: section (partition, time) and that SLURM answers",
             )
         job_id = proc.stdout.strip().split(";")[0]
-        return job_id, f"{folder}/{job_id}_{tag}.out", after
+        return Submitted(job_id, f"{folder}/{job_id}_{tag}.out", after)
     training = stage.kind == "train"
     res = Resources(
         nodes=s.nodes if training else 1,
@@ -370,6 +381,7 @@ def _submit_step(
     executor = _executor(folder, name, res, after)
     args = (config_arg, overrides, step.stage, False, step.fold)
     parts = stage.parts(step_run(cfg, step, run_dir)[0])
+    array_tasks: tuple[tuple[str, str, str], ...] = ()
     if parts:  # one array task per part (a per-cluster generator each), then one job joins them
         with executor.batch():
             tasks = [executor.submit(StageInJob(), *args, part) for part in parts]
@@ -379,5 +391,9 @@ def _submit_step(
         join = Resources(nodes=1, tasks_per_node=1, cpus_per_task=s.cpus_per_task,
                          mem_gb=s.mem_gb, partition=s.partition, time_min=s.time_min)  # fmt: skip
         executor, after = _executor(folder, f"{name}-join", join, array), array
+        array_tasks = tuple(
+            (f"{step.label}[{part}]", str(t.job_id), str(t.paths.stderr).replace("%t", "0"))
+            for part, t in zip(parts, tasks)
+        )
     job = executor.submit(StageInJob(), *args)
-    return str(job.job_id), str(job.paths.stderr).replace("%t", "0"), after
+    return Submitted(str(job.job_id), str(job.paths.stderr).replace("%t", "0"), after, array_tasks)

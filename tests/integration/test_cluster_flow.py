@@ -169,6 +169,10 @@ def test_per_cluster_generators_are_one_slurm_array_task_each(
     assert here.returncode == 0, here.stderr
     assert job_state(join, timeout=240) == "COMPLETED"
     assert [job_state(f"{array}_{c}") for c in (0, 1)] == ["COMPLETED", "COMPLETED"]
+    listed = [json.loads(x) for x in (tmp_path / "runs" / "clusters" / "jobs.jsonl").open()]
+    assert [(j["stage"], j["job_id"]) for j in listed] == [
+        ("generator[0]", f"{array}_0"), ("generator[1]", f"{array}_1"), ("generator", join),
+    ]  # fmt: skip
     run, local = tmp_path / "runs" / "clusters", local_out / "clusters"
     assert record_path(run, "generator").is_file()  # the join job recorded the stage
     for c in (0, 1):  # each task trained its cluster as the in-process run did, bit for bit

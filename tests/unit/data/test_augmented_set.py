@@ -132,3 +132,26 @@ def test_a_set_without_splits_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ShardError, match="no split column"):
         write_augmented_set(directory, tmp_path / "aug", ConventionalAugment(), 0)
     assert not (tmp_path / "aug").exists()
+
+
+def test_the_command_writes_the_set_and_refuses_an_unknown_class(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    real = labelled_set(tmp_path / "real")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+
+    def synmed(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "suite", "data", "augment", *args],
+                              capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+
+    done = synmed(str(real), "--out", str(tmp_path / "aug"), "--classes", "a", "--copies", "2",
+                  "--no-hflip", "--seed", "4")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "wrote 8 augmented copies of a" in done.stdout  # 4 train rows of a, twice
+    attrs = ShardDataset(tmp_path / "aug").manifest.attrs["augment"]
+    assert attrs["hflip"] is False and attrs["copies"] == 2 and attrs["seed"] == 4
+    refused = synmed(str(real), "--out", str(tmp_path / "bad"), "--classes", "Shirt")
+    assert refused.returncode == 2 and "augment.classes names ['Shirt']" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "bad").exists()
