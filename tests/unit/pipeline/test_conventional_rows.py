@@ -85,3 +85,13 @@ def test_runs_without_conventional_rows_keep_their_digests(tmp_path: Path) -> No
     assert "conventional" not in stage.settings(before)
     assert "augment" not in stage.needs(before)
     assert stage.settings(load(tmp_path))["conventional"] == {"backbones": ["imagenet"]}
+
+
+def test_the_augment_stage_is_opt_in(tmp_path: Path) -> None:
+    """A run that lists no stages (the quickstart's default) gets no augment stage, whose
+    default classes would otherwise need a labelled set."""
+    from suite.config import digest_body
+
+    assert "augment" not in PipelineConfig().stages
+    cfg = load(tmp_path, path=REPO / "configs" / "quickstart.yaml")
+    assert cfg.augment is None and "augment" not in digest_body(cfg)
