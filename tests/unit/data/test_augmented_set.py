@@ -108,29 +108,29 @@ def test_an_unlabelled_or_unsplit_set_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "aug").exists()
 
 
-def test_an_empty_split_is_refused(tmp_path: Path) -> None:
-    directory = tmp_path / "noval"
+def one_class_set(directory: Path, *, split: int | None) -> Path:
+    """Three rows of class a, all in ``split`` (None: no split column)."""
     directory.mkdir()
     attrs = {"source": "real", "class_names": ["a"], "label_kind": "multiclass"}
     writer = ShardSetWriter(directory, attrs, shard_size=4)
     for i in range(3):
-        writer.add({"images": pattern(i), "labels": 0, "split": 0, "index": i})
+        row = {"images": pattern(i), "labels": 0, "index": i}
+        writer.add(row if split is None else {**row, "split": split})
     writer.close()
+    return directory
+
+
+def test_an_empty_split_is_refused(tmp_path: Path) -> None:
+    train_only = one_class_set(tmp_path / "noval", split=0)
     with pytest.raises(DataError, match="no 'val' rows to augment"):
-        write_augmented_set(directory, tmp_path / "aug", ConventionalAugment(split="val"), 0)
+        write_augmented_set(train_only, tmp_path / "aug", ConventionalAugment(split="val"), 0)
     assert not (tmp_path / "aug").exists()
 
 
 def test_a_set_without_splits_names_the_fix(tmp_path: Path) -> None:
-    directory = tmp_path / "nosplit"
-    directory.mkdir()
-    attrs = {"source": "real", "class_names": ["a"], "label_kind": "multiclass"}
-    writer = ShardSetWriter(directory, attrs, shard_size=4)
-    for i in range(3):
-        writer.add({"images": pattern(i), "labels": 0, "index": i})
-    writer.close()
+    unsplit = one_class_set(tmp_path / "nosplit", split=None)
     with pytest.raises(ShardError, match="no split column"):
-        write_augmented_set(directory, tmp_path / "aug", ConventionalAugment(), 0)
+        write_augmented_set(unsplit, tmp_path / "aug", ConventionalAugment(), 0)
     assert not (tmp_path / "aug").exists()
 
 
