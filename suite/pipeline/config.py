@@ -300,8 +300,8 @@ class PipelineConfig:
     """The root of a run config (configs/quickstart.yaml, configs/papers/*/run*.yaml)."""
 
     run: RunConfig = field(default_factory=RunConfig)
-    # every stage but folds, edges and eval_self_validate (cross-validation, edge-guided
-    # generators and a fine-tuned classifier's self-validation ask for them)
+    # every stage but the opt-in ones: cross-validation, edge-guided generators, conventional
+    # augmentation rows and a fine-tuned classifier's self-validation ask for theirs
     stages: list[StageName] = field(
         default_factory=lambda: [s for s in STAGE_ORDER if s not in OPT_IN_STAGES]
     )
