@@ -1054,10 +1054,12 @@ class EvalSelfValidate(Stage):
         out = ctx.folder(self.name)
         classifiers = self.classifiers(ctx)
         runs = [out / SEEDS_DIR / label for label, _ in classifiers]
+        hashed: set[Path] = set()  # the sampled set's digests, checked by the first classifier
         for (_, classifier), folder in zip(classifiers, runs):
             self_validate(
-                classifier, ctx.synthetic_shards(), folder, batch_size=s.batch_size, overwrite=True
-            )
+                classifier, ctx.synthetic_shards(), folder, batch_size=s.batch_size,
+                overwrite=True, hashed=hashed,
+            )  # fmt: skip
         contexts = [read_result(folder).context for folder in runs]
         labels = [label for label, _ in classifiers]
         seeds = list(self._classify_config(ctx).seeds)

@@ -52,10 +52,13 @@ def check_classes(generated: list[str], names: list[str], what: str) -> None:
         )
 
 
-def fake_rows(fake: Path, config: dict[str, Any]) -> tuple[Rows, ShardDataset]:
-    """The generated set's rows, labels in the classifier's class order, and its first open."""
+def fake_rows(
+    fake: Path, config: dict[str, Any], hashed: set[Path] | None = None
+) -> tuple[Rows, ShardDataset]:
+    """The generated set's rows, labels in the classifier's class order, and its first open.
+    ``hashed``: sets whose digests the caller already checked (this call adds ``fake``)."""
     names: list[str] = config["class_names"]
-    hashed: set[Path] = set()  # hashed at the first open
+    hashed = set() if hashed is None else hashed  # hashed at the first open
     probe = open_shards(Path(fake), "--fake", hashed)
     require_labels(probe, "--fake")
     if probe.label_kind == "multilabel":
@@ -103,12 +106,15 @@ def self_validate(
     *,
     batch_size: int = 128,
     overwrite: bool = False,
+    hashed: set[Path] | None = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> dict[str, Any]:
-    """Score ``classifier`` on the generated set ``fake``; write ``out/result.json`` + CSVs."""
+    """Score ``classifier`` on the generated set ``fake``; write ``out/result.json`` + CSVs.
+    ``hashed``: shared by the calls of one run, so a set scored by several classifiers has its
+    digests checked once."""
     model, config, classifier_digest = open_classifier(classifier)
     names: list[str] = config["class_names"]
-    rows, probe = fake_rows(fake, config)
+    rows, probe = fake_rows(fake, config, hashed)
     log(f"classifying {len(rows)} generated images with {classifier}")
     with staged_output(Path(out), overwrite=overwrite, inputs=(fake, classifier)) as stage:
         s = score_rows(model, rows, names, batch_size)
