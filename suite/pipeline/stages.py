@@ -898,10 +898,10 @@ class EvalClassify(_EvalBackbones):
         if e.synthetic.backbones:
             self.build(ctx, e.synthetic.backbones[0] + AUGMENTED_SUFFIX, check_only=True)
         if e.conventional_backbones():
-            self.check_conventional(ctx)
-            self.build(ctx, e.conventional_backbones()[0] + CONVENTIONAL_SUFFIX, check_only=True)
+            row = e.conventional_backbones()[0] + CONVENTIONAL_SUFFIX
+            self.check_conventional(ctx, self.build(ctx, row, check_only=True).data.label_fraction)
 
-    def check_conventional(self, ctx: Context) -> None:
+    def check_conventional(self, ctx: Context, label_fraction: float) -> None:
         """The rule of ``eval_classify.synthetic`` must ask for copies the augment stage makes."""
         rule = ctx.cfg.eval_classify.synthetic
         copied = (ctx.cfg.augment or AugmentStage()).classes
@@ -918,7 +918,7 @@ class EvalClassify(_EvalBackbones):
                 f"augment stage copies {copied or 'the rarest class'} only",
                 "list those classes in augment.classes",
             )
-        if ctx.cfg.eval_classify.config.get("data", {}).get("label_fraction", 1.0) != 1.0:
+        if label_fraction != 1.0:
             raise ConfigError(
                 "eval_classify.conventional with a label_fraction below 1: the augment stage "
                 "copies training images the evaluation does not train on",
