@@ -30,8 +30,11 @@ RUN_CONFIGS = sorted(
     p for p in REPO.glob("configs/**/*.yaml") if "stages" in (yaml.safe_load(p.read_text()) or {})
 )
 ON_SLURM = REPO / "configs" / "papers" / "medcls" / "run_simclr_resnet18.yaml"
+# seed 003's small run: its eval_self_validate stage reads another job's classifier exports
+SELF_VALIDATE_ON_SLURM = REPO / "configs" / "papers" / "aiding-diagnosis" / "small.yaml"
 # Run once each: the quickstart in tests/integration/test_run.py (with skip, refuse and --force),
-# ON_SLURM in test_medcls_recipe_runs_on_slurm (every stage a SLURM job, the same checks).
+# ON_SLURM and SELF_VALIDATE_ON_SLURM in test_medcls_recipe_runs_on_slurm (every stage a SLURM job,
+# the same checks).
 # Seed 002's three settings are one chain on three datasets: one runs end to end, the others are
 # checked to be it but for their data, prompt, step count and case unit (test_same_chain_...).
 DIFFBOOST = REPO / "configs" / "papers" / "diffboost"
@@ -40,7 +43,10 @@ SAME_CHAIN = {
     DIFFBOOST / "run_prostate_mri.yaml": DIFFBOOST / "run_busi.yaml",
 }
 END_TO_END = [
-    p for p in RUN_CONFIGS if p not in (REPO / "configs" / "quickstart.yaml", ON_SLURM, *SAME_CHAIN)
+    p
+    for p in RUN_CONFIGS
+    if p
+    not in (REPO / "configs" / "quickstart.yaml", ON_SLURM, SELF_VALIDATE_ON_SLURM, *SAME_CHAIN)
 ]
 SHRUNK_FOLDS = 2  # a cross-validated recipe runs 2 folds: the per-fold path at half of 3's cost
 FALLBACK = "demo:mni152"  # real images with real labels (the slice plane), on every machine
@@ -317,7 +323,9 @@ def test_the_shipped_recipes_are_all_found() -> None:
     }
     assert named <= found and "papers/medcls/run_simclr_resnet18.yaml" in found
     # each one run by a test: here, on SLURM, or the quickstart's in test_run.py
-    covered = {recipe_id(p) for p in (*END_TO_END, ON_SLURM, *SAME_CHAIN)} | {"quickstart.yaml"}
+    covered = {
+        recipe_id(p) for p in (*END_TO_END, ON_SLURM, SELF_VALIDATE_ON_SLURM, *SAME_CHAIN)
+    } | {"quickstart.yaml"}
     assert found == covered
 
 
@@ -343,14 +351,15 @@ def test_same_chain_recipes_differ_only_in_their_data(path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.slurm
+@pytest.mark.parametrize("recipe", [ON_SLURM, SELF_VALIDATE_ON_SLURM], ids=recipe_id)
 def test_medcls_recipe_runs_on_slurm(
-    slurm: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    recipe: Path, slurm: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The recipe the issue found stuck, as a cluster runs it: one job per stage, each after the
     last, nothing left in the queue, and a second submission that finds every stage complete."""
-    cfg = yaml.safe_load(ON_SLURM.read_text())
+    cfg = yaml.safe_load(recipe.read_text())
     resources = under("slurm", partition=slurm["partition"], cpus_per_task=1, time_min=15, mem_gb=3)
-    args = ["run", str(ON_SLURM), *shrink(cfg, tmp_path), *resources, "--on", "slurm"]
+    args = ["run", str(recipe), *shrink(cfg, tmp_path), *resources, "--on", "slurm"]
     proc = synmed(*args, timeout=120)
     assert proc.returncode == 0, proc.stderr
     submitted = [line for line in proc.stdout.splitlines() if "submitted as job" in line]
