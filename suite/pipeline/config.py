@@ -173,6 +173,10 @@ class PretrainStage:
     # One pretraining per variant and seed (empty: run.seed); evaluations report mean +- std over
     # these seeds, so the spread includes the pretraining's.
     seeds: list[int] = field(default_factory=list)
+    # Set: a kNN monitor on the ingested real set (pretrain.knn's train_split -> eval_split, every
+    # knn.every_epochs), so each run's metrics.jsonl and report carry downstream accuracy against
+    # pretraining epochs, for real and synthetic sources alike.
+    knn_monitor_real: bool = added_field(False)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -563,6 +563,8 @@ class Pretrain(Stage):
                 section.sources = {"real": str(ctx.real_shards())}
                 if _uses_synthetic(p.variants):
                     section.sources["synthetic"] = str(ctx.synthetic_shards())
+                if p.knn_monitor_real:
+                    section.knn.shards = str(ctx.real_shards())
                 section.mix, from_imagenet = split_variant(variant)
                 if from_imagenet:
                     section.backbone.init = f"imagenet:{imagenet_weights(ctx.cfg)}"

@@ -16,6 +16,7 @@ from suite.config import (
     PositiveFloat,
     PositiveInt,
     RegistryUnion,
+    added_field,
 )
 from suite.ssl.registry import CONFIGS
 
@@ -137,6 +138,9 @@ class PretrainConfig:
     mix: str = ""
     split: Literal["train", "val", "test"] | None = "train"
     epochs: PositiveInt = 100
+    # Samples per epoch; None: the chosen sources' total size. Set it to compare sources of
+    # different sizes (1,500 synthetic vs 9,000 real images) at the same number of steps.
+    epoch_size: PositiveInt | None = added_field(None)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: PositiveFloat = 5e-4
     scale_lr: bool = True

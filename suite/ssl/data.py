@@ -54,7 +54,8 @@ def parse_mix(mix: str, sources: dict[str, str]) -> dict[str, float]:
 class MixedShardDataset(Dataset[Sample]):
     """Several shard sets read as one, each taking its share of every epoch.
 
-    The epoch length is the chosen sources' total size. Source ``i`` fills ``round(p_i * length)``
+    The epoch length is the chosen sources' total size, or ``length`` when given (so runs on
+    sources of different sizes take the same number of steps). Source ``i`` fills ``round(p_i * length)``
     positions with its rows: a permutation of them, repeated (sampling with replacement) when the
     share is larger than the source, a subset when smaller. The table is a pure function of
     (seed, epoch), so a resumed run and every rank build the same one.
@@ -67,6 +68,7 @@ class MixedShardDataset(Dataset[Sample]):
         transform: applied to each sample (with ``source`` and ``index`` filled in).
         seed: base seed of the tables.
         verify: the shard check ("sha256" or "size").
+        length: samples per epoch; None: the sources' total size.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class MixedShardDataset(Dataset[Sample]):
         transform: Callable[[Sample], Sample] | None = None,
         seed: int = 0,
         verify: str = "sha256",
+        length: int | None = None,
     ) -> None:
         self.names = list(proportions)
         self.proportions = proportions
@@ -106,7 +109,7 @@ class MixedShardDataset(Dataset[Sample]):
             )
         self.channels = next(iter(shapes.values()))[0]
         self.digests = {name: sha256_file(Path(sources[name]) / MANIFEST) for name in self.names}
-        self.length = sum(len(d) for d in self.sets)
+        self.length = length if length is not None else sum(len(d) for d in self.sets)
         counts = [round(proportions[n] * self.length) for n in self.names]
         counts[-1] = self.length - sum(counts[:-1])  # rounding: the total is exact
         self.counts = dict(zip(self.names, counts))

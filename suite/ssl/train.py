@@ -97,6 +97,7 @@ class SSLTrainer(TrainLoop):
             split=self.pc.split,
             seed=self.cfg.run.seed,
             verify=verify,
+            length=self.pc.epoch_size,
         )
         self.spec = backbone_spec(self.pc, data.channels)
         self.views = SeededViews(

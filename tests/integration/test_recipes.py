@@ -23,6 +23,7 @@ import yaml
 
 from suite.data.demo import resolve_source
 from suite.errors import DataError
+from suite.pipeline.stages import slug
 from tests.integration.helpers import REPO, synmed, synmed_here, wait_until
 from tests.integration.slurm_jobs import job_state, run
 
@@ -175,6 +176,8 @@ def shrink(cfg: dict[str, Any], out_dir: Path, sd_base: Path | None = None) -> l
             o.append("sample.per_condition=1")
     if "pretrain" in stages:
         o += under("pretrain.pretrain", epochs=1, warmup_epochs=0)
+        if pre.get("epoch_size"):  # the recipe's is its full train split's
+            o.append("pretrain.pretrain.epoch_size=32")
         o += under("pretrain.pretrain.backbone", image_size=size)
         arch = backbone.get("arch", "resnet18")
         if patch:  # ViT-Tiny: the same family, patch and depth at a quarter of ViT-S's weights
@@ -253,6 +256,13 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
         assert set(exports["exports"]) == {f"{v}-seed0" for v in cfg["pretrain"]["variants"]}
         for path in exports["exports"].values():
             assert (Path(path) / "synmed-export.json").is_file(), path
+        if cfg["pretrain"].get("knn_monitor_real"):  # the epochs curve, one point per epoch
+            for metrics in (run_dir / "pretrain").glob("*/metrics.jsonl"):
+                records = [json.loads(line) for line in metrics.read_text().splitlines()]
+                assert any(0 <= r.get("knn_accuracy", -1) <= 1 for r in records), metrics
+            assert len(list((run_dir / "pretrain").glob("*/metrics.jsonl"))) == len(
+                cfg["pretrain"]["variants"]
+            )
     for task in ("eval_segment", "eval_classify"):
         if task in cfg["stages"]:
             rows = cfg[task].get("backbones", ["none", "synthetic", "real"])
@@ -264,7 +274,7 @@ def check_run(cfg: dict[str, Any], run_dir: Path) -> None:
             added = [f"{b}+synthetic-aug" for b in augmented]
             added += [f"{b}+conventional-aug" for b in conventional]
             for backbone in rows + added:
-                folder = run_dir / task / backbone.replace("+", "-")
+                folder = run_dir / task / slug(backbone)
                 result = json.loads((folder / "result.json").read_text())
                 assert result["metrics"], (task, backbone)
                 if folds:  # merged over the folds: one value per fold (one seed, shrunk)

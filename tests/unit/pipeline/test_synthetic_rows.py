@@ -86,7 +86,8 @@ def test_the_synthetic_settings_are_checked_at_plan_time(tmp_path: Path) -> None
 
 def test_the_small_recipes_share_their_ingest_and_evaluation(tmp_path: Path) -> None:
     """The rows of one table: every small_*.yaml reads the same real data the same way."""
-    paths = sorted(SMALL_ACGAN.parent.glob("small_*.yaml"))
+    # small_simclr.yaml is the SSL table's recipe (docs/results.md), not one of these rows
+    paths = sorted(p for p in SMALL_ACGAN.parent.glob("small_*.yaml") if p.stem != "small_simclr")
     assert {p.stem for p in paths} == {"small_real", "small_dcgan", "small_acgan", "small_ddpm"}
     cfgs = [load(tmp_path, path=p) for p in paths]
     for cfg in cfgs[1:]:

@@ -64,6 +64,15 @@ def test_each_source_fills_its_share_and_the_table_depends_on_seed_and_epoch(
     assert other.digest != data.digest and len(other) == 30
 
 
+def test_epoch_size_fixes_the_epoch_whatever_the_sources_hold(two_sets: dict[str, str]) -> None:
+    synthetic_only = MixedShardDataset(two_sets, {"synthetic": 1.0}, split=None, length=30)
+    assert len(synthetic_only) == 30  # 6 images, each drawn 5 times: the steps of the 30 real ones
+    rows = Counter(synthetic_only[i]["row_index"] for i in range(30))
+    assert rows == {row: 5 for row in range(6)}
+    halves = MixedShardDataset(two_sets, {"real": 0.5, "synthetic": 0.5}, split=None, length=10)
+    assert Counter(halves[i]["source"] for i in range(10)) == {0: 5, 1: 5}
+
+
 def test_sources_must_be_shard_sets_with_rows(tmp_path: Path, two_sets: dict[str, str]) -> None:
     with pytest.raises(DataError, match="not a shard set"):
         MixedShardDataset({"real": str(tmp_path / "nope")}, {"real": 1.0})
