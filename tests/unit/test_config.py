@@ -176,7 +176,7 @@ SHIPPED_DIGESTS = {
     "configs/papers/aiding-diagnosis/sd15_lora_pathmnist.yaml": "a34a1d6897555a8d4a3743d9a961844012325a5a228dbe3d040374cc920a72dc",
     "configs/papers/i-synmed/ddpm.yaml": "fd98bf23ef10dda6ed59dc0ba6732c5b91aada9e0840e26913dd930c2ce252e5",
     "configs/papers/i-synmed/dino_vit_s16.yaml": "b1bb0e833998e5df5706e1e17639b1fff14a2db7046ddbbbedc0c54dcc4f7844",
-    "configs/papers/i-synmed/small.yaml": "7d1519c0a06d4f4dbe966a9a85e546a240d373452e2e84832fcb8850aa1aeb6e",
+    "configs/papers/i-synmed/small.yaml": "66cef4b06fd86b5ea92b3bacfe78072e8c04fe0f00263bd6fe5fb9ef6cff35c1",
     "configs/papers/medcls/acgan.yaml": "571eb8a1f6a5ea91d15da2e0e12ca8d98b49c0b3034f2b1d86ef2c0734d55eb1",
     "configs/papers/medcls/dcgan_per_class.yaml": "0933ddeb89d2013943c85859e5d7e80b477b56e5564e407d9a20e837283311d2",
     "configs/papers/medcls/dino_vit_s16.yaml": "6430fd315658733df40ddf2952fc29ccfcc3e9797aea2b80ef4fa8857c0f4896",
