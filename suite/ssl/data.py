@@ -55,9 +55,9 @@ class MixedShardDataset(Dataset[Sample]):
     """Several shard sets read as one, each taking its share of every epoch.
 
     The epoch length is the chosen sources' total size, or ``length`` when given (so runs on
-    sources of different sizes take the same number of steps). Source ``i`` fills ``round(p_i * length)``
-    positions with its rows: a permutation of them, repeated (sampling with replacement) when the
-    share is larger than the source, a subset when smaller. The table is a pure function of
+    sources of different sizes take the same number of steps). Source ``i`` fills
+    ``round(p_i * length)`` positions with its rows: a permutation of them, repeated (sampling
+    with replacement) when the share is larger than the source, a subset when smaller. The table is a pure function of
     (seed, epoch), so a resumed run and every rank build the same one.
 
     Args:
