@@ -57,8 +57,8 @@ class MixedShardDataset(Dataset[Sample]):
     The epoch length is the chosen sources' total size, or ``length`` when given (so runs on
     sources of different sizes take the same number of steps). Source ``i`` fills
     ``round(p_i * length)`` positions with its rows: a permutation of them, repeated (sampling
-    with replacement) when the share is larger than the source, a subset when smaller. The table is a pure function of
-    (seed, epoch), so a resumed run and every rank build the same one.
+    with replacement) when the share is larger than the source, a subset when smaller. The table
+    is a pure function of (seed, epoch), so a resumed run and every rank build the same one.
 
     Args:
         sources: name -> shard set folder.
