@@ -21,7 +21,6 @@ speed-up over the plain call.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -33,11 +32,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.recipe_cost import count as counted  # noqa: E402
 from suite.config import load_config  # noqa: E402
 from suite.schema import SuiteConfig  # noqa: E402
 
@@ -87,13 +86,6 @@ def cases(tiny: bool) -> tuple[list[Case], list[Case]]:
              8 if tiny else 64),
     ]  # fmt: skip
     return generators, ssl
-
-
-def counted(fn: Callable[[], object]) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return float(counter.get_total_flops())
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -171,17 +163,12 @@ def levers(
     if not training:
         out["inference_mode"] = inference
 
-    @contextlib.contextmanager
-    def channels_last():
+    def with_channels_last() -> object:
         module.to(memory_format=torch.channels_last)
         try:
-            yield
+            return call()
         finally:
             module.to(memory_format=torch.contiguous_format)
-
-    def with_channels_last() -> object:
-        with channels_last():
-            return call()
 
     out["channels_last"] = with_channels_last
     return out
