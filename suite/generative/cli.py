@@ -56,6 +56,7 @@ def add_group_parser(groups: argparse._SubParsersAction) -> None:
 def cmd_train_generator(args: argparse.Namespace) -> int:
     from suite.generative.train import train_generator
     from suite.schema import load_config
+    from suite.train.monitor import throughput_line
 
     options = resume_options(args)  # before the config: flags are cheaper
     cfg = load_config(args.config, args.overrides)
@@ -70,6 +71,8 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     elif result:
         print(f"trained {result['model']} to step {result['steps']}: {result['run']}")
         print(f"  EMA export: {result['export']}")
+        if line := throughput_line(result):
+            print(line)
     return 0
 
 

@@ -546,6 +546,14 @@ class Pretrain(Stage):
             raise ConfigError(
                 "pretrain.variants is empty", "e.g. pretrain.variants=[synthetic,real]"
             )
+        if ctx.cfg.pretrain.knn_monitor_real and ctx.cfg.pretrain.pretrain.knn.shards:
+            # two monitors were asked for and one would be dropped without a word
+            raise ConfigError(
+                "pretrain.knn_monitor_real is set and so is pretrain.pretrain.knn.shards "
+                f"({ctx.cfg.pretrain.pretrain.knn.shards})",
+                "keep one: knn_monitor_real monitors on the ingested real set, knn.shards on "
+                "another shard set",
+            )
         for variant in ctx.cfg.pretrain.variants:
             mix, from_imagenet = split_variant(variant)
             parse_mix(mix, {"real": "", "synthetic": ""})

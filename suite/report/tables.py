@@ -564,7 +564,8 @@ def training_table(found: Found) -> list[Table]:
         "training",
         "Training runs",
         "Training runs (generator and self-supervised pretraining): final logged loss, last kNN "
-        "monitor accuracy where recorded.",
+        "monitor accuracy where recorded, and the share of the run's time spent waiting on data "
+        "(the loader's first batch of each epoch included).",
         [
             Column("run", "run"),
             Column("kind", "kind"),
@@ -577,6 +578,7 @@ def training_table(found: Found) -> list[Table]:
             Column("final_loss", "final loss", 4),
             Column("knn_accuracy", "kNN acc.", 3),
             Column("seconds", "seconds", 0),
+            Column("data_wait_fraction", "data wait", 3),
         ],
     )
     for run in found.trainings:
@@ -599,6 +601,7 @@ def training_table(found: Found) -> list[Table]:
                 "final_loss": s.get("final_loss", losses[-1] if losses else None),
                 "knn_accuracy": knn[-1] if knn else s.get("knn_accuracy"),
                 "seconds": s.get("seconds"),
+                "data_wait_fraction": s.get("data_wait_fraction"),
             }
         )
     return [table]

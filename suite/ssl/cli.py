@@ -26,6 +26,7 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from suite.schema import load_config
     from suite.ssl.train import pretrain
+    from suite.train.monitor import throughput_line
 
     options = resume_options(args)  # before the config: flags are cheaper
     result = pretrain(load_config(args.config, args.overrides), **options)
@@ -39,4 +40,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             + (f"; kNN accuracy {knn:.3f}" if knn is not None else "")
         )
         print(f"  backbone export: {result['export']}")
+        if line := throughput_line(result):
+            print(line)
     return 0

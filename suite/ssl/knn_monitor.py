@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from suite.data.dataset import ShardDataset
 from suite.errors import DataError
+from suite.evaluation.classify.data import label_fraction
 from suite.evaluation.classify.knn import knn_scores
 from suite.features.encoders import EncoderSpec, ImageEncoder
 from suite.models.backbones import BackboneSpec
@@ -23,7 +25,9 @@ from suite.models.backbones import BackboneSpec
 @dataclass
 class KNNMonitor:
     """kNN top-1 accuracy of a backbone on a labelled shard set (train split as memory, another
-    split as queries), at most ``max_images`` of each."""
+    split as queries), at most ``max_images`` of each; the memory is a stratified
+    ``label_fraction`` of the train split, the rows ``synmed evaluate classify`` trains on at that
+    fraction with seed 0."""
 
     shards: str
     train_split: str
@@ -31,6 +35,7 @@ class KNNMonitor:
     k: int
     temperature: float
     max_images: int
+    label_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         self.train = ShardDataset(self.shards, split=self.train_split)  # type: ignore[arg-type]
@@ -47,12 +52,23 @@ class KNNMonitor:
                 "choose pretrain.knn.train_split / eval_split that exist (synmed data info)",
             )
         self.num_classes = len(self.train.class_names)
+        memory = np.arange(len(self.train))
+        if self.label_fraction < 1.0:
+            assert self.train.labels is not None  # multiclass, checked above
+            memory = label_fraction(self.train.labels, self.label_fraction, seed=0)
+        self.positions = {
+            "train": self._spread(memory, self.max_images),
+            "eval": self._spread(np.arange(len(self.eval)), self.max_images),
+        }
 
     @staticmethod
-    def _rows(data: ShardDataset, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _spread(positions: np.ndarray, limit: int) -> list[int]:
         # evenly spaced rows: deterministic and covering the whole set
-        step = max(1, len(data) // limit)
-        picks = list(range(0, len(data), step))[:limit]
+        step = max(1, len(positions) // limit)
+        return [int(p) for p in positions[::step][:limit]]
+
+    @staticmethod
+    def _rows(data: ShardDataset, picks: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         samples = data.__getitems__(picks)
         images = torch.stack([s["image"] for s in samples])
         labels = torch.tensor([int(s["label"]) for s in samples])
@@ -78,7 +94,7 @@ class KNNMonitor:
         try:
             features = {}
             for name, data in (("train", self.train), ("eval", self.eval)):
-                images, labels = self._rows(data, self.max_images)
+                images, labels = self._rows(data, self.positions[name])
                 feats = torch.cat([encoder(chunk.to(device)).cpu() for chunk in images.split(256)])
                 features[name] = (feats, labels)
         finally:

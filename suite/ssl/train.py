@@ -61,7 +61,12 @@ class SSLTrainer(TrainLoop):
 
     title = "pretrain"
     resume_safe = frozenset(
-        {"pretrain.epochs", "pretrain.knn.every_epochs", "pretrain.knn.max_images"}
+        {
+            "pretrain.epochs",
+            "pretrain.knn.every_epochs",
+            "pretrain.knn.max_images",
+            "pretrain.knn.label_fraction",
+        }
     )
     command = "synmed pretrain"
     lr_key = "pretrain.lr"
@@ -151,6 +156,7 @@ class SSLTrainer(TrainLoop):
                 pc.knn.k,
                 pc.knn.temperature,
                 pc.knn.max_images,
+                pc.knn.label_fraction,
             )
             if pc.knn.shards and acc.is_main_process
             else None

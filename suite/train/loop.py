@@ -590,11 +590,16 @@ class TrainLoop(ABC):
             total=max_steps, initial=start_step, desc=self.title, disable=not acc.is_main_process
         )
         t0, seen_since_log, log_t = time.time(), 0, time.time()
+        # host seconds blocked on the loader (its start at each epoch included): the share of
+        # step time the workers fail to hide, reported per log window and in the summary
+        self._data_wait, wait_at_log = 0.0, 0.0
         loss_value = float("nan")
         grad_norm = None
         while self.step < max_steps:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+            started = time.perf_counter()
             batches = iter(self._loader(epoch, in_epoch * self.samples_per_step))
+            self._data_wait += time.perf_counter() - started
             for _ in range(self.steps_per_epoch - in_epoch):
                 if self.step >= max_steps:
                     break
@@ -607,13 +612,14 @@ class TrainLoop(ABC):
                         f.write(json.dumps({"step": self.step, "indices": indices}) + "\n")
                 step = self.step
                 if step % tc.log_every == 0 or step == max_steps:
-                    rate = seen_since_log / max(time.time() - log_t, 1e-9)
+                    window = max(time.time() - log_t, 1e-9)
                     record = {
                         "step": step,
                         "epoch": self.epoch,
                         "loss": loss_value,
                         "lr": self.optimizer.param_groups[0]["lr"],
-                        "images_per_s": rate,
+                        "images_per_s": seen_since_log / window,
+                        "data_wait_fraction": min(1.0, (self._data_wait - wait_at_log) / window),
                         **extras,
                         **self.log_extras(),
                     }
@@ -623,7 +629,7 @@ class TrainLoop(ABC):
                     if self.metrics is not None:
                         self.metrics.write(record)
                     bar.set_postfix(loss=f"{loss_value:.4f}")
-                    seen_since_log, log_t = 0, time.time()
+                    seen_since_log, log_t, wait_at_log = 0, time.time(), self._data_wait
                 self.on_step_end()
                 if step % tc.checkpoint_every == 0 or step == max_steps:
                     self.save()
@@ -649,7 +655,9 @@ class TrainLoop(ABC):
         acc, tc = self.accelerator, self.train_cfg
         self.model.train()
         self.before_step()
+        started = time.perf_counter()
         micro_batches = [next(batches) for _ in range(tc.grad_accum)]
+        self._data_wait += time.perf_counter() - started
         indices = [i for batch in micro_batches for i in batch["index"].tolist()]
         ctx = StepContext(
             accelerator=acc,
@@ -735,6 +743,8 @@ class TrainLoop(ABC):
                 "global_batch": self.samples_per_step * self.world,
                 "final_loss": loss,
                 "seconds": seconds,
+                "data_wait_s": self._data_wait,
+                "data_wait_fraction": min(1.0, self._data_wait / max(seconds, 1e-9)),
                 "images_per_s": steps_run * self.samples_per_step * self.world / max(seconds, 1e-9),
                 "config_digest": self.config_digest,
                 "data_digest": self.data_digest,

@@ -81,5 +81,15 @@ def save_loss_curve(records: list[dict[str, Any]], path: Path, title: str) -> No
     plt.close(fig)
 
 
+def throughput_line(summary: dict[str, Any]) -> str:
+    """The summary's speed and data-wait share, for a command's closing lines ('' if absent)."""
+    if summary.get("data_wait_fraction") is None:
+        return ""
+    return (
+        f"  {summary['seconds']:.0f} s, {summary['images_per_s']:.1f} images/s, "
+        f"{summary['data_wait_fraction']:.1%} of it waiting on data"
+    )
+
+
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(summary, indent=1))

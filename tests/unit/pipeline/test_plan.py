@@ -94,3 +94,9 @@ def test_evaluation_configs_are_checked_before_anything_runs(tmp_path: Path) -> 
         plan(load(tmp_path, "eval_segment.config.data.shards=/x"))
     with pytest.raises(ConfigError, match="is not a source"):
         plan(load(tmp_path, "pretrain.variants=[xray]"))
+
+
+def test_two_knn_monitors_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="knn_monitor_real is set and so is"):
+        plan(load(tmp_path, "pretrain.knn_monitor_real=true", "pretrain.pretrain.knn.shards=/x"))
+    plan(load(tmp_path, "pretrain.knn_monitor_real=true"))  # one monitor plans

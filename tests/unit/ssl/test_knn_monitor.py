@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from suite.evaluation.classify.data import label_fraction
 from suite.evaluation.classify.knn import knn_scores
 from suite.features.encoders import EncoderSpec, ImageEncoder
 from suite.models.backbones import BackboneSpec, build_backbone
@@ -67,3 +68,23 @@ def test_monitor_accuracy_is_the_evaluators_knn_on_the_backbones_features(tmp_pa
         feats[name] = (encoder(images).numpy(), np.array([int(r["label"]) for r in rows]))
     scores = knn_scores(feats["train"][0], feats["train"][1], feats["eval"][0], num_classes=3, k=3)
     assert got == float((scores.argmax(1) == feats["eval"][1]).mean())
+
+
+def test_a_label_fraction_keeps_the_evaluations_rows_as_memory(tmp_path: Path) -> None:
+    shards = make_shard_set(tmp_path / "set", n=60, size=16)
+    full = KNNMonitor(str(shards), "train", "val", k=3, temperature=0.07, max_images=100)
+    part = KNNMonitor(
+        str(shards), "train", "val", k=3, temperature=0.07, max_images=100, label_fraction=0.2
+    )
+    assert full.train.labels is not None
+    # the rows eval_classify trains on at data.label_fraction 0.2, seed 0, every class kept
+    expected = label_fraction(full.train.labels, 0.2, seed=0).tolist()
+    assert part.positions["train"] == expected
+    assert full.positions["train"] == list(range(len(full.train)))
+    assert set(full.train.labels[expected]) == set(full.train.labels)
+    assert part.positions["eval"] == full.positions["eval"]  # queries are unchanged
+    # max_images still caps the memory, evenly over the kept rows
+    capped = KNNMonitor(
+        str(shards), "train", "val", k=3, temperature=0.07, max_images=3, label_fraction=0.2
+    )
+    assert capped.positions["train"] == expected[:: len(expected) // 3][:3]

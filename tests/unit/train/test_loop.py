@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import errno
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from torch.utils.data import Dataset
 
 from suite.errors import ConfigError
 from suite.train import run_state
 from suite.train.loop import TrainingError
-from tests.unit.train.test_step import ToyTrainer, config
+from suite.train.monitor import throughput_line
+from tests.unit.train.test_step import Points, ToyTrainer, config
 
 
 class LrToy(ToyTrainer):
@@ -159,3 +162,33 @@ def test_a_checkpoint_write_out_of_space_is_one_error_and_leaves_no_partial_file
     assert f"{run / 'config.yaml'} --resume" in err.value.fix
     monkeypatch.setattr(run_state, "_save_tensor_file", real)
     assert ToyTrainer(config(tmp_path, "full"), resume="yes").fit()["steps"] == 6
+
+
+class SlowPoints(Points):
+    """Points that take 50 ms each to load: far longer than the toy's step."""
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        time.sleep(0.05)
+        return super().__getitem__(i)
+
+
+class StarvedToy(LrToy):
+    def build_dataset(self, verify: str) -> Dataset:
+        return SlowPoints()
+
+
+def test_the_share_of_time_spent_waiting_on_data_is_logged_and_summarised(tmp_path: Path) -> None:
+    fed = LrToy(config(tmp_path, "fed", max_steps=4)).fit()
+    starved_trainer = StarvedToy(config(tmp_path, "starved", max_steps=4))
+    starved = starved_trainer.fit()
+    # 8 items of 50 ms per step (batch 4, 2 micro-batches): at least 1.6 s of the run waited,
+    # against the toy's milliseconds of compute (the fed run's own share depends on the machine's
+    # load, since its loading and its steps both take microseconds)
+    assert starved["data_wait_s"] >= 4 * 8 * 0.05 > fed["data_wait_s"] >= 0.0
+    assert 0.5 < starved["data_wait_fraction"] <= 1.0
+    assert 0.0 <= fed["data_wait_fraction"] <= 1.0
+    records = starved_trainer.metrics.read()
+    assert len(records) == 4 and all(0.5 < r["data_wait_fraction"] <= 1.0 for r in records)
+    saved = json.loads((tmp_path / "starved" / "summary.json").read_text())
+    assert saved["data_wait_fraction"] == starved["data_wait_fraction"]
+    assert "waiting on data" in throughput_line(saved)
