@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_flops.py              # the small recipes' sizes (CPU here)
     .venv/bin/python benchmarks/bench_flops.py --tiny       # a dry pass in seconds
     .venv/bin/python benchmarks/bench_flops.py --levers     # + inference mode, channels_last, bf16
+    .venv/bin/python benchmarks/bench_flops.py --sizes paper   # the papers' sizes (a GPU's job)
 
 The peer, measured in the same run: a square fp32 matmul (``torch.mm``, 2 n^3 FLOPs) on the same
 device and threads, the most a dense kernel gets from it. Each case's FLOPs are counted with
@@ -12,6 +13,14 @@ generator, the forward and backward of an SSL step), then the call is timed alon
 random weights (speed does not depend on them) and sampled through the family's own ``sample``,
 as ``synmed sample`` calls it; the SSL steps are the suite's methods on the small recipes'
 ResNet-18 (configs/papers/medcls/small_simclr.yaml, configs/papers/i-synmed/small.yaml).
+
+``--sizes paper`` takes the papers' configs instead: the I-SynMed DDPM at 256 px
+(configs/papers/i-synmed/ddpm.yaml), medcls' DCGAN and ACGAN at 224 px, DINO ViT-S/16 at 224 px with
+its 6 local 96 px views (configs/papers/i-synmed/dino_vit_s16.yaml) and SimCLR ResNet-18 at 224 px
+(configs/papers/medcls/simclr_resnet18.yaml). For the LoRA family it times one denoising call of a
+UNet of Stable Diffusion 1.5's shape (random weights: none can be fetched here) on 512 px latents
+with classifier-free guidance's doubled batch, the call that makes up sampling's cost (LoRA's
+adapters add well under 1 % of its FLOPs).
 
 Levers (``--levers``): the same call under ``torch.inference_mode`` rather than the family's
 ``no_grad``, with the weights in ``channels_last``, and under bf16 autocast; each prints its
@@ -49,14 +58,20 @@ class Case:
     batch: int  # images per sampling call / per SSL step
     steps: int = 0  # sampler steps (generators)
     sampler: str = ""
+    local_views: int = 0  # DINO's small crops per image (SSL steps)
+    local_size: int = 0
 
 
 GEN = REPO / "configs" / "generator"
 PAPERS = REPO / "configs" / "papers"
 
 
-def cases(tiny: bool) -> tuple[list[Case], list[Case]]:
-    """(generators, SSL steps) at the small recipes' sizes, or tiny ones for a dry pass."""
+def cases(sizes: str) -> tuple[list[Case], list[Case]]:
+    """(generators, SSL steps) at ``sizes``: tiny (a dry pass), small (the small recipes') or
+    paper (the papers' configs)."""
+    if sizes == "paper":
+        return paper_cases()
+    tiny = sizes == "tiny"
     size, batch = (16, 4) if tiny else (32, 100)
     lucid = (
         ("model.dim=8", "model.dim_mults=[1,2]")
@@ -88,6 +103,55 @@ def cases(tiny: bool) -> tuple[list[Case], list[Case]]:
     return generators, ssl
 
 
+SD15_UNET = "sd15-unet"  # a Case.config that is no file: the LoRA family's UNet, built here
+
+
+def paper_cases() -> tuple[list[Case], list[Case]]:
+    generators = [
+        Case("ddpm_lucidrains (i-synmed ddpm, 256 px)", PAPERS / "i-synmed/ddpm.yaml", (), 32, 2,
+             "dpm-solver"),
+        Case("dcgan (medcls, 224 px)", PAPERS / "medcls/dcgan_per_class.yaml", (), 512),
+        Case("acgan (medcls, 224 px)", PAPERS / "medcls/acgan.yaml", (), 512),
+        Case("sd15 UNet call (LoRA family, 512 px, CFG)", Path(SD15_UNET), (), 16),
+    ]  # fmt: skip
+    ssl = [
+        Case("dino vit_small/16 (i-synmed, 224 + 6 x 96 px)", PAPERS / "i-synmed/dino_vit_s16.yaml",
+             (), 32, local_views=6, local_size=96),
+        Case("simclr resnet18 (medcls, 224 px)", PAPERS / "medcls/simclr_resnet18.yaml", (), 64),
+    ]  # fmt: skip
+    return generators, ssl
+
+
+def sd15_unet_call(
+    device: torch.device, batch: int
+) -> tuple[torch.nn.Module, Callable[[], object]]:
+    """One denoising call of a UNet2DConditionModel in SD 1.5's published shape (its
+    unet/config.json: 4 latent channels, blocks 320/640/1280/1280, 2 layers per block, 8 heads,
+    768-wide text states), on 64 x 64 latents (512 px) and 77 random text tokens."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        layers_per_block=2,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+    ).to(device).eval()  # fmt: skip
+    latents = torch.randn(batch, 4, 64, 64, device=device)
+    text = torch.randn(batch, 77, 768, device=device)
+    t = torch.full((batch,), 500, device=device)
+
+    def call() -> object:
+        with torch.no_grad():
+            return unet(latents, t, encoder_hidden_states=text).sample
+
+    return unet, call
+
+
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Seconds per call: the best of ``repeats`` after one warm-up (the least disturbed run on a
     shared machine)."""
@@ -113,6 +177,8 @@ def sampling_call(case: Case, device: torch.device) -> tuple[torch.nn.Module, Ca
     from suite.generative.base import Conditions, SampleOptions
     from suite.generative.families import build_generator
 
+    if str(case.config) == SD15_UNET:
+        return sd15_unet_call(device, case.batch)
     cfg = load_config(case.config, list(case.overrides), schema=SuiteConfig)
     gen = build_generator(cfg.model).to(device).eval()
     classes = getattr(cfg.model, "num_classes", 0) or 0
@@ -136,6 +202,10 @@ def ssl_step(case: Case, device: torch.device) -> tuple[torch.nn.Module, Callabl
     optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
     size, channels = spec.image_size, spec.in_channels
     views = [torch.randn(case.batch, channels, size, size, device=device) for _ in range(2)]
+    views += [
+        torch.randn(case.batch, channels, case.local_size, case.local_size, device=device)
+        for _ in range(case.local_views)
+    ]
     progress = Progress(step=0, max_steps=1, steps_per_epoch=1)
 
     def step() -> None:
@@ -176,20 +246,27 @@ def levers(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tiny", action="store_true", help="tiny sizes: a dry pass in seconds")
+    p.add_argument(
+        "--sizes",
+        choices=("tiny", "small", "paper"),
+        default="small",
+        help="tiny: a dry pass in seconds; small: the small recipes'; paper: the papers' configs",
+    )
+    p.add_argument("--tiny", action="store_true", help="the same as --sizes tiny")
     p.add_argument("--levers", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
+    sizes = "tiny" if args.tiny else args.sizes
     device = torch.device(args.device)
     torch.manual_seed(0)
-    peak = matmul_flops(device, 256 if args.tiny else (8192 if device.type == "cuda" else 2048),
+    peak = matmul_flops(device, 256 if sizes == "tiny" else (8192 if device.type == "cuda" else 2048),
                         args.repeats)  # fmt: skip
     print(f"device {device}, {torch.get_num_threads()} threads; dense fp32 matmul "
           f"{peak / 1e9:.1f} GFLOP/s (the peer)\n")  # fmt: skip
     print("| case | batch | GFLOP per call | s per call | GFLOP/s | fraction of matmul |")
     print("|---|---|---|---|---|---|")
-    generators, ssl = cases(args.tiny)
+    generators, ssl = cases(sizes)
     lever_rows: list[str] = []
     for case, build in [(c, sampling_call) for c in generators] + [(c, ssl_step) for c in ssl]:
         module, call = build(case, device)
