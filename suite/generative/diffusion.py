@@ -7,7 +7,12 @@ so the same diffusers schedulers drive all of them (the lucidrains ``Unet`` incl
   variance and, where the family clips (``clip_sample``), x0 clipped to [-1, 1], as
   denoising-diffusion-pytorch's own ``p_sample_loop``;
 - ``ddim``: DDIM with eta = 0 (Song et al. 2021, arXiv:2010.02502);
-- ``dpm-solver``: DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095).
+- ``dpm-solver``: DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095);
+- ``dpm-solver-3m``: DPM-Solver++(3M), the third-order multistep variant of the same paper, for
+  unconditional pixel models at 10 steps or fewer;
+- ``unipc``: UniPC (Zhao et al. 2023, arXiv:2302.04867), order 3 with the B(h) = e^h - 1
+  corrector (``bh2``); diffusers suggests ``bh1`` below 10 unconditional steps, but at order 3 its
+  last step divides by zero (NaN images from the suite's DDPMs at 4-10 steps).
 
 Image ``i`` draws its initial noise, and every later noise sample, from its own generator seeded by
 (seed, i, attempt): the image does not depend on which worker or batch produced it. The latent
@@ -17,12 +22,18 @@ shape comes from the family (``latent_shape``), and ``decode`` maps the final la
 
 from __future__ import annotations
 
+import inspect
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    UniPCMultistepScheduler,
+)
 
 from suite.errors import ConfigError
 from suite.generative.base import (
@@ -34,7 +45,7 @@ from suite.generative.base import (
     to_uint8,
 )
 
-DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm-solver")
+DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm-solver", "dpm-solver-3m", "unipc")
 
 
 class DiffusionGenerator(Generator):
@@ -99,9 +110,16 @@ class DiffusionGenerator(Generator):
             )
         elif sampler == "ddim":
             scheduler = DDIMScheduler(**config, clip_sample=self.clip_sample, set_alpha_to_one=True)
+        elif sampler == "unipc":
+            scheduler = UniPCMultistepScheduler(
+                **config, solver_order=3, solver_type="bh2", lower_order_final=True
+            )
         else:
             scheduler = DPMSolverMultistepScheduler(
-                **config, algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True
+                **config,
+                algorithm_type="dpmsolver++",
+                solver_order=3 if sampler == "dpm-solver-3m" else 2,
+                lower_order_final=True,
             )
         scheduler.set_timesteps(steps)
         return scheduler
@@ -125,10 +143,17 @@ class DiffusionGenerator(Generator):
             x = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
             x = x * scheduler.init_noise_sigma
             encoded = self.encode_conditions(conditions, options, len(generators), device)
+            # the stochastic steps draw each image's noise from its generator; UniPC draws none
+            # and takes no generator argument
+            noise = (
+                {"generator": generators}
+                if "generator" in inspect.signature(scheduler.step).parameters
+                else {}
+            )
             for t in scheduler.timesteps:
                 model_input = scheduler.scale_model_input(x, t)
                 out = self.denoise(model_input, t.to(device), encoded, options.guidance_scale)
-                x = scheduler.step(out, t, x, generator=generators).prev_sample
+                x = scheduler.step(out, t, x, **noise).prev_sample
             images = to_uint8(self.decode(x, encoded), self.source)
         output = SampleOutput(
             images=images,

@@ -31,7 +31,8 @@ def add_parser(groups: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="images per model call")
     p.add_argument(
         "--sampler",
-        help="one the generator family declares (diffusion families: ddpm, ddim, dpm-solver; "
+        help="one the generator family declares (diffusion families: ddpm, ddim, dpm-solver, "
+        "dpm-solver-3m, unipc; "
         "GANs: gan); default: the family's first",
     )
     p.add_argument("--sampling-steps", type=int, default=1000)
