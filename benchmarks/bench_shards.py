@@ -8,6 +8,10 @@ Run by hand (not a test)::
 Both sides read the same generated pseudo chest X-rays (smooth anatomy plus mild noise, so PNG
 compresses them about 1.8x like real radiographs) through the same DataLoader (default collate,
 same shuffle seed) as float32 (B, C, H, W) in [0, 1]; the first batches are checked identical.
+The shard set is read two ways: ``shard``, per sample (DataLoader's own batching: one dict per
+image, collated in the worker, moved as a list), and ``shard-batched``, a BatchSampler over the
+same shuffled order whose batches ``ShardDataset.read_batch`` reads whole (each run of
+consecutive rows one ``read_direct``, one float conversion per batch, three tensors moved).
 images/s is the median over ``--rounds`` of epochs 2..E (epoch 1, worker start-up and first file
 opens, is shown apart). Each reader runs at ``--workers`` and, unless that is 0, at num_workers=0
 (the reader-bound ratio: reading cost alone, no worker transport). The ``null-reader`` row reads
@@ -31,12 +35,15 @@ import numpy as np
 import report  # benchmarks/report.py: a script's folder is on sys.path
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from torchvision import datasets, transforms
 
-from suite.data.dataset import Sample, ShardDataset
+from suite.data.dataset import BatchReads, Sample, ShardDataset
 from suite.data.writer import ShardSetWriter
 
+# the readers compared: PNG folders, the shard set read per sample (DataLoader batching), and read
+# a batch at a time (ShardDataset.read_batch through BatchReads)
+READERS = ("ImageFolder", "shard", "shard-batched")
 # ImageFolder numbers classes by sorted folder name; the prefixes keep that order = label order.
 CLASSES = ["0-normal", "1-nodule", "2-effusion", "3-cardiomegaly"]
 
@@ -165,7 +172,24 @@ def unpack(batch: Any, float_in: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def make_loader(ds: Dataset[Any], args: argparse.Namespace, workers: int) -> DataLoader:
-    """The one DataLoader configuration every method gets (default collate, seeded shuffle)."""
+    """The one DataLoader configuration every method gets (default collate, seeded shuffle);
+    ``shard-batched`` draws the same shuffled batches through a BatchSampler and reads each as
+    one batch (no per-image dicts, no collate)."""
+    if isinstance(ds, BatchReads):
+        # one generator for the loader and its sampler, as shuffle=True builds them: the loader
+        # draws its workers' base seed from it first, so the permutation matches the others'
+        generator = torch.Generator().manual_seed(args.seed)
+        batches = BatchSampler(
+            RandomSampler(ds, generator=generator), args.batch_size, drop_last=False
+        )
+        return DataLoader(
+            ds,
+            sampler=batches,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=generator,
+        )
     return DataLoader(
         ds,
         batch_size=args.batch_size,
@@ -200,6 +224,10 @@ def build(method: str, png_dir: Path, shard_dir: Path, args: argparse.Namespace)
     if method == "null-reader":
         shape = (args.channels, args.image_size, args.image_size)
         return NullDataset(args.num_images, shape, torch.float32 if in_worker else torch.uint8)
+    if method == "shard-batched":
+        return BatchReads(
+            ShardDataset(shard_dir, verify="size"), transform=to_float if in_worker else None
+        )
     return ShardDataset(shard_dir, transform=to_float if in_worker else None, verify="size")
 
 
@@ -303,10 +331,10 @@ def main(argv: list[str] | None = None) -> int:
             f"seed={args.seed} persistent_workers, default collate, epochs={args.epochs} "
             f"(epoch 1 = warm-up); torch {torch.__version__}, {os.cpu_count()} CPUs"
         )
-        check_same(png_dir, shard_dir, args, ["ImageFolder", "shard"])
-        print("check: both readers yield the same first batch (float32 in [0,1], same labels)\n")
+        check_same(png_dir, shard_dir, args, list(READERS))
+        print("check: the readers yield the same first batch (float32 in [0,1], same labels)\n")
 
-        runs = [(m, w) for w in worker_settings for m in ("ImageFolder", "shard")]
+        runs = [(m, w) for w in worker_settings for m in READERS]
         if args.null_reader:
             runs.append(("null-reader", args.workers))
         rates: dict[tuple[str, int], list[float]] = {r: [] for r in runs}
@@ -329,12 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         files = {
             "ImageFolder": disk_bytes(png_dir),
             "shard": disk_bytes(shard_dir),
+            "shard-batched": disk_bytes(shard_dir),
             "null-reader": (0, 0, 0),
         }
         raw = args.num_images * args.channels * args.image_size**2
         spread = "  min-max img/s" if args.rounds > 1 else ""
         print(
-            f"{'method':<13}{'workers':>8}{'images/s':>10}{'epoch1 img/s':>14}{'open s':>8}"
+            f"{'method':<15}{'workers':>8}{'images/s':>10}{'epoch1 img/s':>14}{'open s':>8}"
             f"{'files':>7}{'MB on disk':>12}{'MB allocated':>14}{spread}"
         )
         for run in runs:
@@ -342,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             nfiles, apparent, allocated = files[method]
             extra = f"  {min(rates[run]):.0f}-{max(rates[run]):.0f}" if spread else ""
             print(
-                f"{method:<13}{workers:>8}{ips[run]:>10.0f}{statistics.median(warm[run]):>14.0f}"
+                f"{method:<15}{workers:>8}{ips[run]:>10.0f}{statistics.median(warm[run]):>14.0f}"
                 f"{statistics.median(opens[run]):>8.2f}{nfiles:>7}{apparent / 1e6:>12.1f}"
                 f"{allocated / 1e6:>14.1f}{extra}"
             )
@@ -352,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         ratio = ips["shard", args.workers] / ips["ImageFolder", args.workers]
         reader_bound = ips["shard", 0] / ips["ImageFolder", 0]
+        batched = ips["shard-batched", args.workers] / ips["ImageFolder", args.workers]
+        batched_bound = ips["shard-batched", 0] / ips["ImageFolder", 0]
         if args.profile == "always" or (args.profile == "auto" and ratio < 3):
             print("\n--- cProfile, one epoch of shard, num_workers=0 (tottime) ---")
             print(profile_reader("shard", png_dir, shard_dir, args).rstrip())
@@ -365,8 +396,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"null-reader ceiling/ImageFolder (num_workers={args.workers}): {ceiling:.2f}x "
                 "(the most any reader can reach with these DataLoader settings here)"
             )
-        print(f"reader-bound ratio (num_workers=0): {reader_bound:.2f}x")
-        print(f"ratio shard/ImageFolder: {ratio:.2f}x (goal >= 3x)")
+        print(f"reader-bound ratio (num_workers=0): {reader_bound:.2f}x per sample, "
+              f"{batched_bound:.2f}x batched")  # fmt: skip
+        print(f"ratio shard/ImageFolder: {ratio:.2f}x (per-sample reads)")
+        print(f"ratio shard-batched/ImageFolder: {batched:.2f}x (goal >= 3x)")
     return 0
 
 

@@ -112,3 +112,54 @@ def test_batched_read_keeps_request_order(tmp_path: Path) -> None:
     data = ShardDataset(tmp_path)
     order = [17, 3, 9, 0, 12, 5]
     assert [s["index"] for s in data.__getitems__(order)] == order
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_a_batch_read_equals_the_collated_samples(tmp_path: Path, multilabel: bool) -> None:
+    from torch.utils.data import default_collate
+
+    make_shard_set(tmp_path, n=23, shard_size=5, masks=True, multilabel=multilabel)
+    data = ShardDataset(tmp_path, split="train" if not multilabel else None)
+    rng = np.random.default_rng(0)
+    picks = [
+        rng.permutation(len(data))[:7].tolist(),  # scattered over shards
+        [2, 3, 4, 5, 6],  # one run crossing a shard boundary, in order
+        [6, 5, 4, 3],  # a run written in reverse: read once, then scattered
+        [0, -1, 1],  # negative positions, as __getitem__ takes them
+    ]
+    for positions in picks:
+        got = data.read_batch(positions)
+        want = default_collate(data.__getitems__(positions))
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key].dtype == want[key].dtype, key
+            assert torch.equal(got[key], want[key]), (key, positions)
+
+
+def test_batch_reads_through_workers_keep_the_samplers_order(tmp_path: Path) -> None:
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    from suite.data.dataset import BatchReads
+
+    make_shard_set(tmp_path, n=40, shard_size=8)
+    data = ShardDataset(tmp_path)
+
+    def sampler() -> BatchSampler:
+        return BatchSampler(
+            RandomSampler(data, generator=torch.Generator().manual_seed(3)), 6, drop_last=True
+        )
+
+    batched = DataLoader(BatchReads(data), sampler=sampler(), batch_size=None, num_workers=2)
+    per_sample = DataLoader(data, batch_sampler=sampler(), num_workers=0)
+    pairs = list(zip(batched, per_sample, strict=True))
+    assert len(pairs) == 6
+    for got, want in pairs:
+        assert torch.equal(got["index"], want["index"]) and torch.equal(got["image"], want["image"])
+
+
+def test_a_batch_read_refuses_a_per_sample_transform_and_an_empty_batch(tmp_path: Path) -> None:
+    make_shard_set(tmp_path, n=6)
+    with pytest.raises(ShardError, match="per-sample transform"):
+        ShardDataset(tmp_path, transform=lambda s: s).read_batch([0, 1])
+    with pytest.raises(ShardError, match="no positions"):
+        ShardDataset(tmp_path).read_batch([])
