@@ -62,6 +62,49 @@ def curves(
     return True
 
 
+def source_label(run: TrainingRun) -> str:
+    """What a pretraining run read: its mix (``real``, ``real:0.5,synthetic:0.5``)."""
+    mix = run.summary.get("mix")
+    if not isinstance(mix, dict) or not mix:
+        return "?"
+    used = {k: v for k, v in mix.items() if _finite(v) and v > 0}
+    return next(iter(used)) if len(used) == 1 else ",".join(f"{k}:{v:g}" for k, v in used.items())
+
+
+def knn_by_source(runs: list[TrainingRun], title: str, path: Path) -> bool:
+    """The kNN monitor against pretraining epoch, one line per source: the mean over that
+    source's runs (its seeds) with a band of one standard deviation, so a reader sees where real
+    and synthetic pretraining meet or part. Drawn only if some source has two runs or more."""
+    groups: dict[str, list[TrainingRun]] = {}
+    for run in runs:
+        if any(_finite(r.get("knn_accuracy")) for r in run.records):
+            groups.setdefault(source_label(run), []).append(run)
+    if not any(len(g) > 1 for g in groups.values()):
+        return False
+    fig = _figure(7, 4)
+    ax = fig.subplots()
+    for label, members in sorted(groups.items()):
+        by_epoch: dict[float, list[float]] = {}
+        for run in members:
+            for r in run.records:
+                if _finite(r.get("knn_accuracy")) and _finite(r.get("epoch")):
+                    by_epoch.setdefault(round(float(r["epoch"]), 3), []).append(r["knn_accuracy"])
+        epochs = sorted(by_epoch)
+        mean = np.array([np.mean(by_epoch[e]) for e in epochs])
+        std = np.array([np.std(by_epoch[e]) for e in epochs])
+        (line,) = ax.plot(
+            epochs, mean, lw=1.5, marker="o", ms=3, label=f"{label} (n={len(members)})"
+        )
+        ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("pretraining epoch")
+    ax.set_ylabel("kNN accuracy (mean ± std over seeds)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
 def confusion_matrix(entry: dict[str, Any], title: str, path: Path) -> bool:
     """A single-label confusion matrix (rows true, columns predicted), counts summed over seeds,
     colour normalised per true class so small classes stay readable."""

@@ -254,6 +254,12 @@ def _training(doc: _Doc, found: Found, slug: dict[Path, str]) -> None:
         "kNN monitor accuracy against step (pretraining)",
         lambda p: figures.curves(runs, "knn_accuracy", "kNN accuracy", "kNN monitor", p),
     )
+    pretrained = [t for t in found.trainings if t.kind == "pretrain"]
+    doc.figure(
+        "knn_by_source",
+        "kNN monitor against pretraining epoch by source (mean ± std over seeds)",
+        lambda p: figures.knn_by_source(pretrained, "kNN monitor by pretraining source", p),
+    )
     doc.sources([t.folder / "summary.json" for t in found.trainings])
 
 

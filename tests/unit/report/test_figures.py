@@ -40,6 +40,19 @@ def test_curves_confusion_and_bars(tmp_path: Path) -> None:
     assert not figures.confusion_matrix(multilabel, "m", tmp_path / "m.png")
 
 
+def test_knn_by_source_averages_the_seeds_of_each_source(tmp_path: Path) -> None:
+    for name in ("s0", "s1"):
+        h.training_run(tmp_path / "run" / name, pretrain=True)
+    found = discover(tmp_path / "run")
+    assert [figures.source_label(t) for t in found.trainings] == ["real:0.5,synthetic:0.5"] * 2
+    assert figures.knn_by_source(found.trainings, "t", tmp_path / "by.png")
+    width, height = _png(tmp_path / "by.png")
+    assert width > 300 and height > 200
+    # one run per source: nothing to average, no figure
+    assert not figures.knn_by_source(found.trainings[:1], "t", tmp_path / "one.png")
+    assert not (tmp_path / "one.png").exists()
+
+
 def test_metric_vs_steps_needs_two_step_counts(tmp_path: Path) -> None:
     assert not figures.metric_vs_steps([("ddim", 20, 40.0)], "fid", "t", tmp_path / "one.png")
     points = [("ddim", 20, 40.0), ("ddim", 50, 30.0), ("ddpm", 1000, 25.0)]
