@@ -74,9 +74,10 @@ def export_initial(cfg: Any, out: Path, *, overwrite: bool = False) -> str:
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} already exists", "pass a new --out, or --overwrite")
     names = list(read_manifest(Path(cfg.data.shards)).class_names) if cfg.data.shards else []
-    if cfg.model.num_classes and len(names) != cfg.model.num_classes:
+    classes = getattr(cfg.model, "num_classes", 0)  # unconditional families have no such field
+    if classes and len(names) != classes:
         raise ConfigError(
-            f"model.num_classes={cfg.model.num_classes} needs the class names of data.shards "
+            f"model.num_classes={classes} needs the class names of data.shards "
             f"({len(names)} there)",
             "set data.shards to the shard set the classes come from, or model.num_classes: 0",
         )

@@ -172,3 +172,13 @@ def test_weights_from_swaps_in_and_restores_exactly_even_on_error() -> None:
         raise RuntimeError("inside")
     assert model.training
     assert all(torch.equal(v, before[k]) for k, v in model.unet.state_dict().items())
+
+
+@pytest.mark.parametrize("kind", ["ddpm_lucidrains", "dcgan"])
+def test_an_untrained_export_of_a_family_without_classes_loads(kind: str, tmp_path: Path) -> None:
+    from suite.generative.export import export_initial
+
+    cfg = load_config(TINY_ALL[kind])
+    export_initial(cfg, tmp_path / "init")
+    model, _ = load_generator(tmp_path / "init")
+    assert model.config == build_generator(cfg.model).config
